@@ -1,0 +1,21 @@
+// Reading YAML configs and applying `--set key.path=value` overrides.
+#pragma once
+
+#include <yaml-cpp/yaml.h>
+
+#include <string>
+#include <vector>
+
+namespace scorch {
+
+// Parses YAML text; a syntax error is a bad-input Error "<source>:<line>:<col>: ...".
+YAML::Node parse_yaml(const std::string& text, const std::string& source);
+
+// Loads `path` (empty: the embedded configs/default.yaml) and applies each
+// override "dotted.key=value", whose value parses as a YAML scalar or flow sequence.
+YAML::Node load_config(const std::string& path, const std::vector<std::string>& overrides);
+
+// The text of configs/default.yaml, compiled in.
+const char* default_config_text();
+
+}  // namespace scorch

@@ -1,0 +1,49 @@
+// The denoiser interface: every model, analytic or learned, returns both the
+// data prediction x0 and the noise prediction eps at (x_t, t), so samplers
+// written in either parameterisation use it directly.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace scorch {
+
+class Schedule;
+
+// What a network's raw output means (config key model.prediction).
+enum class PredictionType { Eps, X0, V, Score };
+PredictionType parse_prediction_type(const std::string& name);  // eps | x0 | v | score
+std::string to_string(PredictionType type);
+
+struct Prediction {
+  at::Tensor x0;
+  at::Tensor eps;
+};
+
+// The one place where model outputs are converted. With x = alpha x0 + sigma eps:
+//   eps:   eps = out,                 x0 = (x - sigma eps) / alpha
+//   x0:    x0 = out,                  eps = (x - alpha x0) / sigma
+//   v:     v = alpha eps - sigma x0   (Salimans & Ho 2022), so with
+//          r = alpha^2 + sigma^2:     x0 = (alpha x - sigma v)/r, eps = (sigma x + alpha v)/r
+//   score: score = -eps / sigma,      eps = -sigma out
+Prediction from_model_output(PredictionType type, const at::Tensor& out, const at::Tensor& x, double alpha,
+                             double sigma);
+// The inverse: what a model of the given type would output for this prediction.
+at::Tensor to_model_output(PredictionType type, const Prediction& p, double alpha, double sigma);
+
+class Denoiser {
+ public:
+  virtual ~Denoiser() = default;
+  // x: [B, *shape]; t: the time of the schedule the denoiser was built with;
+  // cond: optional conditioning ([B] int64 labels or a float tensor), undefined if none.
+  virtual Prediction predict(const at::Tensor& x, double t, const at::Tensor& cond) = 0;
+  // Shape of one sample, without the batch dimension.
+  virtual std::vector<int64_t> sample_shape() const = 0;
+  // Whether predict() needs cond.
+  virtual bool conditional() const { return false; }
+};
+
+}  // namespace scorch

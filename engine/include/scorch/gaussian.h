@@ -1,0 +1,49 @@
+// The analytic Gaussian model N(mu, U diag(lam) U^T) (U: D x r orthonormal
+// columns, r <= D): closed-form data prediction under any schedule and the
+// exact probability-flow map, the reference every sampler is tested against.
+//
+// With x_t = alpha x0 + sigma eps, the marginal is N(alpha mu, alpha^2 Sigma + sigma^2 I), so
+//   E[x0 | x_t] = mu + U diag(alpha lam / (alpha^2 lam + sigma^2)) U^T (x_t - alpha mu)
+// and the PF-ODE solution from s to t (Wang & Vastola 2024, sec. 3) is
+//   x_t = alpha_t mu + U diag(sqrt((alpha_t^2 lam + sigma_t^2)/(alpha_s^2 lam + sigma_s^2))) U^T d
+//         + (sigma_t / sigma_s)(d - U U^T d),   d = x_s - alpha_s mu.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "scorch/denoiser.h"
+
+namespace scorch {
+
+class Schedule;
+
+struct GaussianModel {
+  at::Tensor mean;          // [D]
+  at::Tensor eigenvalues;   // [r], >= 0
+  at::Tensor eigenvectors;  // [D, r], orthonormal columns
+  std::vector<int64_t> shape;  // sample shape, prod(shape) = D
+
+  GaussianModel to(const at::TensorOptions& options) const;
+  int64_t dim() const { return mean.size(0); }
+};
+
+// Reads a `gaussian` safetensors file (tensors mean, eigenvalues, eigenvectors;
+// metadata scorch.type = gaussian, scorch.shape = "[1, 28, 28]"). rank > 0 keeps
+// the `rank` largest eigenvalues. Every problem is a bad-input Error.
+GaussianModel load_gaussian(const std::string& path, int64_t rank = 0);
+void save_gaussian(const std::string& path, const GaussianModel& model);
+// Checks shapes, finiteness and orthonormality; `what` names the source in errors.
+void validate_gaussian(const GaussianModel& model, const std::string& what);
+
+// x: [B, *shape] or [B, D].
+at::Tensor gaussian_x0(const GaussianModel& m, const at::Tensor& x, double alpha, double sigma);
+at::Tensor gaussian_flow(const GaussianModel& m, const at::Tensor& x_s, double alpha_s, double sigma_s,
+                         double alpha_t, double sigma_t);
+
+std::unique_ptr<Denoiser> make_gaussian_denoiser(GaussianModel model, std::shared_ptr<const Schedule> schedule);
+
+}  // namespace scorch

@@ -1,0 +1,20 @@
+// PNG image grids (OpenCV). Samples in [-1, 1] map to 0..255.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <string>
+
+namespace scorch {
+
+// Whether this build can write images (OpenCV found at configure time).
+bool images_supported();
+
+// samples: [B, C, H, W] with C = 1 or 3, or [B, H, W]. nrow: images per row (0: ceil(sqrt(B))).
+// Written atomically; errors name `what` (e.g. "output.png").
+void write_png_grid(const std::string& path, const at::Tensor& samples, int nrow, const std::string& what);
+
+// Whether a sample shape (without batch) can be drawn as an image.
+bool is_image_shape(const std::vector<int64_t>& shape);
+
+}  // namespace scorch

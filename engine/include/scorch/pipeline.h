@@ -1,0 +1,47 @@
+// The C++ API: a pipeline built from a validated config (model, schedule,
+// sampler, noise, outputs). The CLI and the C API are built on it.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "scorch/progress.h"
+
+namespace YAML {
+class Node;
+}
+
+namespace scorch {
+
+struct GenerateResult {
+  at::Tensor samples;  // [batch, *shape], in the configured dtype
+  int64_t nfe = 0;
+  int steps = 0;
+  double seconds = 0.0;
+};
+
+class Pipeline {
+ public:
+  // Validates every key and loads the model; any problem is a bad-input Error naming the key.
+  static std::unique_ptr<Pipeline> from_config(const YAML::Node& config);
+  ~Pipeline();
+
+  // x_T: init_noise if configured, else seeded noise.
+  at::Tensor initial_noise() const;
+  GenerateResult generate(const ProgressFn& progress = {}) const;
+  // Writes output.png / output.npy (atomically); returns the paths written.
+  std::vector<std::string> write_outputs(const GenerateResult& result) const;
+
+  const std::vector<int64_t>& sample_shape() const;
+  const std::string& sampler_name() const;
+
+ private:
+  Pipeline();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace scorch

@@ -1,0 +1,20 @@
+// Progress reporting shared by samplers, the pipeline, the CLI and the C API.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+namespace scorch {
+
+struct StepInfo {
+  int step = 0;   // steps done
+  int total = 0;  // steps in the run
+  int64_t nfe = 0;
+  double t = 0.0;
+  double elapsed_s = 0.0;
+};
+
+// Called after every step; returning false cancels the run.
+using ProgressFn = std::function<bool(const StepInfo&)>;
+
+}  // namespace scorch

@@ -1,0 +1,27 @@
+// Time grids t_0 = t_start > t_1 > ... > t_N = t_end for continuous samplers.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "scorch/schedule.h"
+
+namespace scorch {
+
+struct GridSpec {
+  // logSNR | time_uniform | time_quadratic (official DPM-Solver, get_time_steps)
+  // karras | exponential (k-diffusion, in VE sigma = sigma/alpha)
+  std::string skip_type = "logSNR";
+  int steps = 20;
+  double t_start = -1.0;  // < 0: the schedule's t_max
+  double t_end = -1.0;    // < 0: the schedule's t_min
+  double rho = 7.0;       // karras only
+};
+
+// The valid skip_type names, for error messages and `scorch samplers`.
+const std::vector<std::string>& skip_types();
+
+// steps + 1 decreasing times. Throws a bad-input Error on an invalid spec.
+std::vector<double> make_time_grid(const Schedule& schedule, const GridSpec& spec);
+
+}  // namespace scorch

@@ -1,0 +1,72 @@
+#include "scorch/config.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "default_config.h"
+#include "scorch/error.h"
+#include "scorch/io.h"
+
+namespace scorch {
+
+const char* default_config_text() { return kDefaultConfig; }
+
+YAML::Node parse_yaml(const std::string& text, const std::string& source) {
+  try {
+    return YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    bad_input(source + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
+              ": invalid YAML: " + e.msg);
+  }
+}
+
+namespace {
+
+void apply_override(YAML::Node& root, const std::string& assignment) {
+  const std::string what = "--set " + assignment;
+  const size_t eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0) bad_input(what + ": expected key.path=value");
+  const std::string key = assignment.substr(0, eq), text = assignment.substr(eq + 1);
+  std::vector<std::string> parts;
+  std::stringstream ss(key);
+  std::string part;
+  while (std::getline(ss, part, '.')) {
+    if (part.empty()) bad_input(what + ": empty component in key '" + key + "'");
+    parts.push_back(part);
+  }
+  if (key.back() == '.') bad_input(what + ": empty component in key '" + key + "'");
+  const YAML::Node value = parse_yaml(text, what);
+  if (!(value.IsScalar() || value.IsSequence() || value.IsNull()))
+    bad_input(what + ": the value must be a scalar or a flow sequence");
+  YAML::Node node = root;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    YAML::Node child = node[parts[i]];
+    if (child && !child.IsMap() && !child.IsNull())
+      bad_input(what + ": '" + parts[i] + "' is a value, not a section");
+    if (!child || child.IsNull()) node[parts[i]] = YAML::Node(YAML::NodeType::Map);
+    node.reset(node[parts[i]]);
+  }
+  node[parts.back()] = value;
+}
+
+}  // namespace
+
+YAML::Node load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  YAML::Node root;
+  if (path.empty()) {
+    root = parse_yaml(default_config_text(), "configs/default.yaml (built in)");
+  } else {
+    const std::string file = find_input_file(path);
+    std::ifstream in(file);
+    if (!in) bad_input("--config: cannot open '" + path + "'");
+    std::ostringstream text;
+    text << in.rdbuf();
+    root = parse_yaml(text.str(), path);
+  }
+  if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  if (!root.IsMap()) bad_input((path.empty() ? std::string("config") : path) + ": the top level must be a mapping");
+  for (const auto& o : overrides) apply_override(root, o);
+  return root;
+}
+
+}  // namespace scorch

@@ -1,0 +1,63 @@
+#include "scorch/denoiser.h"
+
+#include <ATen/ATen.h>
+
+#include "scorch/error.h"
+
+namespace scorch {
+
+PredictionType parse_prediction_type(const std::string& name) {
+  if (name == "eps") return PredictionType::Eps;
+  if (name == "x0") return PredictionType::X0;
+  if (name == "v") return PredictionType::V;
+  if (name == "score") return PredictionType::Score;
+  bad_input("model.prediction: expected eps | x0 | v | score, got '" + name + "'");
+}
+
+std::string to_string(PredictionType type) {
+  switch (type) {
+    case PredictionType::Eps: return "eps";
+    case PredictionType::X0: return "x0";
+    case PredictionType::V: return "v";
+    case PredictionType::Score: return "score";
+  }
+  return "?";
+}
+
+Prediction from_model_output(PredictionType type, const at::Tensor& out, const at::Tensor& x, double alpha,
+                             double sigma) {
+  Prediction p;
+  switch (type) {
+    case PredictionType::Eps:
+      p.eps = out;
+      p.x0 = (x - sigma * out) / alpha;
+      break;
+    case PredictionType::X0:
+      p.x0 = out;
+      p.eps = (x - alpha * out) / sigma;
+      break;
+    case PredictionType::V: {
+      const double r = alpha * alpha + sigma * sigma;
+      p.x0 = (alpha * x - sigma * out) / r;
+      p.eps = (sigma * x + alpha * out) / r;
+      break;
+    }
+    case PredictionType::Score:
+      p.eps = -sigma * out;
+      p.x0 = (x + (sigma * sigma) * out) / alpha;
+      break;
+  }
+  return p;
+}
+
+at::Tensor to_model_output(PredictionType type, const Prediction& p, double alpha, double sigma) {
+  switch (type) {
+    case PredictionType::Eps: return p.eps;
+    case PredictionType::X0: return p.x0;
+    case PredictionType::V: return alpha * p.eps - sigma * p.x0;
+    case PredictionType::Score: return p.eps / (-sigma);
+  }
+  return p.eps;
+}
+
+}  // namespace scorch

@@ -1,0 +1,143 @@
+#include "scorch/gaussian.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <sstream>
+
+#include "scorch/error.h"
+#include "scorch/io.h"
+#include "scorch/schedule.h"
+
+namespace scorch {
+
+GaussianModel GaussianModel::to(const at::TensorOptions& options) const {
+  return {mean.to(options), eigenvalues.to(options), eigenvectors.to(options), shape};
+}
+
+namespace {
+
+std::vector<int64_t> parse_shape(const std::string& text, const std::string& what) {
+  std::vector<int64_t> shape;
+  std::string s = text;
+  for (char& c : s)
+    if (c == '[' || c == ']' || c == ',') c = ' ';
+  std::istringstream in(s);
+  long long v;
+  while (in >> v) {
+    if (v <= 0) bad_input(what + ": metadata scorch.shape '" + text + "' has a non-positive entry");
+    shape.push_back(v);
+  }
+  if (!in.eof() || shape.empty()) bad_input(what + ": metadata scorch.shape '" + text + "' is not a list of sizes");
+  return shape;
+}
+
+std::string format_shape(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+}  // namespace
+
+void validate_gaussian(const GaussianModel& m, const std::string& what) {
+  if (!m.mean.defined() || m.mean.dim() != 1) bad_input(what + ": 'mean' must be a vector [D]");
+  const int64_t d = m.mean.size(0);
+  int64_t prod = 1;
+  for (int64_t s : m.shape) prod *= s;
+  if (prod != d) bad_input(what + ": shape " + format_shape(m.shape) + " does not match D = " + std::to_string(d));
+  if (!m.eigenvalues.defined() || m.eigenvalues.dim() != 1) bad_input(what + ": 'eigenvalues' must be a vector [r]");
+  const int64_t r = m.eigenvalues.size(0);
+  if (r < 1 || r > d) bad_input(what + ": need 1 <= r <= D eigenvalues, got r = " + std::to_string(r));
+  if (!m.eigenvectors.defined() || m.eigenvectors.dim() != 2 || m.eigenvectors.size(0) != d ||
+      m.eigenvectors.size(1) != r)
+    bad_input(what + ": 'eigenvectors' must be [D, r] = [" + std::to_string(d) + ", " + std::to_string(r) + "]");
+  for (const auto& [name, t] : {std::pair<const char*, at::Tensor>{"mean", m.mean},
+                                {"eigenvalues", m.eigenvalues},
+                                {"eigenvectors", m.eigenvectors}}) {
+    if (!at::isFloatingType(t.scalar_type())) bad_input(what + ": '" + name + "' must be floating point");
+    if (!at::isfinite(t).all().item<bool>()) bad_input(what + ": '" + name + "' has non-finite values");
+  }
+  if (m.eigenvalues.min().item<double>() < 0.0) bad_input(what + ": 'eigenvalues' must be >= 0");
+  const at::Tensor u = m.eigenvectors.to(at::kDouble);
+  const double err = (u.t().mm(u) - at::eye(r, u.options())).abs().max().item<double>();
+  if (err > 1e-3) bad_input(what + ": 'eigenvectors' columns are not orthonormal (max |U^T U - I| = " +
+                            std::to_string(err) + ")");
+}
+
+GaussianModel load_gaussian(const std::string& path, int64_t rank) {
+  const std::string what = "model.path '" + path + "'";
+  SafeTensors st = read_safetensors(path);
+  const auto type = st.metadata.find("scorch.type");
+  if (type != st.metadata.end() && type->second != "gaussian")
+    bad_input(what + ": is a '" + type->second + "' model, not gaussian");
+  GaussianModel m;
+  for (const char* name : {"mean", "eigenvalues", "eigenvectors"})
+    if (!st.tensors.count(name)) bad_input(what + ": missing tensor '" + std::string(name) + "'");
+  m.mean = st.tensors["mean"];
+  m.eigenvalues = st.tensors["eigenvalues"];
+  m.eigenvectors = st.tensors["eigenvectors"];
+  const auto shape = st.metadata.find("scorch.shape");
+  m.shape = shape != st.metadata.end() ? parse_shape(shape->second, what)
+                                       : std::vector<int64_t>{m.mean.dim() == 1 ? m.mean.size(0) : 0};
+  validate_gaussian(m, what);
+  if (rank > 0 && rank < m.eigenvalues.size(0)) {
+    const at::Tensor idx = std::get<1>(m.eigenvalues.sort(/*dim=*/0, /*descending=*/true)).narrow(0, 0, rank);
+    m.eigenvalues = m.eigenvalues.index_select(0, idx);
+    m.eigenvectors = m.eigenvectors.index_select(1, idx);
+  }
+  return m;
+}
+
+void save_gaussian(const std::string& path, const GaussianModel& m) {
+  SafeTensors st;
+  st.tensors = {{"mean", m.mean}, {"eigenvalues", m.eigenvalues}, {"eigenvectors", m.eigenvectors}};
+  st.metadata = {{"scorch.type", "gaussian"}, {"scorch.shape", format_shape(m.shape)}};
+  write_safetensors(path, st, "gaussian model");
+}
+
+at::Tensor gaussian_x0(const GaussianModel& m, const at::Tensor& x, double alpha, double sigma) {
+  const at::Tensor d = x.reshape({x.size(0), -1}) - alpha * m.mean;
+  const at::Tensor lam = m.eigenvalues;
+  const at::Tensor coef = alpha * lam / (alpha * alpha * lam + sigma * sigma);
+  const at::Tensor x0 = m.mean + (d.mm(m.eigenvectors) * coef).mm(m.eigenvectors.t());
+  return x0.reshape(x.sizes());
+}
+
+at::Tensor gaussian_flow(const GaussianModel& m, const at::Tensor& x_s, double alpha_s, double sigma_s,
+                         double alpha_t, double sigma_t) {
+  const at::Tensor d = x_s.reshape({x_s.size(0), -1}) - alpha_s * m.mean;
+  const at::Tensor lam = m.eigenvalues;
+  const at::Tensor proj = d.mm(m.eigenvectors);
+  const at::Tensor gain =
+      ((alpha_t * alpha_t * lam + sigma_t * sigma_t) / (alpha_s * alpha_s * lam + sigma_s * sigma_s)).sqrt();
+  const at::Tensor in_span = proj.mm(m.eigenvectors.t());
+  const at::Tensor x_t = alpha_t * m.mean + (proj * gain).mm(m.eigenvectors.t()) + (sigma_t / sigma_s) * (d - in_span);
+  return x_t.reshape(x_s.sizes());
+}
+
+namespace {
+
+class GaussianDenoiser final : public Denoiser {
+ public:
+  GaussianDenoiser(GaussianModel m, std::shared_ptr<const Schedule> s) : m_(std::move(m)), sched_(std::move(s)) {}
+
+  Prediction predict(const at::Tensor& x, double t, const at::Tensor&) override {
+    if (m_.mean.scalar_type() != x.scalar_type() || m_.mean.device() != x.device()) m_ = m_.to(x.options());
+    const double alpha = sched_->alpha(t), sigma = sched_->sigma(t);
+    return from_model_output(PredictionType::X0, gaussian_x0(m_, x, alpha, sigma), x, alpha, sigma);
+  }
+  std::vector<int64_t> sample_shape() const override { return m_.shape; }
+
+ private:
+  GaussianModel m_;
+  std::shared_ptr<const Schedule> sched_;
+};
+
+}  // namespace
+
+std::unique_ptr<Denoiser> make_gaussian_denoiser(GaussianModel model, std::shared_ptr<const Schedule> schedule) {
+  return std::make_unique<GaussianDenoiser>(std::move(model), std::move(schedule));
+}
+
+}  // namespace scorch

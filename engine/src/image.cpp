@@ -1,0 +1,64 @@
+#include "scorch/image.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "scorch/error.h"
+#include "scorch/io.h"
+
+#ifdef SCORCH_WITH_OPENCV
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#endif
+
+namespace scorch {
+
+bool images_supported() {
+#ifdef SCORCH_WITH_OPENCV
+  return true;
+#else
+  return false;
+#endif
+}
+
+bool is_image_shape(const std::vector<int64_t>& s) {
+  return s.size() == 2 || (s.size() == 3 && (s[0] == 1 || s[0] == 3));
+}
+
+void write_png_grid(const std::string& path, const at::Tensor& samples, int nrow, const std::string& what) {
+#ifdef SCORCH_WITH_OPENCV
+  at::Tensor x = samples.detach().cpu().to(at::kFloat);
+  if (x.dim() == 3) x = x.unsqueeze(1);
+  if (x.dim() != 4 || (x.size(1) != 1 && x.size(1) != 3))
+    bad_input(what + ": samples of this shape are not images (need [C, H, W] with C = 1 or 3, or [H, W])");
+  const int64_t b = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+  const int64_t cols = nrow > 0 ? nrow : int64_t(std::ceil(std::sqrt(double(b))));
+  const int64_t rows = (b + cols - 1) / cols;
+  const int64_t pad = 2;
+  // [-1, 1] -> [0, 255], NCHW -> NHWC, RGB -> BGR for OpenCV.
+  at::Tensor u8 = ((x.clamp(-1, 1) + 1) * 127.5).round().to(at::kByte).permute({0, 2, 3, 1}).contiguous();
+  if (c == 3) u8 = u8.flip({3}).contiguous();
+  cv::Mat grid(int(rows * (h + pad) + pad), int(cols * (w + pad) + pad), c == 3 ? CV_8UC3 : CV_8UC1, cv::Scalar(0));
+  for (int64_t i = 0; i < b; ++i) {
+    const int64_t r = i / cols, col = i % cols;
+    cv::Mat tile(int(h), int(w), c == 3 ? CV_8UC3 : CV_8UC1, u8[i].data_ptr());
+    tile.copyTo(grid(cv::Rect(int(pad + col * (w + pad)), int(pad + r * (h + pad)), int(w), int(h))));
+  }
+  write_atomically(path, what, [&](const std::string& tmp) {
+    bool ok = false;
+    try {
+      ok = cv::imwrite(tmp, grid);
+    } catch (const cv::Exception& e) {
+      bad_input(what + ": cannot write '" + path + "': " + e.what());
+    }
+    if (!ok) bad_input(what + ": cannot write '" + path + "'");
+  });
+#else
+  (void)samples;
+  (void)nrow;
+  bad_input(what + ": this build has no image output (configured without OpenCV); cannot write '" + path + "'");
+#endif
+}
+
+}  // namespace scorch

@@ -1,0 +1,333 @@
+#include "scorch/pipeline.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <c10/core/InferenceMode.h>
+#include <yaml-cpp/yaml.h>
+
+#include <chrono>
+#include <cstdio>
+#include <set>
+
+#include "../../samplers/sampler.h"
+#include "scorch/config.h"
+#include "scorch/error.h"
+#include "scorch/gaussian.h"
+#include "scorch/image.h"
+#include "scorch/io.h"
+#include "scorch/torchscript_denoiser.h"
+
+namespace scorch {
+
+namespace {
+
+std::string join(const std::vector<std::string>& items, const std::string& sep) {
+  std::string out;
+  for (const auto& s : items) out += (out.empty() ? "" : sep) + s;
+  return out;
+}
+
+std::string shape_string(at::IntArrayRef s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+// The scalar entries of a config section; entries named in `lists` are skipped
+// (the caller reads them as sequences).
+std::map<std::string, std::string> scalars(const YAML::Node& node, const std::string& prefix,
+                                           const std::set<std::string>& lists = {}) {
+  std::map<std::string, std::string> out;
+  if (!node || node.IsNull()) return out;
+  if (!node.IsMap()) bad_input(prefix + ": expected a mapping of keys to values");
+  for (const auto& kv : node) {
+    const std::string key = kv.first.as<std::string>();
+    const std::string name = prefix.empty() ? key : prefix + "." + key;
+    if (lists.count(key)) continue;
+    if (kv.second.IsMap() || kv.second.IsSequence()) {
+      if (prefix.empty()) continue;  // top-level sections are read separately
+      bad_input(name + ": expected a single value");
+    }
+    out[key] = kv.second.IsNull() ? "" : kv.second.as<std::string>();
+  }
+  return out;
+}
+
+template <typename T>
+std::vector<T> list_of(const YAML::Node& node, const std::string& name, const char* expected) {
+  if (!node.IsSequence()) bad_input(name + ": expected a list of " + expected);
+  std::vector<T> out;
+  for (const auto& item : node) {
+    try {
+      out.push_back(item.as<T>());
+    } catch (const YAML::Exception&) {
+      bad_input(name + ": expected a list of " + expected + ", got an entry '" +
+                (item.IsScalar() ? item.as<std::string>() : std::string("(not a scalar)")) + "'");
+    }
+  }
+  return out;
+}
+
+const std::vector<OptionSpec>& top_level_options() {
+  static const std::vector<OptionSpec> specs = {
+      {"seed", OptionType::Int, "0", "seed of x_T and of the sampler's noise", {}},
+      {"batch", OptionType::Int, "1", "number of samples", {}},
+      {"device", OptionType::String, "cpu", "where the model and solver run", {"cpu", "cuda"}},
+      {"dtype", OptionType::String, "float32", "solver and model dtype", {"float32", "float64"}},
+      {"init_noise", OptionType::String, "", ".npy file used as x_T instead of seeded noise", {}},
+      {"cond", OptionType::Int, "0", "class label for conditional models (or a list, one per sample)", {}},
+  };
+  return specs;
+}
+
+const std::set<std::string> kSections = {"model", "schedule", "sampler", "output"};
+
+std::shared_ptr<const Schedule> make_schedule(const YAML::Node& node) {
+  std::map<std::string, std::string> raw = scalars(node, "schedule", {"betas", "alphas_cumprod"});
+  const std::string type = raw.count("type") ? raw["type"] : "vp_linear";
+  raw.erase("type");
+  if (type == "vp_linear") {
+    const Options o = Options::parse("schedule", {{"beta_0", OptionType::Number, "0.1", "", {}},
+                                                  {"beta_1", OptionType::Number, "20", "", {}}},
+                                     raw);
+    return make_vp_linear(o.number("beta_0"), o.number("beta_1"));
+  }
+  if (type == "vp_discrete") {
+    const Options o = Options::parse(
+        "schedule",
+        {{"beta_schedule", OptionType::String, "linear", "", {"linear", "scaled_linear"}},
+         {"beta_start", OptionType::Number, "0.0001", "", {}},
+         {"beta_end", OptionType::Number, "0.02", "", {}},
+         {"num_train_steps", OptionType::Int, "1000", "", {}}},
+        raw);
+    if (node["betas"] && node["alphas_cumprod"]) bad_input("schedule: give betas or alphas_cumprod, not both");
+    if (node["alphas_cumprod"])
+      return make_vp_discrete(list_of<double>(node["alphas_cumprod"], "schedule.alphas_cumprod", "numbers"));
+    const std::vector<double> betas =
+        node["betas"] ? list_of<double>(node["betas"], "schedule.betas", "numbers")
+                      : make_betas(o.str("beta_schedule"), o.number("beta_start"), o.number("beta_end"),
+                                   int(o.integer("num_train_steps")));
+    return make_vp_discrete(alphas_cumprod_from_betas(betas));
+  }
+  if (node["betas"] || node["alphas_cumprod"]) bad_input("schedule: betas / alphas_cumprod need type vp_discrete");
+  if (type == "vp_cosine") {
+    const Options o = Options::parse("schedule", {{"s", OptionType::Number, "0.008", "", {}}}, raw);
+    return make_vp_cosine(o.number("s"));
+  }
+  if (type == "edm") {
+    const Options o = Options::parse("schedule", {{"sigma_min", OptionType::Number, "0.002", "", {}},
+                                                  {"sigma_max", OptionType::Number, "80", "", {}}},
+                                     raw);
+    return make_edm(o.number("sigma_min"), o.number("sigma_max"));
+  }
+  bad_input("schedule.type: expected vp_linear | vp_discrete | vp_cosine | edm, got '" + type + "'");
+}
+
+}  // namespace
+
+struct Pipeline::Impl {
+  std::shared_ptr<const Schedule> schedule;
+  std::unique_ptr<Denoiser> denoiser;
+  const SamplerInfo* sampler = nullptr;
+  Options sampler_options;
+  std::vector<double> grid;
+  std::vector<int64_t> shape;
+  at::TensorOptions options;
+  uint64_t seed = 0;
+  int64_t batch = 1;
+  at::Tensor init_noise, cond;
+  std::string png, npy;
+  int nrow = 0;
+};
+
+Pipeline::Pipeline() : impl_(std::make_unique<Impl>()) {}
+Pipeline::~Pipeline() = default;
+
+std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
+  std::unique_ptr<Pipeline> p(new Pipeline());
+  Impl& m = *p->impl_;
+
+  // Top level.
+  for (const auto& kv : config) {
+    const std::string key = kv.first.as<std::string>();
+    if (kSections.count(key) || key == "cond") continue;
+    bool known = false;
+    for (const auto& s : top_level_options()) known = known || s.name == key;
+    if (!known) {
+      std::vector<std::string> valid(kSections.begin(), kSections.end());
+      for (const auto& s : top_level_options()) valid.push_back(s.name);
+      bad_input(key + ": unknown config key; valid keys are: " + join(valid, ", "));
+    }
+    if (!kv.second.IsScalar() && !kv.second.IsNull()) bad_input(key + ": expected a single value");
+  }
+  for (const auto& s : kSections)
+    if (config[s] && !config[s].IsMap() && !config[s].IsNull()) bad_input(s + ": expected a mapping of keys to values");
+  std::map<std::string, std::string> top = scalars(config, "");
+  top.erase("cond");
+  const Options o = Options::parse("", top_level_options(), top);
+  const int64_t seed = o.integer("seed");
+  if (seed < 0) bad_input("seed: expected a non-negative integer, got " + std::to_string(seed));
+  m.seed = uint64_t(seed);
+  m.batch = o.integer("batch");
+  if (m.batch <= 0) bad_input("batch: expected a positive integer, got " + std::to_string(m.batch));
+  if (o.str("device") == "cuda" && !at::hasCUDA()) bad_input("device: cuda requested but no CUDA device is available");
+  const at::Device device(o.str("device") == "cuda" ? at::kCUDA : at::kCPU);
+  const at::ScalarType dtype = o.str("dtype") == "float64" ? at::kDouble : at::kFloat;
+  m.options = at::TensorOptions().dtype(dtype).device(device);
+
+  m.schedule = make_schedule(config["schedule"]);
+
+  // Model.
+  const YAML::Node model = config["model"];
+  if (!model || !model.IsMap()) bad_input("model: missing; expected model.type and model.path");
+  const Options mo = Options::parse(
+      "model",
+      {{"type", OptionType::String, "", "model kind", {"torchscript", "gaussian"}},
+       {"path", OptionType::String, "", "model file", {}},
+       {"prediction", OptionType::String, "eps", "what the network outputs", {"eps", "x0", "v", "score"}},
+       {"time_input", OptionType::String, "t", "time argument of the network", {"t", "index", "sigma"}},
+       {"rank", OptionType::Int, "0", "gaussian: keep the largest `rank` eigenvalues (0: all)", {}}},
+      scalars(model, "model", {"shape"}));
+  if (mo.str("type").empty()) bad_input("model.type: missing; expected torchscript | gaussian");
+  if (mo.str("path").empty()) bad_input("model.path: missing");
+  const std::string path = find_input_file(mo.str("path"));
+  std::vector<int64_t> shape;
+  if (model["shape"]) {
+    shape = list_of<int64_t>(model["shape"], "model.shape", "positive integers");
+    if (shape.empty()) bad_input("model.shape: expected a non-empty list of positive integers");
+    for (int64_t s : shape)
+      if (s <= 0) bad_input("model.shape: expected positive integers, got " + shape_string(shape));
+  }
+  if (mo.str("type") == "torchscript") {
+    if (shape.empty()) bad_input("model.shape: required for torchscript models, e.g. [1, 28, 28]");
+    TorchScriptSpec spec;
+    spec.path = path;
+    spec.shape = shape;
+    spec.prediction = parse_prediction_type(mo.str("prediction"));
+    spec.time_input = parse_time_input(mo.str("time_input"));
+    spec.dtype = dtype;
+    spec.device = device;
+    m.denoiser = load_torchscript_denoiser(spec, m.schedule);
+  } else {
+    GaussianModel g = load_gaussian(path, mo.integer("rank"));
+    if (!shape.empty() && shape != g.shape)
+      bad_input("model.shape: " + shape_string(shape) + " does not match the model file's " + shape_string(g.shape));
+    m.denoiser = make_gaussian_denoiser(g.to(m.options), m.schedule);
+  }
+  m.shape = m.denoiser->sample_shape();
+
+  // Sampler.
+  const YAML::Node sampler = config["sampler"];
+  std::map<std::string, std::string> sraw = scalars(sampler, "sampler");
+  const std::string name = sraw.count("name") ? sraw["name"] : "ddim";
+  sraw.erase("name");
+  m.sampler = &find_sampler(name);
+  m.sampler_options = Options::parse("sampler", all_options(*m.sampler), sraw);
+  m.grid = make_time_grid(*m.schedule, grid_spec(m.sampler_options));
+
+  // Conditioning.
+  const YAML::Node cond = config["cond"];
+  if (cond && !cond.IsNull()) {
+    if (!m.denoiser->conditional()) bad_input("cond: the model takes no condition (forward(x, t))");
+    std::vector<int64_t> labels;
+    if (cond.IsSequence()) {
+      labels = list_of<int64_t>(cond, "cond", "integer class labels");
+      if (int64_t(labels.size()) != m.batch)
+        bad_input("cond: " + std::to_string(labels.size()) + " labels for batch " + std::to_string(m.batch));
+    } else {
+      const Options co = Options::parse("", {top_level_options().back()}, {{"cond", cond.as<std::string>()}});
+      labels.assign(size_t(m.batch), co.integer("cond"));
+    }
+    m.cond = at::tensor(labels, at::TensorOptions().dtype(at::kLong)).to(device);
+  } else if (m.denoiser->conditional()) {
+    bad_input("cond: the model is conditional (forward(x, t, cond)); set cond to a class label");
+  }
+
+  // Initial noise.
+  std::vector<int64_t> full = {m.batch};
+  full.insert(full.end(), m.shape.begin(), m.shape.end());
+  if (!o.str("init_noise").empty()) {
+    const std::string file = find_input_file(o.str("init_noise"));
+    at::Tensor x = read_npy(file);
+    if (!at::isFloatingType(x.scalar_type())) bad_input("init_noise '" + file + "': expected float32 or float64 data");
+    if (x.sizes() != at::IntArrayRef(full))
+      bad_input("init_noise '" + file + "': shape " + shape_string(x.sizes()) + " does not match [batch, *shape] = " +
+                shape_string(full));
+    if (!at::isfinite(x).all().item<bool>()) bad_input("init_noise '" + file + "': has non-finite values");
+    m.init_noise = x.to(m.options);
+  }
+
+  // Outputs: checked now so a long run never ends in an unwritable path.
+  const Options oo = Options::parse("output",
+                                    {{"png", OptionType::String, "", "PNG image grid", {}},
+                                     {"npy", OptionType::String, "", "final samples, float32", {}},
+                                     {"nrow", OptionType::Int, "0", "images per grid row (0: square)", {}}},
+                                    scalars(config["output"], "output"));
+  m.png = oo.str("png");
+  m.npy = oo.str("npy");
+  m.nrow = int(oo.integer("nrow"));
+  if (m.nrow < 0) bad_input("output.nrow: expected a non-negative integer");
+  if (!m.png.empty()) {
+    if (!images_supported()) bad_input("output.png: this build has no image output (configured without OpenCV)");
+    if (!is_image_shape(m.shape))
+      bad_input("output.png: samples of shape " + shape_string(m.shape) + " are not images (need [C, H, W] or [H, W])");
+    check_writable(m.png, "output.png");
+  }
+  if (!m.npy.empty()) check_writable(m.npy, "output.npy");
+  return p;
+}
+
+at::Tensor Pipeline::initial_noise() const {
+  const Impl& m = *impl_;
+  if (m.init_noise.defined()) return m.init_noise.clone();
+  std::vector<int64_t> full = {m.batch};
+  full.insert(full.end(), m.shape.begin(), m.shape.end());
+  // x_T ~ N(0, sigma(t_start)^2 I), the prior that neglects alpha(t_start) x0: the
+  // k-diffusion convention (x~ = sigma~_max z in VE variables), N(0, I) at t = 1 for VP.
+  Rng rng(m.seed);
+  return rng.normal(full, m.options) * m.schedule->sigma(m.grid.front());
+}
+
+GenerateResult Pipeline::generate(const ProgressFn& progress) const {
+  const Impl& m = *impl_;
+  c10::InferenceMode guard;
+  const auto start = std::chrono::steady_clock::now();
+  const at::Tensor x_T = initial_noise();
+  // Sampler noise uses its own stream, derived from the seed, so that it never
+  // depends on how x_T was obtained.
+  Rng rng(m.seed ^ 0x9E3779B97F4A7C15ull);
+  SamplerContext ctx(*m.denoiser, *m.schedule, rng, m.cond, progress);
+  GenerateResult r;
+  r.samples = m.sampler->run(ctx, x_T, m.grid, m.sampler_options);
+  if (!at::isfinite(r.samples).all().item<bool>())
+    bad_input("sampler '" + m.sampler->name + "' produced non-finite samples; try more steps or other options");
+  r.nfe = ctx.nfe();
+  r.steps = int(m.grid.size()) - 1;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return r;
+}
+
+std::vector<std::string> Pipeline::write_outputs(const GenerateResult& r) const {
+  const Impl& m = *impl_;
+  std::vector<std::string> written;
+  try {
+    if (!m.npy.empty()) {
+      write_npy(m.npy, r.samples.to(at::kFloat), "output.npy");
+      written.push_back(m.npy);
+    }
+    if (!m.png.empty()) {
+      write_png_grid(m.png, r.samples, m.nrow, "output.png");
+      written.push_back(m.png);
+    }
+  } catch (...) {
+    // All or nothing: a failed second write takes the first one back.
+    for (const auto& f : written) std::remove(f.c_str());
+    throw;
+  }
+  return written;
+}
+
+const std::vector<int64_t>& Pipeline::sample_shape() const { return impl_->shape; }
+const std::string& Pipeline::sampler_name() const { return impl_->sampler->name; }
+
+}  // namespace scorch

@@ -1,0 +1,136 @@
+#include "scorch/torchscript_denoiser.h"
+
+#include <torch/script.h>
+
+#include <filesystem>
+
+#include "scorch/error.h"
+#include "scorch/rng.h"
+#include "scorch/schedule.h"
+
+namespace scorch {
+
+TimeInput parse_time_input(const std::string& name) {
+  if (name == "t") return TimeInput::T;
+  if (name == "index") return TimeInput::Index;
+  if (name == "sigma") return TimeInput::Sigma;
+  bad_input("model.time_input: expected t | index | sigma, got '" + name + "'");
+}
+
+double model_time(TimeInput input, const Schedule& schedule, double t) {
+  switch (input) {
+    case TimeInput::T: return t;
+    case TimeInput::Index: {
+      const double n = schedule.num_train_steps();
+      return (t - 1.0 / n) * n;
+    }
+    case TimeInput::Sigma: return schedule.ve_sigma(t);
+  }
+  return t;
+}
+
+namespace {
+
+// First line of a c10::Error, without the C++ backtrace.
+std::string first_line(const c10::Error& e) {
+  std::string msg = e.what_without_backtrace();
+  const size_t nl = msg.find('\n');
+  return nl == std::string::npos ? msg : msg.substr(0, nl);
+}
+
+std::string shape_string(at::IntArrayRef s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+class TorchScriptDenoiser final : public Denoiser {
+ public:
+  TorchScriptDenoiser(torch::jit::Module module, TorchScriptSpec spec, std::shared_ptr<const Schedule> sched,
+                      bool conditional)
+      : module_(std::move(module)), spec_(std::move(spec)), sched_(std::move(sched)), conditional_(conditional) {}
+
+  Prediction predict(const at::Tensor& x, double t, const at::Tensor& cond) override {
+    c10::InferenceMode guard;
+    const at::Tensor out = forward(x, t, cond);
+    if (out.sizes() != x.sizes())
+      bad_input("model '" + spec_.path + "': forward returned shape " + shape_string(out.sizes()) +
+                " for input " + shape_string(x.sizes()));
+    return from_model_output(spec_.prediction, out.to(x.scalar_type()), x, sched_->alpha(t), sched_->sigma(t));
+  }
+
+  at::Tensor forward(const at::Tensor& x, double t, const at::Tensor& cond) {
+    const at::Tensor t_in =
+        at::full({x.size(0)}, model_time(spec_.time_input, *sched_, t), x.options().dtype(spec_.dtype));
+    std::vector<c10::IValue> args = {x.to(spec_.dtype), t_in};
+    if (conditional_) {
+      if (!cond.defined()) bad_input("model '" + spec_.path + "' is conditional: set `cond` (class labels)");
+      args.emplace_back(cond.to(x.device()));
+    }
+    c10::IValue out;
+    try {
+      out = module_.forward(args);
+    } catch (const c10::Error& e) {
+      bad_input("model '" + spec_.path + "': forward failed for input " + shape_string(x.sizes()) + ": " +
+                first_line(e));
+    }
+    if (!out.isTensor()) bad_input("model '" + spec_.path + "': forward must return a Tensor");
+    return out.toTensor();
+  }
+
+  std::vector<int64_t> sample_shape() const override { return spec_.shape; }
+  bool conditional() const override { return conditional_; }
+
+ private:
+  torch::jit::Module module_;
+  TorchScriptSpec spec_;
+  std::shared_ptr<const Schedule> sched_;
+  bool conditional_;
+};
+
+}  // namespace
+
+std::unique_ptr<Denoiser> load_torchscript_denoiser(const TorchScriptSpec& spec,
+                                                    std::shared_ptr<const Schedule> schedule) {
+  const std::string what = "model.path '" + spec.path + "'";
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(spec.path, ec)) bad_input(what + ": file not found");
+  torch::jit::Module module;
+  try {
+    module = torch::jit::load(spec.path, spec.device);
+  } catch (const c10::Error& e) {
+    bad_input(what + ": not a loadable TorchScript file (" + first_line(e) + ")");
+  } catch (const std::exception& e) {
+    bad_input(what + ": not a loadable TorchScript file (" + e.what() + ")");
+  }
+  const auto method = module.find_method("forward");
+  if (!method) bad_input(what + ": the module has no forward method");
+  // The schema's first argument is self.
+  const size_t arity = method->function().getSchema().arguments().size() - 1;
+  if (arity != 2 && arity != 3)
+    bad_input(what + ": forward takes " + std::to_string(arity) +
+              " arguments; expected forward(x, t) or forward(x, t, cond)");
+  module.eval();
+  module.to(spec.device, spec.dtype);
+  try {
+    module = torch::jit::freeze(module);
+  } catch (const std::exception&) {
+    // Freezing is an optimisation; modules it cannot handle run unfrozen.
+  }
+  auto denoiser = std::make_unique<TorchScriptDenoiser>(module, spec, schedule, arity == 3);
+
+  // One-sample dry run: catches a wrong signature, shape or non-finite output now, not mid-run.
+  std::vector<int64_t> sizes = {1};
+  sizes.insert(sizes.end(), spec.shape.begin(), spec.shape.end());
+  const at::Tensor x = Rng(0).normal(sizes, at::TensorOptions().dtype(spec.dtype).device(spec.device));
+  const at::Tensor cond = at::zeros({1}, at::TensorOptions().dtype(at::kLong).device(spec.device));
+  c10::InferenceMode guard;
+  const at::Tensor out = denoiser->forward(x, 0.5 * (schedule->t_max() + schedule->t_min()), cond);
+  if (out.sizes() != x.sizes())
+    bad_input(what + ": forward returned shape " + shape_string(out.sizes()) + " for input " +
+              shape_string(x.sizes()) + "; expected the input's shape (model.shape)");
+  if (!at::isfinite(out).all().item<bool>()) bad_input(what + ": forward returned non-finite values on a dry run");
+  return denoiser;
+}
+
+}  // namespace scorch

@@ -1,0 +1,113 @@
+// DDIM, Euler, Euler ancestral and Heun.
+//
+// Notation (DPM-Solver): a step goes from s = t_i to t = t_{i+1}, h = lambda_t - lambda_s > 0.
+// The k-diffusion samplers work in VE variables x~ = x / alpha and sigma~ = sigma / alpha,
+// where the PF-ODE is dx~/dsigma~ = (x~ - D(x~, sigma~)) / sigma~ = eps.
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "sampler.h"
+
+namespace scorch {
+
+// DDIM (Song et al. 2021, eq. 12):
+//   x_t = alpha_t x0_s + sqrt(sigma_t^2 - c^2) eps_s + c z,   c = eta sigma_t sqrt(1 - e^{-2h}).
+// With eta = 0 this is DPM-Solver-1: x_t = (alpha_t/alpha_s) x_s - sigma_t (e^h - 1) eps_s.
+at::Tensor sample_ddim(SamplerContext& ctx, at::Tensor x, const std::vector<double>& t, const Options& o) {
+  const Schedule& ns = ctx.schedule();
+  const double eta = o.number("eta");
+  const int n = int(t.size()) - 1;
+  for (int i = 0; i < n; ++i) {
+    const double s = t[i], tt = t[i + 1];
+    const double h = ns.lambda(tt) - ns.lambda(s);
+    const Prediction p = ctx.denoise(x, s);
+    const double sigma_t = ns.sigma(tt), alpha_t = ns.alpha(tt);
+    if (eta == 0.0) {
+      x = std::exp(ns.log_alpha(tt) - ns.log_alpha(s)) * x - sigma_t * std::expm1(h) * p.eps;
+    } else {
+      const double c = eta * sigma_t * std::sqrt(-std::expm1(-2.0 * h));
+      x = alpha_t * p.x0 + std::sqrt(std::max(0.0, sigma_t * sigma_t - c * c)) * p.eps + c * ctx.noise_like(x);
+    }
+    ctx.end_step(i + 1, n, tt);
+  }
+  return x;
+}
+
+namespace {
+
+// Karras et al. (2022) Alg. 2, lines 4-6: raise the noise level from sigma~ to
+// sigma_hat = sigma~ (1 + gamma) by adding fresh noise. Returns the time of sigma_hat.
+double churn(SamplerContext& ctx, at::Tensor& xv, double t, double sigma, int n, const Options& o,
+             double* sigma_hat) {
+  const double gamma = (o.number("s_tmin") <= sigma && sigma <= o.number("s_tmax"))
+                           ? std::min(o.number("s_churn") / n, std::sqrt(2.0) - 1.0)
+                           : 0.0;
+  *sigma_hat = sigma * (1.0 + gamma);
+  if (gamma <= 0.0) return t;
+  xv = xv + std::sqrt(*sigma_hat * *sigma_hat - sigma * sigma) * o.number("s_noise") * ctx.noise_like(xv);
+  return ctx.schedule().t_of_ve_sigma(*sigma_hat);
+}
+
+}  // namespace
+
+// Euler (Karras et al. 2022, Alg. 2 without the correction):
+//   x~_{i+1} = x~_hat + (sigma~_{i+1} - sigma_hat) eps(x~_hat, sigma_hat).
+at::Tensor sample_euler(SamplerContext& ctx, at::Tensor x, const std::vector<double>& t, const Options& o) {
+  const Schedule& ns = ctx.schedule();
+  const int n = int(t.size()) - 1;
+  at::Tensor xv = x / ns.alpha(t[0]);
+  for (int i = 0; i < n; ++i) {
+    double sigma_hat;
+    const double t_hat = churn(ctx, xv, t[i], ns.ve_sigma(t[i]), n, o, &sigma_hat);
+    const Prediction p = ctx.denoise(ns.alpha(t_hat) * xv, t_hat);
+    xv = xv + (ns.ve_sigma(t[i + 1]) - sigma_hat) * p.eps;
+    ctx.end_step(i + 1, n, t[i + 1]);
+  }
+  return ns.alpha(t[n]) * xv;
+}
+
+// Euler ancestral (k-diffusion): an Euler step down to sigma_down, then fresh
+// noise of size sigma_up, with sigma_up = min(sigma', eta sqrt(sigma'^2 (sigma^2 - sigma'^2) / sigma^2))
+// and sigma_down = sqrt(sigma'^2 - sigma_up^2).
+at::Tensor sample_euler_ancestral(SamplerContext& ctx, at::Tensor x, const std::vector<double>& t,
+                                  const Options& o) {
+  const Schedule& ns = ctx.schedule();
+  const double eta = o.number("eta"), s_noise = o.number("s_noise");
+  const int n = int(t.size()) - 1;
+  at::Tensor xv = x / ns.alpha(t[0]);
+  for (int i = 0; i < n; ++i) {
+    const double sigma = ns.ve_sigma(t[i]), sigma_next = ns.ve_sigma(t[i + 1]);
+    const double sigma_up = std::min(
+        sigma_next, eta * std::sqrt(sigma_next * sigma_next * (sigma * sigma - sigma_next * sigma_next) / (sigma * sigma)));
+    const double sigma_down = std::sqrt(sigma_next * sigma_next - sigma_up * sigma_up);
+    const Prediction p = ctx.denoise(x, t[i]);
+    xv = xv + (sigma_down - sigma) * p.eps;
+    if (sigma_up > 0.0) xv = xv + sigma_up * s_noise * ctx.noise_like(xv);
+    x = ns.alpha(t[i + 1]) * xv;
+    ctx.end_step(i + 1, n, t[i + 1]);
+  }
+  return x;
+}
+
+// Heun (Karras et al. 2022, Alg. 2): Euler predictor, then the trapezoidal corrector
+//   x~_{i+1} = x~_hat + (sigma~_{i+1} - sigma_hat) (eps(x~_hat, sigma_hat) + eps(x~', sigma~_{i+1})) / 2.
+at::Tensor sample_heun(SamplerContext& ctx, at::Tensor x, const std::vector<double>& t, const Options& o) {
+  const Schedule& ns = ctx.schedule();
+  const int n = int(t.size()) - 1;
+  at::Tensor xv = x / ns.alpha(t[0]);
+  for (int i = 0; i < n; ++i) {
+    double sigma_hat;
+    const double t_hat = churn(ctx, xv, t[i], ns.ve_sigma(t[i]), n, o, &sigma_hat);
+    const double sigma_next = ns.ve_sigma(t[i + 1]), dt = sigma_next - sigma_hat;
+    const at::Tensor d = ctx.denoise(ns.alpha(t_hat) * xv, t_hat).eps;
+    const at::Tensor x_pred = xv + dt * d;
+    const at::Tensor d2 = ctx.denoise(ns.alpha(t[i + 1]) * x_pred, t[i + 1]).eps;
+    xv = xv + dt * 0.5 * (d + d2);
+    ctx.end_step(i + 1, n, t[i + 1]);
+  }
+  return ns.alpha(t[n]) * xv;
+}
+
+}  // namespace scorch

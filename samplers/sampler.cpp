@@ -1,0 +1,75 @@
+#include "sampler.h"
+
+#include <ATen/ATen.h>
+
+#include <cstdio>
+
+#include "scorch/error.h"
+
+namespace scorch {
+
+SamplerContext::SamplerContext(Denoiser& model, const Schedule& schedule, Rng& rng, at::Tensor cond,
+                               ProgressFn progress)
+    : model_(model),
+      schedule_(schedule),
+      rng_(rng),
+      cond_(std::move(cond)),
+      progress_(std::move(progress)),
+      start_(std::chrono::steady_clock::now()) {}
+
+Prediction SamplerContext::denoise(const at::Tensor& x, double t) {
+  Prediction p = model_.predict(x, t, cond_);
+  ++nfe_;
+  if (!at::isfinite(p.x0).all().item<bool>() || !at::isfinite(p.eps).all().item<bool>()) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.6g", t);
+    bad_input("model output is not finite at step " + std::to_string(step_ + 1) + " (t = " + buf + ", NFE " +
+              std::to_string(nfe_) + ")");
+  }
+  return p;
+}
+
+void SamplerContext::end_step(int step, int total, double t) {
+  step_ = step;
+  if (!progress_) return;
+  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  if (!progress_(StepInfo{step, total, nfe_, t, elapsed}))
+    cancelled("cancelled after step " + std::to_string(step) + " of " + std::to_string(total));
+}
+
+const std::vector<OptionSpec>& grid_options() {
+  static const std::vector<OptionSpec> specs = {
+      {"steps", OptionType::Int, "20", "number of steps (the time grid has steps + 1 points)", {}},
+      {"skip_type", OptionType::String, "logSNR", "time grid", skip_types()},
+      {"t_start", OptionType::Number, "-1", "first time of the grid; -1: the schedule's t_max", {}},
+      {"t_end", OptionType::Number, "-1", "last time of the grid; -1: the schedule's t_min", {}},
+      {"rho", OptionType::Number, "7", "karras grid exponent", {}},
+  };
+  return specs;
+}
+
+std::vector<OptionSpec> all_options(const SamplerInfo& sampler) {
+  std::vector<OptionSpec> specs = grid_options();
+  specs.insert(specs.end(), sampler.options.begin(), sampler.options.end());
+  return specs;
+}
+
+GridSpec grid_spec(const Options& o) {
+  GridSpec g;
+  g.steps = int(o.integer("steps"));
+  g.skip_type = o.str("skip_type");
+  g.t_start = o.number("t_start");
+  g.t_end = o.number("t_end");
+  g.rho = o.number("rho");
+  return g;
+}
+
+const SamplerInfo& find_sampler(const std::string& name) {
+  for (const auto& s : samplers())
+    if (s.name == name) return s;
+  std::string valid;
+  for (const auto& s : samplers()) valid += (valid.empty() ? "" : ", ") + s.name;
+  bad_input("sampler.name: unknown sampler '" + name + "'; registered samplers are: " + valid);
+}
+
+}  // namespace scorch

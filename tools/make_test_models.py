@@ -1,0 +1,82 @@
+#!/usr/bin/python3
+"""Writes the small TorchScript fixtures the tests use to tests/fixtures/.
+
+Usage: /usr/bin/python3 tools/make_test_models.py [outdir]
+"""
+import os
+import sys
+
+import torch
+
+
+class GaussianEps(torch.nn.Module):
+    """Exact noise prediction of the diagonal Gaussian N(mean, diag(var)) under
+    vp_linear (beta_0 = 0.1, beta_1 = 20): eps = (x - alpha x0) / sigma with the
+    posterior mean x0 = mean + alpha var / (alpha^2 var + sigma^2) (x - alpha mean)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([[0.5, -1.0, 0.25], [2.0, 0.0, -0.5]]))
+        self.register_buffer("var", torch.tensor([[1.0, 0.25, 4.0], [0.5, 2.0, 0.1]]))
+
+    def forward(self, x, t):
+        t = t.view(-1, 1, 1)
+        log_alpha = -0.25 * t * t * (20.0 - 0.1) - 0.5 * t * 0.1
+        alpha = torch.exp(log_alpha)
+        sigma = torch.sqrt(-torch.expm1(2.0 * log_alpha))
+        x0 = self.mean + alpha * self.var / (alpha * alpha * self.var + sigma * sigma) * (x - alpha * self.mean)
+        return (x - alpha * x0) / sigma
+
+
+class EchoTime(torch.nn.Module):
+    """Returns its time input broadcast to x: shows what the engine passes as t."""
+
+    def forward(self, x, t):
+        return torch.zeros_like(x) + t.view(-1, 1, 1).to(x.dtype)
+
+
+class EchoCond(torch.nn.Module):
+    """Conditional: returns the class label broadcast to x."""
+
+    def forward(self, x, t, cond):
+        return torch.zeros_like(x) + cond.view(-1, 1, 1).to(x.dtype)
+
+
+class WrongArity(torch.nn.Module):
+    def forward(self, x):
+        return x
+
+
+class WrongShape(torch.nn.Module):
+    def forward(self, x, t):
+        return x[:, :1]
+
+
+class NanOutput(torch.nn.Module):
+    def forward(self, x, t):
+        return x * float("nan")
+
+
+class LateNan(torch.nn.Module):
+    """Finite for t >= 0.3 (so the load-time dry run passes), NaN below."""
+
+    def forward(self, x, t):
+        bad = (t < 0.3).to(x.dtype).view(-1, 1, 1)
+        return x * 0.1 + bad * float("nan")
+
+
+def main():
+    out = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures"
+    os.makedirs(out, exist_ok=True)
+    torch.manual_seed(0)
+    for name, module in [("gaussian_eps", GaussianEps()), ("echo_time", EchoTime()), ("echo_cond", EchoCond()),
+                         ("wrong_arity", WrongArity()), ("wrong_shape", WrongShape()),
+                         ("nan_output", NanOutput()), ("late_nan", LateNan())]:
+        torch.jit.save(torch.jit.script(module.eval()), os.path.join(out, name + ".pt"))
+    with open(os.path.join(out, "not_a_model.pt"), "w") as f:
+        f.write("this is not a TorchScript archive\n")
+    print("wrote fixtures to", out)
+
+
+if __name__ == "__main__":
+    main()
