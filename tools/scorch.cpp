@@ -78,9 +78,12 @@ int main(int argc, char** argv) {
 
   try {
     app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    const int code = app.exit(e);
-    return code == 0 ? 0 : 2;
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::fprintf(stderr, "scorch: error: %s (see scorch --help)\n", e.what());
+    return 2;
   }
   try {
     if (threads > 0) at::set_num_threads(threads);

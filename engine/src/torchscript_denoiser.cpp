@@ -38,6 +38,14 @@ std::string first_line(const c10::Error& e) {
   return nl == std::string::npos ? msg : msg.substr(0, nl);
 }
 
+// The TorchScript interpreter reports the Python-level error on its last line.
+std::string last_line(const std::string& text) {
+  size_t end = text.find_last_not_of("\n ");
+  if (end == std::string::npos) return text;
+  const size_t begin = text.rfind('\n', end);
+  return text.substr(begin == std::string::npos ? 0 : begin + 1, end - (begin == std::string::npos ? 0 : begin + 1) + 1);
+}
+
 std::string shape_string(at::IntArrayRef s) {
   std::string out = "[";
   for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
@@ -73,6 +81,9 @@ class TorchScriptDenoiser final : public Denoiser {
     } catch (const c10::Error& e) {
       bad_input("model '" + spec_.path + "': forward failed for input " + shape_string(x.sizes()) + ": " +
                 first_line(e));
+    } catch (const std::exception& e) {
+      bad_input("model '" + spec_.path + "': forward failed for input " + shape_string(x.sizes()) + ": " +
+                last_line(e.what()));
     }
     if (!out.isTensor()) bad_input("model '" + spec_.path + "': forward must return a Tensor");
     return out.toTensor();

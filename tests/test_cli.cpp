@@ -1,0 +1,127 @@
+// The scorch binary, run as users run it: exit status, one error line, and no
+// output file left behind on failure.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kCli = SCORCH_CLI;
+const std::string kFixtures = SCORCH_FIXTURES;
+
+struct Result {
+  int status;
+  std::string err;
+};
+
+class Cli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("scorch_cli_" + std::to_string(::getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  // Runs `scorch args` in the test's directory; captures stderr.
+  Result run(const std::string& args) {
+    const std::string err = (dir_ / "stderr.txt").string();
+    const std::string cmd = "cd '" + dir_.string() + "' && '" + kCli + "' " + args + " 2> '" + err + "' > /dev/null";
+    const int raw = std::system(cmd.c_str());
+    std::ifstream in(err);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    fs::remove(err);
+    return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, ss.str()};
+  }
+  // Files the run left in the directory.
+  std::vector<std::string> files() const {
+    std::vector<std::string> out;
+    for (const auto& e : fs::directory_iterator(dir_)) out.push_back(e.path().filename().string());
+    return out;
+  }
+  void expect_bad(const std::string& args, const std::string& fragment) {
+    const auto before = files();
+    const Result r = run(args);
+    EXPECT_EQ(r.status, 2) << args << "\n" << r.err;
+    EXPECT_NE(r.err.find(fragment), std::string::npos) << r.err;
+    // Progress lines may precede it; the error itself is one line, the last.
+    const size_t pos = r.err.find("scorch: error: ");
+    EXPECT_NE(pos, std::string::npos) << r.err;
+    if (pos != std::string::npos) EXPECT_EQ(r.err.find('\n', pos), r.err.size() - 1) << r.err;
+    EXPECT_EQ(files(), before) << args << " left a file";
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(Cli, GenerateWithNoArgumentsWritesPng) {
+  const Result r = run("generate");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const fs::path png = dir_ / "samples.png";
+  ASSERT_TRUE(fs::exists(png));
+  std::ifstream in(png, std::ios::binary);
+  char magic[8];
+  in.read(magic, 8);
+  EXPECT_EQ(std::string(magic + 1, 3), "PNG");
+  EXPECT_EQ(files().size(), 1u);  // no temporary left
+}
+
+TEST_F(Cli, SamplersListsTheTable) {
+  const std::string out = (dir_ / "out.txt").string();
+  ASSERT_EQ(std::system(("'" + kCli + "' samplers > '" + out + "'").c_str()), 0);
+  std::stringstream ss;
+  ss << std::ifstream(out).rdbuf();
+  for (const char* name : {"ddim", "euler", "euler_ancestral", "heun", "s_churn", "skip_type"})
+    EXPECT_NE(ss.str().find(name), std::string::npos) << name;
+}
+
+TEST_F(Cli, NpyOutputIsFloat32WithBatchShape) {
+  ASSERT_EQ(run("generate --set output.png= --set output.npy=x.npy --set batch=3").status, 0);
+  std::ifstream in(dir_ / "x.npy", std::ios::binary);
+  std::string head(128, '\0');
+  in.read(head.data(), 128);
+  EXPECT_NE(head.find("'<f4'"), std::string::npos);
+  EXPECT_NE(head.find("(3, 1, 28, 28)"), std::string::npos) << head;
+}
+
+TEST_F(Cli, BadInputExitsTwoWithOneLineAndNoOutput) {
+  const std::string ts = "--set model.type=torchscript --set model.shape=[2,3] --set output.npy=out.npy --set output.png= ";
+  expect_bad("generate --set model.path=missing.safetensors", "model.path");
+  expect_bad("generate " + ts + "--set model.path=" + kFixtures + "/missing.pt", "file not found");
+  expect_bad("generate " + ts + "--set model.path=" + kFixtures + "/wrong_arity.pt", "forward takes 1 arguments");
+  expect_bad("generate " + ts + "--set model.path=" + kFixtures + "/wrong_shape.pt", "forward returned shape");
+  expect_bad("generate " + ts + "--set model.path=" + kFixtures + "/nan_output.pt", "non-finite");
+  expect_bad("generate " + ts + "--set model.path=" + kFixtures + "/late_nan.pt --set sampler.name=ddim",
+             "model output is not finite at step");
+  std::ofstream(dir_ / "bad.yaml") << "model:\n  type: gaussian\n  path: [x\n";
+  expect_bad("generate --config bad.yaml", "bad.yaml:");
+  fs::remove(dir_ / "bad.yaml");
+  expect_bad("generate --set sampler.name=nope", "unknown sampler");
+  expect_bad("generate --set sampler.bogus=1", "unknown option");
+  expect_bad("generate --set sampler.steps=0", "sampler.steps");
+  expect_bad("generate --set sampler.steps=-5", "sampler.steps");
+  expect_bad("generate --set output.png=/nonexistent_dir/out.png", "output.png");
+  expect_bad("generate --config missing.yaml", "missing.yaml");
+  expect_bad("generate --bogus-flag", "bogus");
+}
+
+TEST_F(Cli, UnwritableOutputDirectory) {
+  if (::geteuid() == 0) GTEST_SKIP() << "root can write anywhere; covered by the missing-directory case";
+  fs::create_directories(dir_ / "ro");
+  fs::permissions(dir_ / "ro", fs::perms::owner_read | fs::perms::owner_exec);
+  const Result r = run("generate --set output.png=ro/out.png");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_FALSE(fs::exists(dir_ / "ro" / "out.png"));
+  fs::permissions(dir_ / "ro", fs::perms::owner_all);
+}
+
+}  // namespace

@@ -1,0 +1,57 @@
+#include "scorch/config.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "scorch/error.h"
+
+namespace scorch {
+namespace {
+
+TEST(Config, DefaultIsEmbedded) {
+  const YAML::Node c = load_config("", {});
+  EXPECT_EQ(c["model"]["type"].as<std::string>(), "gaussian");
+  EXPECT_TRUE(c["sampler"]["name"]);
+}
+
+TEST(Config, SetOverridesDottedPaths) {
+  const YAML::Node c = load_config("", {"sampler.steps=7", "sampler.order=3", "model.shape=[1, 28, 28]",
+                                        "new.section.key=abc", "seed=42"});
+  EXPECT_EQ(c["sampler"]["steps"].as<int>(), 7);
+  EXPECT_EQ(c["sampler"]["order"].as<int>(), 3);
+  EXPECT_EQ(c["model"]["shape"].size(), 3u);
+  EXPECT_EQ(c["new"]["section"]["key"].as<std::string>(), "abc");
+  EXPECT_EQ(c["seed"].as<int>(), 42);
+  // The embedded default is not modified by overrides.
+  EXPECT_NE(load_config("", {})["seed"].as<int>(), 42);
+}
+
+TEST(Config, BadOverrides) {
+  EXPECT_THROW(load_config("", {"sampler.steps"}), Error);          // no '='
+  EXPECT_THROW(load_config("", {"=3"}), Error);                      // no key
+  EXPECT_THROW(load_config("", {"sampler..steps=3"}), Error);        // empty component
+  EXPECT_THROW(load_config("", {"seed.x=3"}), Error);                // seed is a value
+  EXPECT_THROW(load_config("", {"sampler.steps=[1, 2"}), Error);    // invalid YAML value
+}
+
+TEST(Config, InvalidYamlNamesTheLine) {
+  const std::string p = (std::filesystem::temp_directory_path() / "scorch_bad.yaml").string();
+  std::ofstream(p) << "model:\n  type: gaussian\nsampler:\n  name: [ddim\n";
+  try {
+    load_config(p, {});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), Status::BadInput);
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find(p + ":"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("invalid YAML"), std::string::npos) << msg;
+  }
+  std::remove(p.c_str());
+  EXPECT_THROW(load_config("/nonexistent/config.yaml", {}), Error);
+}
+
+}  // namespace
+}  // namespace scorch

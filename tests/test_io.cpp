@@ -1,0 +1,120 @@
+#include "scorch/io.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "scorch/error.h"
+
+namespace fs = std::filesystem;
+
+namespace scorch {
+namespace {
+
+std::string tmp(const std::string& name) { return (fs::temp_directory_path() / ("scorch_io_" + name)).string(); }
+
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary) << bytes;
+}
+
+TEST(Npy, RoundTrip) {
+  for (auto type : {at::kFloat, at::kDouble, at::kLong, at::kInt, at::kByte}) {
+    const at::Tensor t = (at::rand({3, 4, 5}) * 100).to(type);
+    const std::string p = tmp("rt.npy");
+    write_npy(p, t);
+    const at::Tensor r = read_npy(p);
+    EXPECT_EQ(r.scalar_type(), type);
+    EXPECT_TRUE(at::equal(r, t));
+    std::remove(p.c_str());
+  }
+}
+
+// A file written by NumPy itself (np.save(np.arange(6, dtype='<f8').reshape(2, 3))).
+TEST(Npy, ReadsNumpyHeader) {
+  std::string header = "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }";
+  header.append(118 - header.size(), ' ');
+  header += '\n';
+  std::string bytes = std::string("\x93NUMPY\x01\x00", 8) + char(header.size()) + char(0) + header;
+  for (int i = 0; i < 6; ++i) {
+    const double v = i;
+    bytes.append(reinterpret_cast<const char*>(&v), 8);
+  }
+  const std::string p = tmp("np.npy");
+  write_bytes(p, bytes);
+  const at::Tensor r = read_npy(p);
+  EXPECT_EQ(r.sizes(), at::IntArrayRef({2, 3}));
+  EXPECT_EQ(r[1][2].item<double>(), 5.0);
+  std::remove(p.c_str());
+}
+
+TEST(Npy, RejectsBadFiles) {
+  const std::string p = tmp("bad.npy");
+  EXPECT_THROW(read_npy("/nonexistent.npy"), Error);
+  write_bytes(p, "not numpy at all");
+  EXPECT_THROW(read_npy(p), Error);
+  write_npy(p, at::zeros({4, 4}));
+  {  // truncate the data
+    fs::resize_file(p, fs::file_size(p) - 10);
+  }
+  EXPECT_THROW(read_npy(p), Error);
+  std::string header = "{'descr': '<c16', 'fortran_order': False, 'shape': (1,), }\n";
+  write_bytes(p, std::string("\x93NUMPY\x01\x00", 8) + char(header.size()) + char(0) + header + std::string(16, 0));
+  EXPECT_THROW(read_npy(p), Error);
+  std::remove(p.c_str());
+}
+
+TEST(SafeTensors, RoundTripWithMetadata) {
+  SafeTensors st;
+  st.tensors["a"] = at::randn({2, 3});
+  st.tensors["b"] = at::arange(5, at::kLong);
+  st.metadata["scorch.type"] = "test";
+  const std::string p = tmp("rt.safetensors");
+  write_safetensors(p, st);
+  const SafeTensors r = read_safetensors(p);
+  EXPECT_TRUE(at::equal(r.tensors.at("a"), st.tensors["a"]));
+  EXPECT_TRUE(at::equal(r.tensors.at("b"), st.tensors["b"]));
+  EXPECT_EQ(r.metadata.at("scorch.type"), "test");
+  std::remove(p.c_str());
+}
+
+TEST(SafeTensors, RejectsBadFiles) {
+  const std::string p = tmp("bad.safetensors");
+  write_bytes(p, "abc");
+  EXPECT_THROW(read_safetensors(p), Error);
+  const auto with_header = [&](const std::string& json, size_t data) {
+    const uint64_t n = json.size();
+    write_bytes(p, std::string(reinterpret_cast<const char*>(&n), 8) + json + std::string(data, 0));
+  };
+  with_header("{not json", 0);
+  EXPECT_THROW(read_safetensors(p), Error);
+  with_header(R"({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}})", 8);  // past the end
+  EXPECT_THROW(read_safetensors(p), Error);
+  with_header(R"({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 16]}})", 16);  // size mismatch
+  EXPECT_THROW(read_safetensors(p), Error);
+  with_header(R"({"a": {"dtype": "C64", "shape": [1], "data_offsets": [0, 8]}})", 8);
+  EXPECT_THROW(read_safetensors(p), Error);
+  const uint64_t huge = uint64_t(1) << 40;
+  write_bytes(p, std::string(reinterpret_cast<const char*>(&huge), 8) + "{}");
+  EXPECT_THROW(read_safetensors(p), Error);
+  std::remove(p.c_str());
+}
+
+TEST(AtomicWrite, FailureLeavesNothing) {
+  const std::string dir = tmp("atomic_dir");
+  fs::create_directories(dir);
+  const std::string p = dir + "/out.npy";
+  EXPECT_THROW(write_atomically(p, "test", [](const std::string& t) {
+                 std::ofstream(t) << "partial";
+                 bad_input("simulated failure");
+               }),
+               Error);
+  EXPECT_TRUE(fs::is_empty(dir));
+  EXPECT_THROW(write_npy("/nonexistent_dir/out.npy", at::zeros({1})), Error);
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace scorch

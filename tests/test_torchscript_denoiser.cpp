@@ -1,0 +1,92 @@
+#include "scorch/torchscript_denoiser.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "scorch/error.h"
+#include "scorch/gaussian.h"
+#include "scorch/schedule.h"
+
+namespace scorch {
+namespace {
+
+const std::string kDir = SCORCH_FIXTURES;
+
+TorchScriptSpec spec(const std::string& name, at::ScalarType dtype = at::kDouble) {
+  TorchScriptSpec s;
+  s.path = kDir + "/" + name + ".pt";
+  s.shape = {2, 3};
+  s.dtype = dtype;
+  return s;
+}
+
+// The fixture computes the exact eps of a diagonal Gaussian: through the
+// TorchScript path it must agree with the analytic Gaussian denoiser (float64).
+TEST(TorchScriptDenoiser, MatchesAnalyticGaussian) {
+  std::shared_ptr<const Schedule> sched = make_vp_linear();
+  auto ts = load_torchscript_denoiser(spec("gaussian_eps"), sched);
+  const auto f64 = at::TensorOptions().dtype(at::kDouble);
+  GaussianModel g;
+  g.mean = at::tensor({0.5, -1.0, 0.25, 2.0, 0.0, -0.5}, f64);
+  g.eigenvalues = at::tensor({1.0, 0.25, 4.0, 0.5, 2.0, 0.1}, f64);
+  g.eigenvectors = at::eye(6, f64);
+  g.shape = {2, 3};
+  auto ref = make_gaussian_denoiser(g, sched);
+  const at::Tensor x = at::randn({4, 2, 3}, at::detail::createCPUGenerator(1), f64);
+  for (double t : {0.999, 0.5, 0.01}) {
+    const Prediction a = ts->predict(x, t, {}), b = ref->predict(x, t, {});
+    // float32 constants in the script: agreement to float32 precision
+    EXPECT_LT((a.x0 - b.x0).abs().max().item<double>(), 1e-5) << t;
+  }
+}
+
+// model.time_input: what the network receives as t.
+TEST(TorchScriptDenoiser, TimeInputMapping) {
+  std::shared_ptr<const Schedule> sched =
+      make_vp_discrete(alphas_cumprod_from_betas(make_betas("linear", 1e-4, 0.02, 1000)));
+  const at::Tensor x = at::zeros({1, 2, 3}, at::kDouble);
+  const double t = 0.5;
+  for (auto [input, expected] : {std::pair{TimeInput::T, t}, {TimeInput::Index, (t - 1e-3) * 1000.0},
+                                 {TimeInput::Sigma, sched->sigma(t) / sched->alpha(t)}}) {
+    TorchScriptSpec s = spec("echo_time");
+    s.time_input = input;
+    auto m = load_torchscript_denoiser(s, sched);
+    EXPECT_NEAR(m->predict(x, t, {}).eps[0][0][0].item<double>(), expected, 1e-9 * (1 + expected));
+  }
+}
+
+TEST(TorchScriptDenoiser, ClassConditioning) {
+  std::shared_ptr<const Schedule> sched = make_vp_linear();
+  auto m = load_torchscript_denoiser(spec("echo_cond"), sched);
+  EXPECT_TRUE(m->conditional());
+  const at::Tensor x = at::zeros({2, 2, 3}, at::kDouble);
+  const at::Tensor cond = at::tensor({3, 7}, at::kLong);
+  const at::Tensor eps = m->predict(x, 0.5, cond).eps;
+  EXPECT_EQ(eps[0][1][2].item<double>(), 3.0);
+  EXPECT_EQ(eps[1][0][0].item<double>(), 7.0);
+  EXPECT_THROW(m->predict(x, 0.5, {}), Error);  // conditional model without labels
+}
+
+void expect_bad(const TorchScriptSpec& s, const std::string& fragment) {
+  try {
+    load_torchscript_denoiser(s, make_vp_linear());
+    FAIL() << "loaded " << s.path;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), Status::BadInput);
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+  }
+}
+
+TEST(TorchScriptDenoiser, RejectsBadModels) {
+  expect_bad(spec("missing_file"), "file not found");
+  expect_bad(spec("not_a_model"), "not a loadable TorchScript");
+  expect_bad(spec("wrong_arity"), "forward takes 1 arguments");
+  expect_bad(spec("wrong_shape"), "forward returned shape [1, 1, 3]");
+  expect_bad(spec("nan_output"), "non-finite");
+  TorchScriptSpec s = spec("gaussian_eps");
+  s.shape = {5};  // the model broadcasts against [2, 3] buffers: forward fails
+  expect_bad(s, "forward failed");
+}
+
+}  // namespace
+}  // namespace scorch
