@@ -15,8 +15,9 @@ namespace scorch {
 // DDIM (Song et al. 2021, eq. 12):
 //   x_t = alpha_t x0_s + sqrt(sigma_t^2 - c^2) eps_s + c z,   c = eta sigma_t sqrt(1 - e^{-2h}).
 // With eta = 0 this is DPM-Solver-1: x_t = (alpha_t/alpha_s) x_s - sigma_t (e^h - 1) eps_s.
-at::Tensor sample_ddim(SamplerContext& ctx, at::Tensor x, const std::vector<double>& t, const Options& o) {
+at::Tensor sample_ddim(SamplerContext& ctx, at::Tensor x, const GridSpec& grid, const Options& o) {
   const Schedule& ns = ctx.schedule();
+  const std::vector<double> t = make_time_grid(ns, grid);
   const double eta = o.number("eta");
   const int n = int(t.size()) - 1;
   for (int i = 0; i < n; ++i) {
@@ -25,12 +26,12 @@ at::Tensor sample_ddim(SamplerContext& ctx, at::Tensor x, const std::vector<doub
     const Prediction p = ctx.denoise(x, s);
     const double sigma_t = ns.sigma(tt), alpha_t = ns.alpha(tt);
     if (eta == 0.0) {
-      x = std::exp(ns.log_alpha(tt) - ns.log_alpha(s)) * x - sigma_t * std::expm1(h) * p.eps;
+      x = lincomb({{std::exp(ns.log_alpha(tt) - ns.log_alpha(s)), x}, {-sigma_t * std::expm1(h), p.eps}});
     } else {
       const double c = eta * sigma_t * std::sqrt(-std::expm1(-2.0 * h));
       x = alpha_t * p.x0 + std::sqrt(std::max(0.0, sigma_t * sigma_t - c * c)) * p.eps + c * ctx.noise_like(x);
     }
-    ctx.end_step(i + 1, n, tt);
+    ctx.end_step(i + 1, n, tt, x);
   }
   return x;
 }
@@ -54,8 +55,9 @@ double churn(SamplerContext& ctx, at::Tensor& xv, double t, double sigma, int n,
 
 // Euler (Karras et al. 2022, Alg. 2 without the correction):
 //   x~_{i+1} = x~_hat + (sigma~_{i+1} - sigma_hat) eps(x~_hat, sigma_hat).
-at::Tensor sample_euler(SamplerContext& ctx, at::Tensor x, const std::vector<double>& t, const Options& o) {
+at::Tensor sample_euler(SamplerContext& ctx, at::Tensor x, const GridSpec& grid, const Options& o) {
   const Schedule& ns = ctx.schedule();
+  const std::vector<double> t = make_time_grid(ns, grid);
   const int n = int(t.size()) - 1;
   at::Tensor xv = x / ns.alpha(t[0]);
   for (int i = 0; i < n; ++i) {
@@ -63,7 +65,7 @@ at::Tensor sample_euler(SamplerContext& ctx, at::Tensor x, const std::vector<dou
     const double t_hat = churn(ctx, xv, t[i], ns.ve_sigma(t[i]), n, o, &sigma_hat);
     const Prediction p = ctx.denoise(ns.alpha(t_hat) * xv, t_hat);
     xv = xv + (ns.ve_sigma(t[i + 1]) - sigma_hat) * p.eps;
-    ctx.end_step(i + 1, n, t[i + 1]);
+    ctx.end_step(i + 1, n, t[i + 1], ns.alpha(t[i + 1]) * xv);
   }
   return ns.alpha(t[n]) * xv;
 }
@@ -71,9 +73,9 @@ at::Tensor sample_euler(SamplerContext& ctx, at::Tensor x, const std::vector<dou
 // Euler ancestral (k-diffusion): an Euler step down to sigma_down, then fresh
 // noise of size sigma_up, with sigma_up = min(sigma', eta sqrt(sigma'^2 (sigma^2 - sigma'^2) / sigma^2))
 // and sigma_down = sqrt(sigma'^2 - sigma_up^2).
-at::Tensor sample_euler_ancestral(SamplerContext& ctx, at::Tensor x, const std::vector<double>& t,
-                                  const Options& o) {
+at::Tensor sample_euler_ancestral(SamplerContext& ctx, at::Tensor x, const GridSpec& grid, const Options& o) {
   const Schedule& ns = ctx.schedule();
+  const std::vector<double> t = make_time_grid(ns, grid);
   const double eta = o.number("eta"), s_noise = o.number("s_noise");
   const int n = int(t.size()) - 1;
   at::Tensor xv = x / ns.alpha(t[0]);
@@ -86,15 +88,16 @@ at::Tensor sample_euler_ancestral(SamplerContext& ctx, at::Tensor x, const std::
     xv = xv + (sigma_down - sigma) * p.eps;
     if (sigma_up > 0.0) xv = xv + sigma_up * s_noise * ctx.noise_like(xv);
     x = ns.alpha(t[i + 1]) * xv;
-    ctx.end_step(i + 1, n, t[i + 1]);
+    ctx.end_step(i + 1, n, t[i + 1], x);
   }
   return x;
 }
 
 // Heun (Karras et al. 2022, Alg. 2): Euler predictor, then the trapezoidal corrector
 //   x~_{i+1} = x~_hat + (sigma~_{i+1} - sigma_hat) (eps(x~_hat, sigma_hat) + eps(x~', sigma~_{i+1})) / 2.
-at::Tensor sample_heun(SamplerContext& ctx, at::Tensor x, const std::vector<double>& t, const Options& o) {
+at::Tensor sample_heun(SamplerContext& ctx, at::Tensor x, const GridSpec& grid, const Options& o) {
   const Schedule& ns = ctx.schedule();
+  const std::vector<double> t = make_time_grid(ns, grid);
   const int n = int(t.size()) - 1;
   at::Tensor xv = x / ns.alpha(t[0]);
   for (int i = 0; i < n; ++i) {
@@ -105,7 +108,7 @@ at::Tensor sample_heun(SamplerContext& ctx, at::Tensor x, const std::vector<doub
     const at::Tensor x_pred = xv + dt * d;
     const at::Tensor d2 = ctx.denoise(ns.alpha(t[i + 1]) * x_pred, t[i + 1]).eps;
     xv = xv + dt * 0.5 * (d + d2);
-    ctx.end_step(i + 1, n, t[i + 1]);
+    ctx.end_step(i + 1, n, t[i + 1], ns.alpha(t[i + 1]) * xv);
   }
   return ns.alpha(t[n]) * xv;
 }

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <cstdio>
 
 #include "scorch/error.h"
@@ -20,7 +21,9 @@ SamplerContext::SamplerContext(Denoiser& model, const Schedule& schedule, Rng& r
 Prediction SamplerContext::denoise(const at::Tensor& x, double t) {
   Prediction p = model_.predict(x, t, cond_);
   ++nfe_;
-  if (!at::isfinite(p.x0).all().item<bool>() || !at::isfinite(p.eps).all().item<bool>()) {
+  // One read of x0 finds NaN and Inf (they survive a sum); eps = (x - alpha x0)/sigma
+  // is finite when x0 and x are.
+  if (!std::isfinite(p.x0.sum().item<double>()) || !std::isfinite(p.eps.sum().item<double>())) {
     char buf[64];
     std::snprintf(buf, sizeof buf, "%.6g", t);
     bad_input("model output is not finite at step " + std::to_string(step_ + 1) + " (t = " + buf + ", NFE " +
@@ -29,8 +32,14 @@ Prediction SamplerContext::denoise(const at::Tensor& x, double t) {
   return p;
 }
 
-void SamplerContext::end_step(int step, int total, double t) {
+void SamplerContext::record_trajectory(const at::Tensor& x_T) {
+  record_ = true;
+  trajectory_ = {x_T.clone()};
+}
+
+void SamplerContext::end_step(int step, int total, double t, const at::Tensor& x) {
   step_ = step;
+  if (record_) trajectory_.push_back(x.clone());
   if (!progress_) return;
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   if (!progress_(StepInfo{step, total, nfe_, t, elapsed}))
@@ -49,9 +58,31 @@ const std::vector<OptionSpec>& grid_options() {
 }
 
 std::vector<OptionSpec> all_options(const SamplerInfo& sampler) {
+  std::vector<OptionSpec> specs;
+  for (const auto* list : {&grid_options(), &sampler.options})
+    for (const auto& s : *list)
+      if (!sampler.fixed.count(s.name)) specs.push_back(s);
+  return specs;
+}
+
+Options parse_sampler_options(const SamplerInfo& sampler, const std::map<std::string, std::string>& raw) {
+  for (const auto& [name, value] : sampler.fixed)
+    if (raw.count(name))
+      bad_input("sampler." + name + ": '" + sampler.name + "' fixes it to " + value +
+                "; use the general sampler to change it");
   std::vector<OptionSpec> specs = grid_options();
   specs.insert(specs.end(), sampler.options.begin(), sampler.options.end());
-  return specs;
+  std::map<std::string, std::string> all = raw;
+  all.insert(sampler.fixed.begin(), sampler.fixed.end());
+  return Options::parse("sampler", specs, all);
+}
+
+at::Tensor lincomb(std::initializer_list<std::pair<double, at::Tensor>> terms) {
+  auto it = terms.begin();
+  at::Tensor out = it->second * it->first;
+  for (++it; it != terms.end(); ++it)
+    if (it->first != 0.0) out.add_(it->second, it->first);
+  return out;
 }
 
 GridSpec grid_spec(const Options& o) {

@@ -7,6 +7,8 @@
 #include <ATen/core/Tensor.h>
 
 #include <chrono>
+#include <initializer_list>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -27,8 +29,12 @@ class SamplerContext {
   // One model evaluation: counts it and fails with the step number on non-finite output.
   Prediction denoise(const at::Tensor& x, double t);
   at::Tensor noise_like(const at::Tensor& x) { return rng_.normal_like(x); }
-  // Marks step `step` of `total` (1-based) done at time t; may throw a cancelled Error.
-  void end_step(int step, int total, double t);
+  // Marks step `step` of `total` (1-based; total 0 when unknown, as for adaptive
+  // step sizes) done at time t with state x; may throw a cancelled Error.
+  void end_step(int step, int total, double t, const at::Tensor& x);
+  // Keep the state after every step (output.trajectory); the first entry is x_T.
+  void record_trajectory(const at::Tensor& x_T);
+  const std::vector<at::Tensor>& trajectory() const { return trajectory_; }
 
   const Schedule& schedule() const { return schedule_; }
   int64_t nfe() const { return nfe_; }
@@ -41,11 +47,14 @@ class SamplerContext {
   ProgressFn progress_;
   int64_t nfe_ = 0;
   int step_ = 0;
+  bool record_ = false;
+  std::vector<at::Tensor> trajectory_;
   std::chrono::steady_clock::time_point start_;
 };
 
-// t: the time grid t_0 = t_start > ... > t_N = t_end from make_time_grid.
-using SamplerFn = at::Tensor (*)(SamplerContext& ctx, at::Tensor x, const std::vector<double>& t,
+// grid: the time grid to build with make_time_grid (samplers that need their
+// own outer grid, like singlestep DPM-Solver, build it from the same spec).
+using SamplerFn = at::Tensor (*)(SamplerContext& ctx, at::Tensor x, const GridSpec& grid,
                                  const Options& options);
 
 struct SamplerInfo {
@@ -53,6 +62,10 @@ struct SamplerInfo {
   std::string summary;
   std::vector<OptionSpec> options;  // the sampler's own options (the grid options come on top)
   SamplerFn run;
+  // Options an alias fixes (e.g. dpmpp_2m: order = 2); they are not user-settable.
+  std::map<std::string, std::string> fixed = {};
+  // Options that add noise when non-zero: inversion needs them all 0.
+  std::vector<std::string> noise_options = {};
 };
 
 // The explicit registry table (samplers/registry.cpp).
@@ -62,14 +75,25 @@ const SamplerInfo& find_sampler(const std::string& name);
 
 // Options every continuous sampler takes: steps and the time grid.
 const std::vector<OptionSpec>& grid_options();
-// grid_options() followed by the sampler's own.
+// grid_options() followed by the sampler's own, less the ones the entry fixes.
 std::vector<OptionSpec> all_options(const SamplerInfo& sampler);
+// Validates the user's options for a sampler and adds the fixed ones.
+Options parse_sampler_options(const SamplerInfo& sampler, const std::map<std::string, std::string>& raw);
 GridSpec grid_spec(const Options& options);
 
+// sum_i c_i x_i with one allocation: the linear combinations every update formula is made of.
+at::Tensor lincomb(std::initializer_list<std::pair<double, at::Tensor>> terms);
+
 // The sampler families (one file each).
-at::Tensor sample_ddim(SamplerContext&, at::Tensor, const std::vector<double>&, const Options&);
-at::Tensor sample_euler(SamplerContext&, at::Tensor, const std::vector<double>&, const Options&);
-at::Tensor sample_euler_ancestral(SamplerContext&, at::Tensor, const std::vector<double>&, const Options&);
-at::Tensor sample_heun(SamplerContext&, at::Tensor, const std::vector<double>&, const Options&);
+at::Tensor sample_ddim(SamplerContext&, at::Tensor, const GridSpec&, const Options&);
+at::Tensor sample_euler(SamplerContext&, at::Tensor, const GridSpec&, const Options&);
+at::Tensor sample_euler_ancestral(SamplerContext&, at::Tensor, const GridSpec&, const Options&);
+at::Tensor sample_heun(SamplerContext&, at::Tensor, const GridSpec&, const Options&);
+at::Tensor sample_dpm_solver(SamplerContext&, at::Tensor, const GridSpec&, const Options&);
+at::Tensor sample_dpmpp_2m_sde(SamplerContext&, at::Tensor, const GridSpec&, const Options&);
+at::Tensor sample_dpmpp_3m_sde(SamplerContext&, at::Tensor, const GridSpec&, const Options&);
+at::Tensor sample_unipc(SamplerContext&, at::Tensor, const GridSpec&, const Options&);
+const std::vector<OptionSpec>& dpm_solver_options();
+const std::vector<OptionSpec>& unipc_options();
 
 }  // namespace scorch

@@ -24,11 +24,10 @@ struct Run {
 Run run_sampler(const std::string& name, Denoiser& model, const Schedule& sched, const at::Tensor& x_T,
                 std::map<std::string, std::string> opts, uint64_t seed = 0) {
   const SamplerInfo& info = find_sampler(name);
-  const Options o = Options::parse("sampler", all_options(info), opts);
-  const auto grid = make_time_grid(sched, grid_spec(o));
+  const Options o = parse_sampler_options(info, opts);
   Rng rng(seed);
   SamplerContext ctx(model, sched, rng);
-  at::Tensor x = info.run(ctx, x_T, grid, o);
+  at::Tensor x = info.run(ctx, x_T, grid_spec(o), o);
   return {x, ctx.nfe()};
 }
 

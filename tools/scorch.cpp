@@ -23,10 +23,11 @@ int run_generate(const std::string& config_path, const std::vector<std::string>&
   if (!quiet) {
     progress = [tty](const scorch::StepInfo& s) {
       // One updating line on a terminal; otherwise a line at every 10% of the run.
+      // total is 0 when the step count is not known in advance (adaptive step size).
       if (tty) {
         std::fprintf(stderr, "\rstep %d/%d  NFE %lld  %.2fs", s.step, s.total, (long long)s.nfe, s.elapsed_s);
         if (s.step == s.total) std::fputc('\n', stderr);
-      } else if (s.step == s.total || (s.step * 10) / s.total != ((s.step - 1) * 10) / s.total) {
+      } else if (s.total <= 0 || s.step == s.total || (s.step * 10) / s.total != ((s.step - 1) * 10) / s.total) {
         std::fprintf(stderr, "step %d/%d  NFE %lld  %.2fs\n", s.step, s.total, (long long)s.nfe, s.elapsed_s);
       }
       return true;

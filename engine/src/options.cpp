@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <sstream>
 
 #include "scorch/error.h"
 
@@ -14,6 +15,7 @@ std::string to_string(OptionType type) {
     case OptionType::Number: return "number";
     case OptionType::Bool: return "bool";
     case OptionType::String: return "string";
+    case OptionType::IntList: return "[int]";
   }
   return "?";
 }
@@ -40,6 +42,21 @@ bool parse_number(const std::string& text, double* out) {
   const double v = std::strtod(s.c_str(), &end);
   if (*end || std::isnan(v)) return false;
   *out = v;
+  return true;
+}
+
+bool parse_int_list(const std::string& text, std::vector<int64_t>* out) {
+  std::string s = text;
+  for (char& c : s)
+    if (c == '[' || c == ']' || c == ',') c = ' ';
+  std::istringstream in(s);
+  std::string item;
+  out->clear();
+  while (in >> item) {
+    int64_t v;
+    if (!parse_int(item, &v)) return false;
+    out->push_back(v);
+  }
   return true;
 }
 
@@ -82,6 +99,11 @@ Options Options::parse(const std::string& prefix, const std::vector<OptionSpec>&
       case OptionType::Bool:
         if (!parse_bool(value, &b)) bad_input(key + ": expected true or false, got '" + value + "'");
         break;
+      case OptionType::IntList: {
+        std::vector<int64_t> list;
+        if (!parse_int_list(value, &list)) bad_input(key + ": expected a list of integers, got '" + value + "'");
+        break;
+      }
       case OptionType::String:
         if (!spec->choices.empty()) {
           bool ok = false;
@@ -124,5 +146,11 @@ bool Options::flag(const std::string& name) const {
 }
 
 const std::string& Options::str(const std::string& name) const { return raw(name); }
+
+std::vector<int64_t> Options::int_list(const std::string& name) const {
+  std::vector<int64_t> v;
+  if (!parse_int_list(raw(name), &v)) throw Error(Status::Internal, "option '" + name + "' is not an integer list");
+  return v;
+}
 
 }  // namespace scorch

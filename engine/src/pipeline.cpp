@@ -44,6 +44,16 @@ std::map<std::string, std::string> scalars(const YAML::Node& node, const std::st
     const std::string key = kv.first.as<std::string>();
     const std::string name = prefix.empty() ? key : prefix + "." + key;
     if (lists.count(key)) continue;
+    if (kv.second.IsSequence() && !prefix.empty()) {
+      // A flow sequence of scalars is passed on as "[a, b]" for list options.
+      std::string text = "[";
+      for (const auto& item : kv.second) {
+        if (!item.IsScalar()) bad_input(name + ": expected a list of values");
+        text += (text.size() > 1 ? ", " : "") + item.as<std::string>();
+      }
+      out[key] = text + "]";
+      continue;
+    }
     if (kv.second.IsMap() || kv.second.IsSequence()) {
       if (prefix.empty()) continue;  // top-level sections are read separately
       bad_input(name + ": expected a single value");
@@ -75,6 +85,7 @@ const std::vector<OptionSpec>& top_level_options() {
       {"device", OptionType::String, "cpu", "where the model and solver run", {"cpu", "cuda"}},
       {"dtype", OptionType::String, "float32", "solver and model dtype", {"float32", "float64"}},
       {"init_noise", OptionType::String, "", ".npy file used as x_T instead of seeded noise", {}},
+      {"invert", OptionType::String, "", ".npy samples to run back from t_end to t_start (deterministic samplers)", {}},
       {"cond", OptionType::Int, "0", "class label for conditional models (or a list, one per sample)", {}},
   };
   return specs;
@@ -130,13 +141,15 @@ struct Pipeline::Impl {
   std::unique_ptr<Denoiser> denoiser;
   const SamplerInfo* sampler = nullptr;
   Options sampler_options;
-  std::vector<double> grid;
+  GridSpec grid;
+  double t_start = 1.0;
   std::vector<int64_t> shape;
   at::TensorOptions options;
   uint64_t seed = 0;
   int64_t batch = 1;
   at::Tensor init_noise, cond;
-  std::string png, npy;
+  bool invert = false;
+  std::string png, npy, trajectory;
   int nrow = 0;
 };
 
@@ -222,8 +235,9 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
   const std::string name = sraw.count("name") ? sraw["name"] : "ddim";
   sraw.erase("name");
   m.sampler = &find_sampler(name);
-  m.sampler_options = Options::parse("sampler", all_options(*m.sampler), sraw);
-  m.grid = make_time_grid(*m.schedule, grid_spec(m.sampler_options));
+  m.sampler_options = parse_sampler_options(*m.sampler, sraw);
+  m.grid = grid_spec(m.sampler_options);
+  m.t_start = make_time_grid(*m.schedule, m.grid).front();  // also validates the grid
 
   // Conditioning.
   const YAML::Node cond = config["cond"];
@@ -246,14 +260,24 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
   // Initial noise.
   std::vector<int64_t> full = {m.batch};
   full.insert(full.end(), m.shape.begin(), m.shape.end());
-  if (!o.str("init_noise").empty()) {
-    const std::string file = find_input_file(o.str("init_noise"));
+  m.invert = !o.str("invert").empty();
+  if (m.invert) {
+    if (!o.str("init_noise").empty()) bad_input("invert: give either invert or init_noise, not both");
+    for (const auto& name : m.sampler->noise_options)
+      if (m.sampler_options.number(name) != 0.0)
+        bad_input("invert: sampler '" + name + "' adds noise with " + name + " = " + m.sampler_options.str(name) +
+                  "; inversion needs a deterministic sampler (" + name + ": 0)");
+    m.grid.reverse = true;
+  }
+  const std::string init_key = m.invert ? "invert" : "init_noise";
+  if (!o.str(init_key).empty()) {
+    const std::string file = find_input_file(o.str(init_key));
     at::Tensor x = read_npy(file);
-    if (!at::isFloatingType(x.scalar_type())) bad_input("init_noise '" + file + "': expected float32 or float64 data");
+    const std::string what = init_key + " '" + file + "'";
+    if (!at::isFloatingType(x.scalar_type())) bad_input(what + ": expected float32 or float64 data");
     if (x.sizes() != at::IntArrayRef(full))
-      bad_input("init_noise '" + file + "': shape " + shape_string(x.sizes()) + " does not match [batch, *shape] = " +
-                shape_string(full));
-    if (!at::isfinite(x).all().item<bool>()) bad_input("init_noise '" + file + "': has non-finite values");
+      bad_input(what + ": shape " + shape_string(x.sizes()) + " does not match [batch, *shape] = " + shape_string(full));
+    if (!at::isfinite(x).all().item<bool>()) bad_input(what + ": has non-finite values");
     m.init_noise = x.to(m.options);
   }
 
@@ -261,7 +285,8 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
   const Options oo = Options::parse("output",
                                     {{"png", OptionType::String, "", "PNG image grid", {}},
                                      {"npy", OptionType::String, "", "final samples, float32", {}},
-                                     {"nrow", OptionType::Int, "0", "images per grid row (0: square)", {}}},
+                                     {"nrow", OptionType::Int, "0", "images per grid row (0: square)", {}},
+                                     {"trajectory", OptionType::String, "", "states after every step, float32", {}}},
                                     scalars(config["output"], "output"));
   m.png = oo.str("png");
   m.npy = oo.str("npy");
@@ -273,7 +298,9 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
       bad_input("output.png: samples of shape " + shape_string(m.shape) + " are not images (need [C, H, W] or [H, W])");
     check_writable(m.png, "output.png");
   }
+  m.trajectory = oo.str("trajectory");
   if (!m.npy.empty()) check_writable(m.npy, "output.npy");
+  if (!m.trajectory.empty()) check_writable(m.trajectory, "output.trajectory");
   return p;
 }
 
@@ -285,7 +312,7 @@ at::Tensor Pipeline::initial_noise() const {
   // x_T ~ N(0, sigma(t_start)^2 I), the prior that neglects alpha(t_start) x0: the
   // k-diffusion convention (x~ = sigma~_max z in VE variables), N(0, I) at t = 1 for VP.
   Rng rng(m.seed);
-  return rng.normal(full, m.options) * m.schedule->sigma(m.grid.front());
+  return rng.normal(full, m.options) * m.schedule->sigma(m.t_start);
 }
 
 GenerateResult Pipeline::generate(const ProgressFn& progress) const {
@@ -297,12 +324,14 @@ GenerateResult Pipeline::generate(const ProgressFn& progress) const {
   // depends on how x_T was obtained.
   Rng rng(m.seed ^ 0x9E3779B97F4A7C15ull);
   SamplerContext ctx(*m.denoiser, *m.schedule, rng, m.cond, progress);
+  if (!m.trajectory.empty()) ctx.record_trajectory(x_T);
   GenerateResult r;
   r.samples = m.sampler->run(ctx, x_T, m.grid, m.sampler_options);
+  if (!m.trajectory.empty()) r.trajectory = at::stack(ctx.trajectory());
   if (!at::isfinite(r.samples).all().item<bool>())
     bad_input("sampler '" + m.sampler->name + "' produced non-finite samples; try more steps or other options");
   r.nfe = ctx.nfe();
-  r.steps = int(m.grid.size()) - 1;
+  r.steps = m.grid.steps;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return r;
 }
@@ -318,6 +347,10 @@ std::vector<std::string> Pipeline::write_outputs(const GenerateResult& r) const 
     if (!m.png.empty()) {
       write_png_grid(m.png, r.samples, m.nrow, "output.png");
       written.push_back(m.png);
+    }
+    if (!m.trajectory.empty() && r.trajectory.defined()) {
+      write_npy(m.trajectory, r.trajectory.to(at::kFloat), "output.trajectory");
+      written.push_back(m.trajectory);
     }
   } catch (...) {
     // All or nothing: a failed second write takes the first one back.

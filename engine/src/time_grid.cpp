@@ -1,5 +1,6 @@
 #include "scorch/time_grid.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "scorch/error.h"
@@ -52,6 +53,7 @@ std::vector<double> make_time_grid(const Schedule& sched, const GridSpec& spec) 
   // The end points are exact whatever the round trip through lambda gives.
   t[0] = t_start;
   t[n] = t_end;
+  if (spec.reverse) std::reverse(t.begin(), t.end());
   return t;
 }
 

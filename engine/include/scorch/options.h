@@ -10,7 +10,7 @@
 
 namespace scorch {
 
-enum class OptionType { Int, Number, Bool, String };
+enum class OptionType { Int, Number, Bool, String, IntList };
 
 struct OptionSpec {
   std::string name;
@@ -31,6 +31,7 @@ class Options {
   double number(const std::string& name) const;
   bool flag(const std::string& name) const;
   const std::string& str(const std::string& name) const;
+  std::vector<int64_t> int_list(const std::string& name) const;  // "[1, 2]" or "1, 2"
 
  private:
   const std::string& raw(const std::string& name) const;

@@ -17,7 +17,8 @@ class Node;
 namespace scorch {
 
 struct GenerateResult {
-  at::Tensor samples;  // [batch, *shape], in the configured dtype
+  at::Tensor samples;     // [batch, *shape], in the configured dtype
+  at::Tensor trajectory;  // [steps + 1, batch, *shape] when output.trajectory is set (first: x_T)
   int64_t nfe = 0;
   int steps = 0;
   double seconds = 0.0;
@@ -29,7 +30,7 @@ class Pipeline {
   static std::unique_ptr<Pipeline> from_config(const YAML::Node& config);
   ~Pipeline();
 
-  // x_T: init_noise if configured, else seeded noise.
+  // The starting state: the `invert` samples, init_noise if configured, else seeded noise.
   at::Tensor initial_noise() const;
   GenerateResult generate(const ProgressFn& progress = {}) const;
   // Writes output.png / output.npy (atomically); returns the paths written.

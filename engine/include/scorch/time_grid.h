@@ -16,12 +16,13 @@ struct GridSpec {
   double t_start = -1.0;  // < 0: the schedule's t_max
   double t_end = -1.0;    // < 0: the schedule's t_min
   double rho = 7.0;       // karras only
+  bool reverse = false;   // inversion: the same grid from t_end up to t_start
 };
 
 // The valid skip_type names, for error messages and `scorch samplers`.
 const std::vector<std::string>& skip_types();
 
-// steps + 1 decreasing times. Throws a bad-input Error on an invalid spec.
+// steps + 1 decreasing times (increasing with spec.reverse). Throws a bad-input Error on an invalid spec.
 std::vector<double> make_time_grid(const Schedule& schedule, const GridSpec& spec);
 
 }  // namespace scorch
