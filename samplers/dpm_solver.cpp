@@ -189,27 +189,6 @@ std::vector<double> inner_fractions(const Schedule& ns, const GridSpec& grid, do
   return r;
 }
 
-// Orders of the singlestep method (official get_orders_and_timesteps_for_singlestep_solver).
-std::vector<int> singlestep_orders(int steps, int order) {
-  std::vector<int> orders;
-  if (order == 3) {
-    const int k = steps / 3 + 1;
-    if (steps % 3 == 0) {
-      orders.assign(k - 2, 3);
-      orders.insert(orders.end(), {2, 1});
-    } else {
-      orders.assign(k - 1, 3);
-      orders.push_back(steps % 3);
-    }
-  } else if (order == 2) {
-    orders.assign(steps / 2, 2);
-    if (steps % 2) orders.push_back(1);
-  } else {
-    orders.assign(steps, 1);
-  }
-  return orders;
-}
-
 at::Tensor run_singlestep(DpmSolver& solver, SamplerContext& ctx, at::Tensor x, const GridSpec& grid,
                           const std::vector<int>& orders, bool uniform_outer) {
   const Schedule& ns = ctx.schedule();
@@ -309,6 +288,27 @@ at::Tensor run_adaptive(DpmSolver& solver, SamplerContext& ctx, at::Tensor x, co
 
 }  // namespace
 
+// Orders of the singlestep method (official get_orders_and_timesteps_for_singlestep_solver).
+std::vector<int> dpm_solver_singlestep_orders(int steps, int order) {
+  std::vector<int> orders;
+  if (order == 3) {
+    const int k = steps / 3 + 1;
+    if (steps % 3 == 0) {
+      orders.assign(k - 2, 3);
+      orders.insert(orders.end(), {2, 1});
+    } else {
+      orders.assign(k - 1, 3);
+      orders.push_back(steps % 3);
+    }
+  } else if (order == 2) {
+    orders.assign(steps / 2, 2);
+    if (steps % 2) orders.push_back(1);
+  } else {
+    orders.assign(steps, 1);
+  }
+  return orders;
+}
+
 at::Tensor sample_dpm_solver(SamplerContext& ctx, at::Tensor x, const GridSpec& grid, const Options& o) {
   DpmSolver solver(ctx, o);
   const std::string method = o.str("method");
@@ -319,7 +319,7 @@ at::Tensor sample_dpm_solver(SamplerContext& ctx, at::Tensor x, const GridSpec& 
       bad_input("sampler.steps: multistep order " + std::to_string(order) + " needs steps >= order");
     x = run_multistep(solver, ctx, x, grid, order, o.flag("lower_order_final"));
   } else if (method == "singlestep") {
-    x = run_singlestep(solver, ctx, x, grid, singlestep_orders(grid.steps, order), grid.skip_type == "logSNR");
+    x = run_singlestep(solver, ctx, x, grid, dpm_solver_singlestep_orders(grid.steps, order), grid.skip_type == "logSNR");
   } else if (method == "singlestep_fixed") {
     if (grid.steps < order) bad_input("sampler.steps: singlestep_fixed needs steps >= order");
     x = run_singlestep(solver, ctx, x, grid, std::vector<int>(size_t(grid.steps / order), order), true);

@@ -10,26 +10,12 @@
 #include "samplers/sampler.h"
 #include "scorch/error.h"
 #include "scorch/gaussian.h"
-#include "support/gaussian_mixture.h"
-#include "support/random_gaussian.h"
+#include "support/sampler_harness.h"
 
 namespace scorch {
 namespace {
 
-struct Run {
-  at::Tensor x;
-  int64_t nfe;
-};
-
-Run run_sampler(const std::string& name, Denoiser& model, const Schedule& sched, const at::Tensor& x_T,
-                std::map<std::string, std::string> opts, uint64_t seed = 0) {
-  const SamplerInfo& info = find_sampler(name);
-  const Options o = parse_sampler_options(info, opts);
-  Rng rng(seed);
-  SamplerContext ctx(model, sched, rng);
-  at::Tensor x = info.run(ctx, x_T, grid_spec(o), o);
-  return {x, ctx.nfe()};
-}
+using testing::run_sampler;
 
 struct GaussianCase {
   GaussianModel g = testing::random_gaussian(8, 8, 11);
@@ -126,24 +112,15 @@ TEST(Samplers, SeededNoiseIsReproducible) {
   EXPECT_FALSE(at::equal(a, d));
 }
 
-// On a two-component mixture (a non-Gaussian target) Heun still converges at
-// order 2 against a 4096-step float64 reference solve.
+// On a two-component mixture (a non-Gaussian target) Heun converges at order 2
+// against the float64 RK4 reference solve.
 TEST(Samplers, HeunSecondOrderOnMixture) {
-  const auto f64 = at::TensorOptions().dtype(at::kDouble);
-  testing::DiagonalMixture mix{at::tensor({0.3, 0.7}, f64), at::tensor({-1.0, 0.5, 1.5, -0.5}, f64).view({2, 2}),
-                               at::tensor({0.2, 0.4, 0.3, 0.1}, f64).view({2, 2})};
-  std::shared_ptr<const Schedule> sched = make_vp_linear();
-  auto model = testing::make_mixture_denoiser(mix, sched);
-  const at::Tensor x_T = Rng(1).normal({64, 2}, f64);
-  const std::map<std::string, std::string> base = {{"t_end", "0.01"}};
-  auto run = [&](int steps) {
-    auto o = base;
-    o["steps"] = std::to_string(steps);
-    return run_sampler("heun", *model, *sched, x_T, o).x;
-  };
-  const at::Tensor ref = run(4096);
+  testing::Target c = testing::mixture_target();
   std::vector<double> err;
-  for (int n : {32, 64, 128, 256}) err.push_back(((run(n) - ref).norm() / ref.norm()).item<double>());
+  for (int n : {32, 64, 128, 256})
+    err.push_back(testing::rel_error(
+        run_sampler("heun", *c.model, *c.sched, c.x_T, {{"steps", std::to_string(n)}, {"t_end", "0.01"}}).x,
+        c.reference));
   for (size_t i = 0; i + 1 < err.size(); ++i) EXPECT_NEAR(err[i] / err[i + 1], 4.0, 0.3 * 4.0) << i;
 }
 
@@ -185,6 +162,25 @@ TEST(Samplers, NonFiniteModelOutputNamesTheStep) {
   } catch (const Error& e) {
     EXPECT_EQ(e.status(), Status::BadInput);
     EXPECT_NE(std::string(e.what()).find("step 7 "), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace scorch
+
+namespace scorch {
+namespace {
+
+// The fused linear combination agrees with the term-by-term ATen expression.
+TEST(Lincomb, MatchesAtenExpression) {
+  for (auto type : {at::kFloat, at::kDouble}) {
+    const auto o = at::TensorOptions().dtype(type);
+    const at::Tensor a = at::randn({64, 784}, o), b = at::randn({64, 784}, o), c = at::randn({64, 784}, o);
+    const at::Tensor ref = a * 0.7 + b * -1.3 + c * 2.5;
+    const double tol = type == at::kFloat ? 1e-5 : 1e-13;
+    EXPECT_LT((lincomb({{0.7, a}, {-1.3, b}, {2.5, c}}) - ref).abs().max().item<double>(), tol);
+    // non-contiguous input takes the ATen path
+    EXPECT_LT((lincomb({{0.7, a.t()}, {-1.3, b.t()}, {2.5, c.t()}}) - ref.t()).abs().max().item<double>(), tol);
   }
 }
 
