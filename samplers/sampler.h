@@ -83,6 +83,7 @@ GridSpec grid_spec(const Options& options);
 
 // sum_i c_i x_i with one allocation: the linear combinations every update formula is made of.
 at::Tensor lincomb(std::initializer_list<std::pair<double, at::Tensor>> terms);
+at::Tensor lincomb(const std::vector<std::pair<double, at::Tensor>>& terms);
 
 // The sampler families (one file each).
 at::Tensor sample_ddim(SamplerContext&, at::Tensor, const GridSpec&, const Options&);

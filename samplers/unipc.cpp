@@ -110,20 +110,21 @@ at::Tensor sample_unipc(SamplerContext& ctx, at::Tensor x, const GridSpec& grid,
       rho_p = solve(Rp, std::vector<double>(b.begin(), b.end() - 1));
     }
     const double c0 = -scale * std::expm1(hh), cb = -scale * b_h;
-    // x_t_ + cb sum_k rho_k (m_k - m_0)/r_k, as one linear combination.
+    // ratio x + c0 m_0 + cb sum_k rho_k (m_k - m_0)/r_k, as one linear combination.
     auto combine = [&](const std::vector<double>& rho, const at::Tensor* m_t, double rho_t) {
+      std::vector<std::pair<double, at::Tensor>> terms = {{ratio, x}};
       double coef0 = c0;
-      at::Tensor out = lincomb({{ratio, x}});
       for (size_t k = 0; k < rho.size() && k + 1 < r.size(); ++k) {
         const double c = cb * rho[k] / r[k];
-        out.add_(m[n - 2 - k], c);
+        terms.emplace_back(c, m[n - 2 - k]);
         coef0 -= c;
       }
       if (m_t) {
-        out.add_(*m_t, cb * rho_t);
+        terms.emplace_back(cb * rho_t, *m_t);
         coef0 -= cb * rho_t;
       }
-      return out.add_(m[n - 1], coef0);
+      terms.emplace_back(coef0, m[n - 1]);
+      return lincomb(terms);
     };
     const at::Tensor x_pred = combine(rho_p, nullptr, 0.0);
     at::Tensor m_t;

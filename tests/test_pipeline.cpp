@@ -63,6 +63,44 @@ TEST(Pipeline, InitNoiseAndConditioning) {
   fs::remove(npy);
 }
 
+// output.trajectory holds x_T and the state after every step.
+TEST(Pipeline, Trajectory) {
+  const std::string npy = (fs::temp_directory_path() / "scorch_traj.npy").string();
+  const auto p = Pipeline::from_config(
+      load_config("", {"output.png=", "output.trajectory=" + npy, "batch=2", "sampler.name=dpmpp_2m",
+                       "sampler.steps=5", "dtype=float64"}));
+  const GenerateResult r = p->generate();
+  p->write_outputs(r);
+  const at::Tensor traj = read_npy(npy);
+  EXPECT_EQ(traj.sizes(), at::IntArrayRef({6, 2, 1, 28, 28}));
+  EXPECT_TRUE(at::allclose(traj[0].to(at::kDouble), p->initial_noise(), 0, 1e-6));
+  EXPECT_TRUE(at::allclose(traj[5].to(at::kDouble), r.samples, 0, 1e-6));
+  fs::remove(npy);
+}
+
+// Sample, then invert the samples with the same deterministic sampler: x_T comes back.
+TEST(Pipeline, InvertRoundTrip) {
+  const std::string model = (fs::temp_directory_path() / "scorch_inv_gauss.safetensors").string();
+  const std::string samples = (fs::temp_directory_path() / "scorch_inv_samples.npy").string();
+  save_gaussian(model, testing::random_gaussian(6, 6, 41, {2, 3}));
+  const std::vector<std::string> common = {"model.path=" + model, "dtype=float64", "batch=4", "output.png=",
+                                           "sampler.name=dpmpp_2m", "sampler.steps=200", "sampler.t_end=0.001"};
+  auto sets = common;
+  sets.push_back("output.npy=" + samples);
+  const auto forward = Pipeline::from_config(load_config("", sets));
+  const at::Tensor x_T = forward->initial_noise();
+  // float64 samples for the round trip (output.npy is float32)
+  const at::Tensor x0 = forward->generate().samples;
+  write_npy(samples, x0);
+  sets = common;
+  sets.push_back("invert=" + samples);
+  const auto inverse = Pipeline::from_config(load_config("", sets));
+  const at::Tensor back = inverse->generate().samples;
+  EXPECT_LT(((back - x_T).norm() / x_T.norm()).item<double>(), 1e-3);
+  fs::remove(model);
+  fs::remove(samples);
+}
+
 void expect_bad(const std::vector<std::string>& sets, const std::string& fragment) {
   try {
     Pipeline::from_config(load_config("", sets));
@@ -90,6 +128,10 @@ TEST(Pipeline, RejectsBadConfigs) {
   expect_bad({"cond=3"}, "cond: the model takes no condition");
   expect_bad({"init_noise=/nonexistent.npy"}, "npy");
   expect_bad({"output.png=/nonexistent_dir/x.png"}, "output.png");
+  expect_bad({"output.trajectory=/nonexistent_dir/t.npy"}, "output.trajectory");
+  expect_bad({"invert=/nonexistent.npy"}, "npy");
+  expect_bad({"invert=x.npy", "sampler.name=euler_ancestral"}, "invert: sampler 'euler_ancestral' adds noise");
+  expect_bad({"sampler.name=dpmpp_2m", "sampler.order=3"}, "fixes it to 2");
   expect_bad({"model.type=torchscript", "model.path=" + kFixtures + "/gaussian_eps.pt"}, "model.shape: required");
   expect_bad({"model.type=torchscript", "model.path=" + kFixtures + "/echo_cond.pt", "model.shape=[2, 3]",
               "output.png="},

@@ -7,6 +7,8 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
+#include <thread>
+#include <algorithm>
 
 #include "../samplers/sampler.h"
 #include "scorch/config.h"
@@ -87,7 +89,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    if (threads > 0) at::set_num_threads(threads);
+    // Debian's OpenMP build of LibTorch starts with one thread; use every core by default.
+    at::set_num_threads(threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency())));
     if (app.got_subcommand("samplers")) {
       print_samplers();
       return 0;

@@ -265,8 +265,9 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
     if (!o.str("init_noise").empty()) bad_input("invert: give either invert or init_noise, not both");
     for (const auto& name : m.sampler->noise_options)
       if (m.sampler_options.number(name) != 0.0)
-        bad_input("invert: sampler '" + name + "' adds noise with " + name + " = " + m.sampler_options.str(name) +
-                  "; inversion needs a deterministic sampler (" + name + ": 0)");
+        bad_input("invert: sampler '" + m.sampler->name + "' adds noise (" + name + " = " +
+                  m.sampler_options.str(name) + "); inversion needs a deterministic sampler: set sampler." + name +
+                  "=0");
     m.grid.reverse = true;
   }
   const std::string init_key = m.invert ? "invert" : "init_noise";
