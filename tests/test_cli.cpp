@@ -85,7 +85,9 @@ TEST_F(Cli, SamplersListsTheTable) {
 }
 
 TEST_F(Cli, NpyOutputIsFloat32WithBatchShape) {
-  ASSERT_EQ(run("generate --set output.png= --set output.npy=x.npy --set batch=3").status, 0);
+  ASSERT_EQ(run("generate --config configs/fmnist_gaussian.yaml --set output.png= --set output.npy=x.npy --set batch=3")
+                .status,
+            0);
   std::ifstream in(dir_ / "x.npy", std::ios::binary);
   std::string head(128, '\0');
   in.read(head.data(), 128);
@@ -94,7 +96,8 @@ TEST_F(Cli, NpyOutputIsFloat32WithBatchShape) {
 }
 
 TEST_F(Cli, BadInputExitsTwoWithOneLineAndNoOutput) {
-  const std::string ts = "--set model.type=torchscript --set model.shape=[2,3] --set output.npy=out.npy --set output.png= ";
+  const std::string ts =
+      "--set model.type=torchscript --set model.shape=[2,3] --set cond= --set output.npy=out.npy --set output.png= ";
   expect_bad("generate --set model.path=missing.safetensors", "model.path");
   expect_bad("generate " + ts + "--set model.path=" + kFixtures + "/missing.pt", "file not found");
   expect_bad("generate " + ts + "--set model.path=" + kFixtures + "/wrong_arity.pt", "forward takes 1 arguments");

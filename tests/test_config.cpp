@@ -11,14 +11,17 @@
 namespace scorch {
 namespace {
 
+const std::string kGaussianConfig = "configs/fmnist_gaussian.yaml";
+
 TEST(Config, DefaultIsEmbedded) {
   const YAML::Node c = load_config("", {});
-  EXPECT_EQ(c["model"]["type"].as<std::string>(), "gaussian");
-  EXPECT_TRUE(c["sampler"]["name"]);
+  EXPECT_EQ(c["model"]["path"].as<std::string>(), "models/fmnist_unet.pt");
+  EXPECT_EQ(c["sampler"]["name"].as<std::string>(), "dpmpp_2m");
+  EXPECT_EQ(load_config(kGaussianConfig, {})["model"]["type"].as<std::string>(), "gaussian");
 }
 
 TEST(Config, SetOverridesDottedPaths) {
-  const YAML::Node c = load_config("", {"sampler.steps=7", "sampler.order=3", "model.shape=[1, 28, 28]",
+  const YAML::Node c = load_config(kGaussianConfig, {"sampler.steps=7", "sampler.order=3", "model.shape=[1, 28, 28]",
                                         "new.section.key=abc", "seed=42"});
   EXPECT_EQ(c["sampler"]["steps"].as<int>(), 7);
   EXPECT_EQ(c["sampler"]["order"].as<int>(), 3);
@@ -26,15 +29,15 @@ TEST(Config, SetOverridesDottedPaths) {
   EXPECT_EQ(c["new"]["section"]["key"].as<std::string>(), "abc");
   EXPECT_EQ(c["seed"].as<int>(), 42);
   // The embedded default is not modified by overrides.
-  EXPECT_NE(load_config("", {})["seed"].as<int>(), 42);
+  EXPECT_NE(load_config(kGaussianConfig, {})["seed"].as<int>(), 42);
 }
 
 TEST(Config, BadOverrides) {
-  EXPECT_THROW(load_config("", {"sampler.steps"}), Error);          // no '='
-  EXPECT_THROW(load_config("", {"=3"}), Error);                      // no key
-  EXPECT_THROW(load_config("", {"sampler..steps=3"}), Error);        // empty component
-  EXPECT_THROW(load_config("", {"seed.x=3"}), Error);                // seed is a value
-  EXPECT_THROW(load_config("", {"sampler.steps=[1, 2"}), Error);    // invalid YAML value
+  EXPECT_THROW(load_config(kGaussianConfig, {"sampler.steps"}), Error);          // no '='
+  EXPECT_THROW(load_config(kGaussianConfig, {"=3"}), Error);                      // no key
+  EXPECT_THROW(load_config(kGaussianConfig, {"sampler..steps=3"}), Error);        // empty component
+  EXPECT_THROW(load_config(kGaussianConfig, {"seed.x=3"}), Error);                // seed is a value
+  EXPECT_THROW(load_config(kGaussianConfig, {"sampler.steps=[1, 2"}), Error);    // invalid YAML value
 }
 
 TEST(Config, InvalidYamlNamesTheLine) {

@@ -18,6 +18,8 @@ namespace fs = std::filesystem;
 namespace scorch {
 namespace {
 
+const std::string kGaussianConfig = "configs/fmnist_gaussian.yaml";
+
 const std::string kFixtures = SCORCH_FIXTURES;
 
 // float64 end to end: the pipeline on a Gaussian model file reproduces the
@@ -26,7 +28,7 @@ TEST(Pipeline, Float64EndToEndMatchesExactFlow) {
   const std::string path = (fs::temp_directory_path() / "scorch_pipe_gauss.safetensors").string();
   const GaussianModel g = testing::random_gaussian(6, 6, 31, {2, 3});
   save_gaussian(path, g);
-  const YAML::Node c = load_config("", {"model.path=" + path, "dtype=float64", "batch=3", "sampler.name=heun",
+  const YAML::Node c = load_config(kGaussianConfig, {"model.path=" + path, "dtype=float64", "batch=3", "sampler.name=heun",
                                         "sampler.steps=200", "output.png=", "sampler.t_end=0.001"});
   const auto p = Pipeline::from_config(c);
   const at::Tensor x_T = p->initial_noise();
@@ -41,7 +43,7 @@ TEST(Pipeline, Float64EndToEndMatchesExactFlow) {
 
 // The same config and seed give bit-identical samples whatever the thread count.
 TEST(Pipeline, BitIdenticalAcrossThreadCounts) {
-  const YAML::Node c = load_config("", {"output.png=", "batch=8", "sampler.name=euler_ancestral"});
+  const YAML::Node c = load_config(kGaussianConfig, {"output.png=", "batch=8", "sampler.name=euler_ancestral"});
   const auto p = Pipeline::from_config(c);
   const int before = at::get_num_threads();
   at::set_num_threads(1);
@@ -57,7 +59,7 @@ TEST(Pipeline, InitNoiseAndConditioning) {
   const at::Tensor x = at::randn({2, 2, 3}, at::kDouble);
   write_npy(npy, x);
   const auto p = Pipeline::from_config(load_config(
-      "", {"model.type=torchscript", "model.path=" + kFixtures + "/echo_cond.pt", "model.shape=[2, 3]",
+      kGaussianConfig, {"model.type=torchscript", "model.path=" + kFixtures + "/echo_cond.pt", "model.shape=[2, 3]",
            "batch=2", "cond=[4, 5]", "init_noise=" + npy, "output.png=", "dtype=float64"}));
   EXPECT_TRUE(at::equal(p->initial_noise(), x));
   fs::remove(npy);
@@ -67,7 +69,7 @@ TEST(Pipeline, InitNoiseAndConditioning) {
 TEST(Pipeline, Trajectory) {
   const std::string npy = (fs::temp_directory_path() / "scorch_traj.npy").string();
   const auto p = Pipeline::from_config(
-      load_config("", {"output.png=", "output.trajectory=" + npy, "batch=2", "sampler.name=dpmpp_2m",
+      load_config(kGaussianConfig, {"output.png=", "output.trajectory=" + npy, "batch=2", "sampler.name=dpmpp_2m",
                        "sampler.steps=5", "dtype=float64"}));
   const GenerateResult r = p->generate();
   p->write_outputs(r);
@@ -87,14 +89,14 @@ TEST(Pipeline, InvertRoundTrip) {
                                            "sampler.name=dpmpp_2m", "sampler.steps=200", "sampler.t_end=0.001"};
   auto sets = common;
   sets.push_back("output.npy=" + samples);
-  const auto forward = Pipeline::from_config(load_config("", sets));
+  const auto forward = Pipeline::from_config(load_config(kGaussianConfig, sets));
   const at::Tensor x_T = forward->initial_noise();
   // float64 samples for the round trip (output.npy is float32)
   const at::Tensor x0 = forward->generate().samples;
   write_npy(samples, x0);
   sets = common;
   sets.push_back("invert=" + samples);
-  const auto inverse = Pipeline::from_config(load_config("", sets));
+  const auto inverse = Pipeline::from_config(load_config(kGaussianConfig, sets));
   const at::Tensor back = inverse->generate().samples;
   EXPECT_LT(((back - x_T).norm() / x_T.norm()).item<double>(), 1e-3);
   fs::remove(model);
@@ -103,12 +105,21 @@ TEST(Pipeline, InvertRoundTrip) {
 
 void expect_bad(const std::vector<std::string>& sets, const std::string& fragment) {
   try {
-    Pipeline::from_config(load_config("", sets));
+    Pipeline::from_config(load_config(kGaussianConfig, sets));
     FAIL() << "accepted " << fragment;
   } catch (const Error& e) {
     EXPECT_EQ(e.status(), Status::BadInput);
     EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
   }
+}
+
+// The default config (the shipped U-Net, one row per class) runs end to end.
+TEST(Pipeline, DefaultConfigRunsEndToEnd) {
+  const auto p = Pipeline::from_config(load_config("", {"batch=10", "output.png=", "sampler.steps=3"}));
+  const GenerateResult r = p->generate();
+  EXPECT_EQ(r.samples.sizes(), at::IntArrayRef({10, 1, 28, 28}));
+  EXPECT_EQ(r.nfe, 3);
+  EXPECT_TRUE(at::isfinite(r.samples).all().item<bool>());
 }
 
 TEST(Pipeline, RejectsBadConfigs) {

@@ -90,3 +90,23 @@ TEST(TorchScriptDenoiser, RejectsBadModels) {
 
 }  // namespace
 }  // namespace scorch
+
+namespace scorch {
+namespace {
+
+// model.max_batch: chunked evaluation gives the same numbers as one call.
+TEST(TorchScriptDenoiser, MaxBatchChunksGiveTheSameResult) {
+  std::shared_ptr<const Schedule> sched = make_vp_linear();
+  TorchScriptSpec s;
+  s.path = std::string(SCORCH_FIXTURES) + "/gaussian_eps.pt";
+  s.shape = {2, 3};
+  s.dtype = at::kDouble;
+  auto whole = load_torchscript_denoiser(s, sched);
+  s.max_batch = 3;
+  auto chunked = load_torchscript_denoiser(s, sched);
+  const at::Tensor x = at::randn({7, 2, 3}, at::kDouble);
+  EXPECT_TRUE(at::equal(whole->predict(x, 0.4, {}).eps, chunked->predict(x, 0.4, {}).eps));
+}
+
+}  // namespace
+}  // namespace scorch

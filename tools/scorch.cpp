@@ -1,5 +1,6 @@
 // The scorch command line: `scorch generate` and `scorch samplers`.
 // Exit status: 0 success, 2 bad input (one line on stderr), 1 internal error.
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 #include <unistd.h>
@@ -13,9 +14,13 @@
 #include "../samplers/sampler.h"
 #include "scorch/config.h"
 #include "scorch/error.h"
+#include "scorch/eval.h"
+#include "scorch/io.h"
 #include "scorch/pipeline.h"
 
 namespace {
+
+const std::string kFashionMnistDir = "/usr/share/datasets/fashion-mnist";
 
 int run_generate(const std::string& config_path, const std::vector<std::string>& sets, bool quiet) {
   const YAML::Node config = scorch::load_config(config_path, sets);
@@ -42,6 +47,40 @@ int run_generate(const std::string& config_path, const std::vector<std::string>&
                  (long long)result.nfe, result.seconds);
     for (const auto& f : written) std::fprintf(stderr, ", wrote %s", f.c_str());
     std::fputc('\n', stderr);
+  }
+  return 0;
+}
+
+// [N, H, W] uint8 -> [N, 1, H, W] float in [-1, 1].
+at::Tensor to_unit_range(const at::Tensor& u8) { return u8.to(at::kFloat).div(127.5).sub(1.0).unsqueeze(1); }
+
+int run_eval(const std::string& samples_path, const std::string& labels_path, const std::string& classifier_path,
+             const std::string& reference, int k, bool json) {
+  const scorch::FeatureClassifier classifier(scorch::find_input_file(classifier_path));
+  at::Tensor samples = scorch::read_npy(samples_path);
+  if (!at::isFloatingType(samples.scalar_type())) scorch::bad_input("--samples: expected float32 or float64 data");
+  if (samples.dim() == 3) samples = samples.unsqueeze(1);
+  at::Tensor labels;
+  if (!labels_path.empty()) {
+    labels = scorch::read_npy(labels_path);
+    if (at::isFloatingType(labels.scalar_type())) scorch::bad_input("--labels: expected integer labels");
+  }
+  const std::string ref_file = reference == "test" ? kFashionMnistDir + "/t10k-images-idx3-ubyte.gz"
+                               : reference == "train" ? kFashionMnistDir + "/train-images-idx3-ubyte.gz"
+                                                      : reference;
+  at::Tensor ref = ref_file.size() > 4 && ref_file.substr(ref_file.size() - 4) == ".npy"
+                       ? scorch::read_npy(ref_file)
+                       : to_unit_range(scorch::read_idx(ref_file));
+  if (ref.dim() == 3) ref = ref.unsqueeze(1);
+  const scorch::EvalReport r = scorch::evaluate(classifier, samples, labels, ref, k);
+  if (json) {
+    std::printf("{\"samples\": %lld, \"reference\": %lld, \"fd\": %.6g, \"accuracy\": %.6g, \"precision\": %.6g, "
+                "\"recall\": %.6g}\n",
+                (long long)r.samples, (long long)r.reference, r.fd, r.accuracy, r.pr.precision, r.pr.recall);
+  } else {
+    std::printf("FD %.4g  label consistency %s  precision %.3f  recall %.3f  (%lld samples vs %lld reference)\n", r.fd,
+                r.accuracy < 0 ? "-" : std::to_string(r.accuracy).substr(0, 5).c_str(), r.pr.precision, r.pr.recall,
+                (long long)r.samples, (long long)r.reference);
   }
   return 0;
 }
@@ -78,6 +117,16 @@ int main(int argc, char** argv) {
   gen->add_flag("-q,--quiet", quiet, "no progress output");
   gen->add_option("--threads", threads, "CPU threads (default: all cores)")->check(CLI::PositiveNumber);
   app.add_subcommand("samplers", "list every registered sampler with its options and defaults");
+  std::string samples_path, labels_path, classifier_path = "models/fmnist_classifier.pt", reference = "test";
+  int k = 3;
+  bool json = false;
+  CLI::App* ev = app.add_subcommand("eval", "sample quality: FD, label consistency, k-NN precision and recall");
+  ev->add_option("--samples", samples_path, ".npy samples [N, 1, 28, 28] in [-1, 1]")->required();
+  ev->add_option("--labels", labels_path, ".npy int labels of the samples (for label consistency)");
+  ev->add_option("--classifier", classifier_path, "TorchScript classifier with features(x)")->capture_default_str();
+  ev->add_option("--reference", reference, "test | train (Fashion-MNIST) | a .npy or IDX file")->capture_default_str();
+  ev->add_option("--k", k, "k of the k-NN precision and recall")->capture_default_str()->check(CLI::PositiveNumber);
+  ev->add_flag("--json", json, "one JSON line instead of text");
 
   try {
     app.parse(argc, argv);
@@ -95,6 +144,7 @@ int main(int argc, char** argv) {
       print_samplers();
       return 0;
     }
+    if (app.got_subcommand("eval")) return run_eval(samples_path, labels_path, classifier_path, reference, k, json);
     return run_generate(config_path, sets, quiet);
   } catch (const scorch::Error& e) {
     std::fprintf(stderr, "scorch: error: %s\n", e.what());

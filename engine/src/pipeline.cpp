@@ -147,9 +147,9 @@ struct Pipeline::Impl {
   at::TensorOptions options;
   uint64_t seed = 0;
   int64_t batch = 1;
-  at::Tensor init_noise, cond;
+  at::Tensor init_noise, cond, labels;
   bool invert = false;
-  std::string png, npy, trajectory;
+  std::string png, npy, trajectory, labels_path;
   int nrow = 0;
 };
 
@@ -199,7 +199,10 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
        {"path", OptionType::String, "", "model file", {}},
        {"prediction", OptionType::String, "eps", "what the network outputs", {"eps", "x0", "v", "score"}},
        {"time_input", OptionType::String, "t", "time argument of the network", {"t", "index", "sigma"}},
-       {"rank", OptionType::Int, "0", "gaussian: keep the largest `rank` eigenvalues (0: all)", {}}},
+       {"rank", OptionType::Int, "0", "gaussian: keep the largest `rank` eigenvalues (0: all)", {}},
+       {"max_batch", OptionType::Int, "0", "torchscript: evaluate in chunks of at most this many samples", {}},
+       {"num_classes", OptionType::Int, "0", "conditional models: number of class labels (for cond: rows)", {}},
+       {"null_label", OptionType::Int, "-1", "conditional models: the unconditional label (for cond: null_label)", {}}},
       scalars(model, "model", {"shape"}));
   if (mo.str("type").empty()) bad_input("model.type: missing; expected torchscript | gaussian");
   if (mo.str("path").empty()) bad_input("model.path: missing");
@@ -220,6 +223,8 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
     spec.time_input = parse_time_input(mo.str("time_input"));
     spec.dtype = dtype;
     spec.device = device;
+    spec.max_batch = mo.integer("max_batch");
+    if (spec.max_batch < 0) bad_input("model.max_batch: expected a non-negative integer");
     m.denoiser = load_torchscript_denoiser(spec, m.schedule);
   } else {
     GaussianModel g = load_gaussian(path, mo.integer("rank"));
@@ -241,10 +246,23 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
 
   // Conditioning.
   const YAML::Node cond = config["cond"];
+  int64_t rows_per_class = 0;
   if (cond && !cond.IsNull()) {
     if (!m.denoiser->conditional()) bad_input("cond: the model takes no condition (forward(x, t))");
     std::vector<int64_t> labels;
-    if (cond.IsSequence()) {
+    const std::string keyword = cond.IsScalar() ? cond.as<std::string>() : "";
+    if (keyword == "rows") {
+      // One grid row per class: batch = num_classes x n, label of sample i = i / n.
+      const int64_t k = mo.integer("num_classes");
+      if (k <= 0) bad_input("cond: rows needs model.num_classes");
+      if (m.batch % k != 0)
+        bad_input("cond: rows needs batch to be a multiple of model.num_classes = " + std::to_string(k));
+      for (int64_t i = 0; i < m.batch; ++i) labels.push_back(i / (m.batch / k));
+      rows_per_class = m.batch / k;
+    } else if (keyword == "null_label") {
+      if (mo.integer("null_label") < 0) bad_input("cond: null_label needs model.null_label");
+      labels.assign(size_t(m.batch), mo.integer("null_label"));
+    } else if (cond.IsSequence()) {
       labels = list_of<int64_t>(cond, "cond", "integer class labels");
       if (int64_t(labels.size()) != m.batch)
         bad_input("cond: " + std::to_string(labels.size()) + " labels for batch " + std::to_string(m.batch));
@@ -252,6 +270,11 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
       const Options co = Options::parse("", {top_level_options().back()}, {{"cond", cond.as<std::string>()}});
       labels.assign(size_t(m.batch), co.integer("cond"));
     }
+    const int64_t k = mo.integer("num_classes");
+    for (int64_t l : labels)
+      if (l < 0 || (k > 0 && l >= k && l != mo.integer("null_label")))
+        bad_input("cond: label " + std::to_string(l) + " is out of range for model.num_classes = " + std::to_string(k));
+    m.labels = at::tensor(labels, at::TensorOptions().dtype(at::kLong));
     m.cond = at::tensor(labels, at::TensorOptions().dtype(at::kLong)).to(device);
   } else if (m.denoiser->conditional()) {
     bad_input("cond: the model is conditional (forward(x, t, cond)); set cond to a class label");
@@ -287,11 +310,18 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
                                     {{"png", OptionType::String, "", "PNG image grid", {}},
                                      {"npy", OptionType::String, "", "final samples, float32", {}},
                                      {"nrow", OptionType::Int, "0", "images per grid row (0: square)", {}},
-                                     {"trajectory", OptionType::String, "", "states after every step, float32", {}}},
+                                     {"trajectory", OptionType::String, "", "states after every step, float32", {}},
+                                     {"labels", OptionType::String, "", "class labels of the samples, int64", {}}},
                                     scalars(config["output"], "output"));
   m.png = oo.str("png");
   m.npy = oo.str("npy");
   m.nrow = int(oo.integer("nrow"));
+  if (m.nrow == 0 && rows_per_class > 0) m.nrow = int(rows_per_class);
+  m.labels_path = oo.str("labels");
+  if (!m.labels_path.empty()) {
+    if (!m.labels.defined()) bad_input("output.labels: the samples have no labels (set cond)");
+    check_writable(m.labels_path, "output.labels");
+  }
   if (m.nrow < 0) bad_input("output.nrow: expected a non-negative integer");
   if (!m.png.empty()) {
     if (!images_supported()) bad_input("output.png: this build has no image output (configured without OpenCV)");
@@ -348,6 +378,10 @@ std::vector<std::string> Pipeline::write_outputs(const GenerateResult& r) const 
     if (!m.png.empty()) {
       write_png_grid(m.png, r.samples, m.nrow, "output.png");
       written.push_back(m.png);
+    }
+    if (!m.labels_path.empty()) {
+      write_npy(m.labels_path, m.labels, "output.labels");
+      written.push_back(m.labels_path);
     }
     if (!m.trajectory.empty() && r.trajectory.defined()) {
       write_npy(m.trajectory, r.trajectory.to(at::kFloat), "output.trajectory");

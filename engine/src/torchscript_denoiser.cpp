@@ -60,7 +60,17 @@ class TorchScriptDenoiser final : public Denoiser {
 
   Prediction predict(const at::Tensor& x, double t, const at::Tensor& cond) override {
     c10::InferenceMode guard;
-    const at::Tensor out = forward(x, t, cond);
+    at::Tensor out;
+    if (spec_.max_batch > 0 && x.size(0) > spec_.max_batch) {
+      std::vector<at::Tensor> parts;
+      for (int64_t i = 0; i < x.size(0); i += spec_.max_batch) {
+        const int64_t n = std::min(spec_.max_batch, x.size(0) - i);
+        parts.push_back(forward(x.narrow(0, i, n), t, cond.defined() ? cond.narrow(0, i, n) : cond));
+      }
+      out = at::cat(parts);
+    } else {
+      out = forward(x, t, cond);
+    }
     if (out.sizes() != x.sizes())
       bad_input("model '" + spec_.path + "': forward returned shape " + shape_string(out.sizes()) +
                 " for input " + shape_string(x.sizes()));

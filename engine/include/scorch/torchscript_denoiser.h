@@ -31,6 +31,7 @@ struct TorchScriptSpec {
   TimeInput time_input = TimeInput::T;
   at::ScalarType dtype = at::kFloat;
   c10::Device device = c10::Device(c10::kCPU);
+  int64_t max_batch = 0;  // > 0: evaluate the network in chunks of at most this many samples
 };
 
 // Loads, moves and freezes the module, then validates it with a one-sample
