@@ -53,9 +53,13 @@ double churn(SamplerContext& ctx, at::Tensor& xv, double t, double sigma, int n,
 
 }  // namespace
 
-// Euler (Karras et al. 2022, Alg. 2 without the correction):
-//   x~_{i+1} = x~_hat + (sigma~_{i+1} - sigma_hat) eps(x~_hat, sigma_hat).
-at::Tensor sample_euler(SamplerContext& ctx, at::Tensor x, const GridSpec& grid, const Options& o) {
+namespace {
+
+// Karras et al. (2022), Alg. 2 in VE variables: after the churn,
+//   Euler: x~_{i+1} = x~_hat + (sigma~_{i+1} - sigma_hat) eps(x~_hat, sigma_hat)
+//   Heun:  the same predictor x~', then the trapezoidal corrector
+//          x~_{i+1} = x~_hat + (sigma~_{i+1} - sigma_hat) (eps(x~_hat, sigma_hat) + eps(x~', sigma~_{i+1})) / 2.
+at::Tensor karras_alg2(SamplerContext& ctx, at::Tensor x, const GridSpec& grid, const Options& o, bool heun) {
   const Schedule& ns = ctx.schedule();
   const std::vector<double> t = make_time_grid(ns, grid);
   const int n = int(t.size()) - 1;
@@ -63,11 +67,27 @@ at::Tensor sample_euler(SamplerContext& ctx, at::Tensor x, const GridSpec& grid,
   for (int i = 0; i < n; ++i) {
     double sigma_hat;
     const double t_hat = churn(ctx, xv, t[i], ns.ve_sigma(t[i]), n, o, &sigma_hat);
-    const Prediction p = ctx.denoise(ns.alpha(t_hat) * xv, t_hat);
-    xv = xv + (ns.ve_sigma(t[i + 1]) - sigma_hat) * p.eps;
+    const double dt = ns.ve_sigma(t[i + 1]) - sigma_hat;
+    const at::Tensor d = ctx.denoise(ns.alpha(t_hat) * xv, t_hat).eps;
+    if (heun) {
+      const at::Tensor d2 = ctx.denoise(ns.alpha(t[i + 1]) * lincomb({{1.0, xv}, {dt, d}}), t[i + 1]).eps;
+      xv = lincomb({{1.0, xv}, {0.5 * dt, d}, {0.5 * dt, d2}});
+    } else {
+      xv = lincomb({{1.0, xv}, {dt, d}});
+    }
     ctx.end_step(i + 1, n, t[i + 1], ns.alpha(t[i + 1]) * xv);
   }
   return ns.alpha(t[n]) * xv;
+}
+
+}  // namespace
+
+at::Tensor sample_euler(SamplerContext& ctx, at::Tensor x, const GridSpec& grid, const Options& o) {
+  return karras_alg2(ctx, x, grid, o, /*heun=*/false);
+}
+
+at::Tensor sample_heun(SamplerContext& ctx, at::Tensor x, const GridSpec& grid, const Options& o) {
+  return karras_alg2(ctx, x, grid, o, /*heun=*/true);
 }
 
 // Euler ancestral (k-diffusion): an Euler step down to sigma_down, then fresh
@@ -91,26 +111,6 @@ at::Tensor sample_euler_ancestral(SamplerContext& ctx, at::Tensor x, const GridS
     ctx.end_step(i + 1, n, t[i + 1], x);
   }
   return x;
-}
-
-// Heun (Karras et al. 2022, Alg. 2): Euler predictor, then the trapezoidal corrector
-//   x~_{i+1} = x~_hat + (sigma~_{i+1} - sigma_hat) (eps(x~_hat, sigma_hat) + eps(x~', sigma~_{i+1})) / 2.
-at::Tensor sample_heun(SamplerContext& ctx, at::Tensor x, const GridSpec& grid, const Options& o) {
-  const Schedule& ns = ctx.schedule();
-  const std::vector<double> t = make_time_grid(ns, grid);
-  const int n = int(t.size()) - 1;
-  at::Tensor xv = x / ns.alpha(t[0]);
-  for (int i = 0; i < n; ++i) {
-    double sigma_hat;
-    const double t_hat = churn(ctx, xv, t[i], ns.ve_sigma(t[i]), n, o, &sigma_hat);
-    const double sigma_next = ns.ve_sigma(t[i + 1]), dt = sigma_next - sigma_hat;
-    const at::Tensor d = ctx.denoise(ns.alpha(t_hat) * xv, t_hat).eps;
-    const at::Tensor x_pred = xv + dt * d;
-    const at::Tensor d2 = ctx.denoise(ns.alpha(t[i + 1]) * x_pred, t[i + 1]).eps;
-    xv = xv + dt * 0.5 * (d + d2);
-    ctx.end_step(i + 1, n, t[i + 1], ns.alpha(t[i + 1]) * xv);
-  }
-  return ns.alpha(t[n]) * xv;
 }
 
 }  // namespace scorch

@@ -14,6 +14,20 @@ namespace scorch {
 
 namespace {
 
+// The scalars of one SDE step from s to t: h, eta h, h_eta = (1 + eta) h, and the
+// first-order part x_t = a x_s + b D_s with a = (sigma_t/sigma_s) e^{-eta h}, b = alpha_t (1 - e^{-h_eta}).
+struct SdeStep {
+  double h, eta_h, h_eta, alpha_t, sigma_t, a, b;
+  SdeStep(const Schedule& ns, double s, double t, double eta)
+      : h(ns.lambda(t) - ns.lambda(s)),
+        eta_h(eta * h),
+        h_eta(h + eta_h),
+        alpha_t(ns.alpha(t)),
+        sigma_t(ns.sigma(t)),
+        a(sigma_t / ns.sigma(s) * std::exp(-eta_h)),
+        b(-alpha_t * std::expm1(-h_eta)) {}
+};
+
 // Adds the noise term of the SDE step.
 at::Tensor add_noise(SamplerContext& ctx, at::Tensor x, double sigma_t, double eta_h, double s_noise) {
   if (eta_h == 0.0) return x;
@@ -34,11 +48,9 @@ at::Tensor sample_dpmpp_2m_sde(SamplerContext& ctx, at::Tensor x, const GridSpec
   at::Tensor d_prev;
   double h_last = 0.0;
   for (int i = 0; i < n; ++i) {
-    const double s = t[i], tt = t[i + 1];
-    const at::Tensor d = ctx.denoise(x, s).x0;
-    const double h = ns.lambda(tt) - ns.lambda(s), eta_h = eta * h, h_eta = h + eta_h;
-    const double alpha_t = ns.alpha(tt), sigma_t = ns.sigma(tt);
-    const double a = ns.sigma(tt) / ns.sigma(s) * std::exp(-eta_h), b = -alpha_t * std::expm1(-h_eta);
+    const at::Tensor d = ctx.denoise(x, t[i]).x0;
+    const SdeStep st(ns, t[i], t[i + 1], eta);
+    const double h = st.h, h_eta = st.h_eta, a = st.a, b = st.b, alpha_t = st.alpha_t;
     if (!d_prev.defined()) {
       x = lincomb({{a, x}, {b, d}});
     } else {
@@ -46,10 +58,10 @@ at::Tensor sample_dpmpp_2m_sde(SamplerContext& ctx, at::Tensor x, const GridSpec
       const double c = (heun ? alpha_t * (-std::expm1(-h_eta) / (-h_eta) + 1.0) : 0.5 * b) / r;
       x = lincomb({{a, x}, {b + c, d}, {-c, d_prev}});
     }
-    x = add_noise(ctx, x, sigma_t, eta_h, s_noise);
+    x = add_noise(ctx, x, st.sigma_t, st.eta_h, s_noise);
     d_prev = d;
     h_last = h;
-    ctx.end_step(i + 1, n, tt, x);
+    ctx.end_step(i + 1, n, t[i + 1], x);
   }
   return x;
 }
@@ -66,11 +78,9 @@ at::Tensor sample_dpmpp_3m_sde(SamplerContext& ctx, at::Tensor x, const GridSpec
   at::Tensor d1, d2;  // the previous two data predictions
   double h1 = 0.0, h2 = 0.0;
   for (int i = 0; i < n; ++i) {
-    const double s = t[i], tt = t[i + 1];
-    const at::Tensor d = ctx.denoise(x, s).x0;
-    const double h = ns.lambda(tt) - ns.lambda(s), eta_h = eta * h, h_eta = h + eta_h;
-    const double alpha_t = ns.alpha(tt), sigma_t = ns.sigma(tt);
-    const double a = ns.sigma(tt) / ns.sigma(s) * std::exp(-eta_h), b = -alpha_t * std::expm1(-h_eta);
+    const at::Tensor d = ctx.denoise(x, t[i]).x0;
+    const SdeStep st(ns, t[i], t[i + 1], eta);
+    const double h = st.h, h_eta = st.h_eta, a = st.a, b = st.b, alpha_t = st.alpha_t;
     const double phi2 = std::expm1(-h_eta) / h_eta + 1.0, phi3 = phi2 / h_eta - 0.5;
     if (d2.defined()) {
       const double r0 = h1 / h, r1 = h2 / h, k = r0 / (r0 + r1);
@@ -86,12 +96,12 @@ at::Tensor sample_dpmpp_3m_sde(SamplerContext& ctx, at::Tensor x, const GridSpec
     } else {
       x = lincomb({{a, x}, {b, d}});
     }
-    x = add_noise(ctx, x, sigma_t, eta_h, s_noise);
+    x = add_noise(ctx, x, st.sigma_t, st.eta_h, s_noise);
     d2 = d1;
     d1 = d;
     h2 = h1;
     h1 = h;
-    ctx.end_step(i + 1, n, tt, x);
+    ctx.end_step(i + 1, n, t[i + 1], x);
   }
   return x;
 }
