@@ -66,6 +66,8 @@ const std::vector<SamplerInfo>& samplers() {
        sample_dpmpp_2m_sde, {}, {"eta"}},
       {"dpmpp_3m_sde", "SDE-DPM-Solver++(3M) (eta). 1 NFE/step", kSde, sample_dpmpp_3m_sde, {}, {"eta"}},
       {"unipc", "UniPC (bh1 | bh2): predictor + free corrector. NFE = steps", unipc_options(), sample_unipc},
+      {"teleport", "Exact Gaussian flow map to a skip point, then the `inner` sampler (Wang & Vastola 2024)",
+       teleport_options(), sample_teleport},
   };
   return table;
 }

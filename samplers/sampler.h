@@ -94,6 +94,8 @@ at::Tensor sample_dpm_solver(SamplerContext&, at::Tensor, const GridSpec&, const
 at::Tensor sample_dpmpp_2m_sde(SamplerContext&, at::Tensor, const GridSpec&, const Options&);
 at::Tensor sample_dpmpp_3m_sde(SamplerContext&, at::Tensor, const GridSpec&, const Options&);
 at::Tensor sample_unipc(SamplerContext&, at::Tensor, const GridSpec&, const Options&);
+at::Tensor sample_teleport(SamplerContext&, at::Tensor, const GridSpec&, const Options&);
+const std::vector<OptionSpec>& teleport_options();
 const std::vector<OptionSpec>& dpm_solver_options();
 // The official singlestep order list for a step budget, e.g. (10, 3) -> 3, 3, 3, 1.
 std::vector<int> dpm_solver_singlestep_orders(int steps, int order);

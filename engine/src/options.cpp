@@ -16,6 +16,7 @@ std::string to_string(OptionType type) {
     case OptionType::Bool: return "bool";
     case OptionType::String: return "string";
     case OptionType::IntList: return "[int]";
+    case OptionType::Section: return "mapping";
   }
   return "?";
 }
@@ -78,8 +79,15 @@ Options Options::parse(const std::string& prefix, const std::vector<OptionSpec>&
   for (const auto& spec : specs) o.values_[spec.name] = spec.default_value;
   for (const auto& [name, value] : raw) {
     const OptionSpec* spec = nullptr;
+    const size_t dot = name.find('.');
     for (const auto& s : specs)
-      if (s.name == name) spec = &s;
+      if (s.name == name || (dot != std::string::npos && s.type == OptionType::Section && s.name == name.substr(0, dot)))
+        spec = &s;
+    if (spec && spec->type == OptionType::Section) {
+      if (dot == std::string::npos) bad_input(key_name(prefix, name) + ": expected a mapping of options");
+      o.values_[name] = value;
+      continue;
+    }
     if (!spec) {
       std::string valid;
       for (const auto& s : specs) valid += (valid.empty() ? "" : ", ") + s.name;
@@ -98,6 +106,8 @@ Options Options::parse(const std::string& prefix, const std::vector<OptionSpec>&
         break;
       case OptionType::Bool:
         if (!parse_bool(value, &b)) bad_input(key + ": expected true or false, got '" + value + "'");
+        break;
+      case OptionType::Section:
         break;
       case OptionType::IntList: {
         std::vector<int64_t> list;
@@ -146,6 +156,14 @@ bool Options::flag(const std::string& name) const {
 }
 
 const std::string& Options::str(const std::string& name) const { return raw(name); }
+
+std::map<std::string, std::string> Options::section(const std::string& name) const {
+  std::map<std::string, std::string> out;
+  for (const auto& [key, value] : values_)
+    if (key.size() > name.size() + 1 && key.compare(0, name.size() + 1, name + ".") == 0)
+      out[key.substr(name.size() + 1)] = value;
+  return out;
+}
 
 std::vector<int64_t> Options::int_list(const std::string& name) const {
   std::vector<int64_t> v;

@@ -54,6 +54,12 @@ std::map<std::string, std::string> scalars(const YAML::Node& node, const std::st
       out[key] = text + "]";
       continue;
     }
+    if (kv.second.IsMap() && !prefix.empty()) {
+      // A nested mapping (a Section option) is passed on as "key.sub" entries.
+      for (const auto& [sub, value] : scalars(kv.second, name))
+        out[key + "." + sub] = value;
+      continue;
+    }
     if (kv.second.IsMap() || kv.second.IsSequence()) {
       if (prefix.empty()) continue;  // top-level sections are read separately
       bad_input(name + ": expected a single value");

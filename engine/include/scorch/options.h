@@ -10,7 +10,8 @@
 
 namespace scorch {
 
-enum class OptionType { Int, Number, Bool, String, IntList };
+// Section: a nested mapping (e.g. teleport's `inner`), passed on as "name.key" entries.
+enum class OptionType { Int, Number, Bool, String, IntList, Section };
 
 struct OptionSpec {
   std::string name;
@@ -32,6 +33,7 @@ class Options {
   bool flag(const std::string& name) const;
   const std::string& str(const std::string& name) const;
   std::vector<int64_t> int_list(const std::string& name) const;  // "[1, 2]" or "1, 2"
+  std::map<std::string, std::string> section(const std::string& name) const;  // keys without "name."
 
  private:
   const std::string& raw(const std::string& name) const;

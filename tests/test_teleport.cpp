@@ -1,0 +1,114 @@
+// Teleportation: the exact Gaussian flow map, then an inner sampler.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "scorch/error.h"
+#include "scorch/io.h"
+#include "support/sampler_harness.h"
+
+namespace fs = std::filesystem;
+
+namespace scorch {
+namespace {
+
+using testing::rel_error;
+using testing::run_sampler;
+using Opts = std::map<std::string, std::string>;
+
+struct TeleportCase {
+  GaussianModel g = testing::random_gaussian(8, 5, 51);  // rank 5 < D: a part outside the span
+  std::string path = (fs::temp_directory_path() / "scorch_teleport_gauss.safetensors").string();
+  std::shared_ptr<const Schedule> sched = make_vp_linear();
+  std::unique_ptr<Denoiser> model = make_gaussian_denoiser(g, sched);
+  at::Tensor x_T = Rng(3).normal({16, 8}, at::TensorOptions().dtype(at::kDouble));
+  TeleportCase() { save_gaussian(path, g); }
+  ~TeleportCase() { fs::remove(path); }
+  at::Tensor flow(double t0, double t1) const {
+    return gaussian_flow(g, x_T, sched->alpha(t0), sched->sigma(t0), sched->alpha(t1), sched->sigma(t1));
+  }
+};
+
+// With zero inner steps teleport is the exact flow map.
+TEST(Teleport, ZeroInnerStepsIsTheFlowMap) {
+  TeleportCase c;
+  const testing::Run r =
+      run_sampler("teleport", *c.model, *c.sched, c.x_T, {{"gaussian", c.path}, {"t_skip", "0.3"}, {"inner.steps", "0"}});
+  EXPECT_LT((r.x - c.flow(1.0, 0.3)).abs().max().item<double>(), 1e-12);
+  EXPECT_EQ(r.nfe, 0);
+}
+
+// A 2000-step DPM-Solver++ order 3 run from t = 1 to t_skip agrees with the map to 1e-6.
+TEST(Teleport, MatchesAFineSolverRun) {
+  TeleportCase c;
+  const at::Tensor jump =
+      run_sampler("teleport", *c.model, *c.sched, c.x_T, {{"gaussian", c.path}, {"t_skip", "0.3"}, {"inner.steps", "0"}}).x;
+  const at::Tensor solved =
+      run_sampler("dpm_solver", *c.model, *c.sched, c.x_T,
+                  {{"order", "3"}, {"steps", "2000"}, {"t_end", "0.3"}, {"algorithm_type", "dpmsolver++"}})
+          .x;
+  EXPECT_LT(rel_error(solved, jump), 1e-6);
+}
+
+// Teleport then an inner sampler to t_end: on the Gaussian target the result is the
+// exact solution up to the inner solver's error, with its NFE.
+TEST(Teleport, InnerSamplerFinishesTheRun) {
+  TeleportCase c;
+  const testing::Run r = run_sampler(
+      "teleport", *c.model, *c.sched, c.x_T,
+      {{"gaussian", c.path}, {"sigma_skip", "1.0"}, {"inner.name", "dpmpp_2m"}, {"inner.steps", "30"}, {"t_end", "0.001"}});
+  EXPECT_EQ(r.nfe, 30);
+  EXPECT_LT(rel_error(r.x, c.flow(1.0, 1e-3)), 2e-3);
+  // skip_fraction = 1 jumps all the way.
+  const at::Tensor all = run_sampler("teleport", *c.model, *c.sched, c.x_T,
+                                     {{"gaussian", c.path}, {"skip_fraction", "1"}, {"t_end", "0.001"}})
+                             .x;
+  EXPECT_LT((all - c.flow(1.0, 1e-3)).abs().max().item<double>(), 1e-12);
+}
+
+// auto: on the Gaussian itself the model never departs, so the jump reaches the last
+// probe point; on a mixture it stops earlier; probes count as model calls.
+TEST(Teleport, AutoSkipPoint) {
+  TeleportCase c;
+  const Opts o = {{"gaussian", c.path}, {"auto", "true"}, {"steps", "20"}, {"inner.steps", "0"}, {"t_end", "0.001"}};
+  const testing::Run gauss = run_sampler("teleport", *c.model, *c.sched, c.x_T, o);
+  EXPECT_EQ(gauss.nfe, 19);
+  const auto grid = make_time_grid(*c.sched, {"logSNR", 20, -1, 0.001, 7});
+  EXPECT_LT((gauss.x - c.flow(1.0, grid[19])).abs().max().item<double>(), 1e-12);
+
+  // A bimodal target whose Gaussian fit departs from it at moderate noise.
+  const auto f64 = at::TensorOptions().dtype(at::kDouble);
+  testing::DiagonalMixture mix{at::tensor({0.5, 0.5}, f64), at::stack({at::full({8}, -1.5, f64), at::full({8}, 1.5, f64)}),
+                               at::full({2, 8}, 0.05, f64)};
+  GaussianModel fit;
+  fit.mean = at::zeros({8}, f64);
+  fit.eigenvectors = at::eye(8, f64);
+  fit.eigenvalues = at::full({8}, 1.5 * 1.5 + 0.05, f64);  // each coordinate: the mixture's variance
+  fit.shape = {8};
+  save_gaussian(c.path, fit);
+  auto mixture = testing::make_mixture_denoiser(mix, c.sched);
+  const testing::Run m = run_sampler("teleport", *mixture, *c.sched, c.x_T, o);
+  EXPECT_GT(m.nfe, 1);
+  EXPECT_LT(m.nfe, 19);
+}
+
+TEST(Teleport, BadOptions) {
+  TeleportCase c;
+  auto bad = [&](const Opts& o) { EXPECT_THROW(run_sampler("teleport", *c.model, *c.sched, c.x_T, o), Error); };
+  bad({{"t_skip", "0.3"}});                                         // no gaussian
+  bad({{"gaussian", c.path}});                                      // no skip point
+  bad({{"gaussian", c.path}, {"t_skip", "0.3"}, {"sigma_skip", "1"}});  // two skip points
+  bad({{"gaussian", c.path}, {"t_skip", "2.0"}});                   // outside the grid
+  bad({{"gaussian", c.path}, {"skip_fraction", "1.5"}});
+  bad({{"gaussian", c.path}, {"t_skip", "0.3"}, {"inner.name", "teleport"}});
+  bad({{"gaussian", c.path}, {"t_skip", "0.3"}, {"inner.name", "nope"}});
+  bad({{"gaussian", c.path}, {"t_skip", "0.3"}, {"inner.etaa", "1"}});
+  bad({{"gaussian", "/nonexistent.safetensors"}, {"t_skip", "0.3"}});
+  const GaussianModel small = testing::random_gaussian(4, 4, 1);
+  save_gaussian(c.path, small);
+  bad({{"gaussian", c.path}, {"t_skip", "0.3"}});                   // D mismatch
+}
+
+}  // namespace
+}  // namespace scorch
