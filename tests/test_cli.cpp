@@ -97,7 +97,8 @@ TEST_F(Cli, NpyOutputIsFloat32WithBatchShape) {
 
 TEST_F(Cli, BadInputExitsTwoWithOneLineAndNoOutput) {
   const std::string ts =
-      "--set model.type=torchscript --set model.shape=[2,3] --set cond= --set output.npy=out.npy --set output.png= ";
+      "--set model.type=torchscript --set model.shape=[2,3] --set model.time_input=t --set cond= --set output.npy=out.npy "
+      "--set output.png= ";
   expect_bad("generate --set model.path=missing.safetensors", "model.path");
   expect_bad("generate " + ts + "--set model.path=" + kFixtures + "/missing.pt", "file not found");
   expect_bad("generate " + ts + "--set model.path=" + kFixtures + "/wrong_arity.pt", "forward takes 1 arguments");

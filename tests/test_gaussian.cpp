@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <torch/csrc/autograd/autograd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -87,6 +88,43 @@ TEST(Gaussian, RejectsBadFiles) {
   EXPECT_THROW(validate_gaussian(g, "test"), Error);
   EXPECT_THROW(load_gaussian("/nonexistent/model.safetensors"), Error);
   std::remove(path.c_str());
+}
+
+}  // namespace
+}  // namespace scorch
+
+namespace scorch {
+namespace {
+
+// The closed-form score (alpha x0 - x) / sigma^2 = -eps / sigma equals the autograd
+// gradient of the marginal log-density, under vp_linear, vp_discrete and edm; and
+// the density matches the dense multivariate normal.
+TEST(Gaussian, ScoreIsGradientOfLogDensity) {
+  const GaussianModel g = testing::random_gaussian(7, 4, 61);  // rank 4 < D
+  std::shared_ptr<const Schedule> schedules[] = {
+      make_vp_linear(), make_vp_discrete(alphas_cumprod_from_betas(make_betas("linear", 1e-4, 0.02, 1000))),
+      make_edm()};
+  for (const auto& s : schedules) {
+    for (double w : {0.1, 0.5, 0.9}) {
+      const double t = s->t_min() + w * (s->t_max() - s->t_min());
+      const double alpha = s->alpha(t), sigma = s->sigma(t);
+      const at::Tensor x =
+          (at::randn({5, 7}, at::detail::createCPUGenerator(62), at::TensorOptions().dtype(at::kDouble)) * (alpha + sigma))
+              .requires_grad_(true);
+      const at::Tensor logp = gaussian_log_density(g, x, alpha, sigma);
+      const at::Tensor grad = torch::autograd::grad({logp.sum()}, {x})[0];
+      const at::Tensor score = (alpha * gaussian_x0(g, x.detach(), alpha, sigma) - x.detach()) / (sigma * sigma);
+      EXPECT_LT((grad - score).abs().max().item<double>(), 1e-8 * (1 + score.abs().max().item<double>()))
+          << s->name() << " t=" << t;
+      // dense reference: N(alpha mu, alpha^2 U diag(lam) U^T + sigma^2 I)
+      const at::Tensor cov = alpha * alpha * g.eigenvectors.mm(at::diag(g.eigenvalues)).mm(g.eigenvectors.t()) +
+                             sigma * sigma * at::eye(7, at::kDouble);
+      const at::Tensor d = x.detach() - alpha * g.mean;
+      const at::Tensor ref = -0.5 * (7 * std::log(2 * M_PI) + at::logdet(cov) +
+                                     (d * at::linalg_solve(cov, d.t()).t()).sum(1));
+      EXPECT_LT((logp.detach() - ref).abs().max().item<double>(), 1e-8) << s->name();
+    }
+  }
 }
 
 }  // namespace

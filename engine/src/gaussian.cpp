@@ -104,6 +104,17 @@ at::Tensor gaussian_x0(const GaussianModel& m, const at::Tensor& x, double alpha
   return x0.reshape(x.sizes());
 }
 
+at::Tensor gaussian_log_density(const GaussianModel& m, const at::Tensor& x, double alpha, double sigma) {
+  const at::Tensor d = x.reshape({x.size(0), -1}) - alpha * m.mean;
+  const at::Tensor c = alpha * alpha * m.eigenvalues + sigma * sigma;
+  const at::Tensor p = d.mm(m.eigenvectors);
+  const at::Tensor perp = d - p.mm(m.eigenvectors.t());
+  const int64_t dim = m.dim(), r = m.eigenvalues.size(0);
+  const double s2 = sigma * sigma;
+  return -0.5 * (double(dim) * std::log(2.0 * M_PI) + c.log().sum() + double(dim - r) * std::log(s2) +
+                 (p * p / c).sum(1) + (perp * perp).sum(1) / s2);
+}
+
 at::Tensor gaussian_flow(const GaussianModel& m, const at::Tensor& x_s, double alpha_s, double sigma_s,
                          double alpha_t, double sigma_t) {
   const at::Tensor d = x_s.reshape({x_s.size(0), -1}) - alpha_s * m.mean;

@@ -41,6 +41,10 @@ void validate_gaussian(const GaussianModel& model, const std::string& what);
 
 // x: [B, *shape] or [B, D].
 at::Tensor gaussian_x0(const GaussianModel& m, const at::Tensor& x, double alpha, double sigma);
+// log p_t(x) of the noised marginal N(alpha mu, alpha^2 Sigma + sigma^2 I), per sample [B]:
+//   -1/2 [D log 2 pi + sum_k log c_k + (D - r) log sigma^2 + sum_k p_k^2 / c_k + |d_perp|^2 / sigma^2],
+// with c_k = alpha^2 lam_k + sigma^2, p = U^T d, d = x - alpha mu, d_perp = d - U p.
+at::Tensor gaussian_log_density(const GaussianModel& m, const at::Tensor& x, double alpha, double sigma);
 at::Tensor gaussian_flow(const GaussianModel& m, const at::Tensor& x_s, double alpha_s, double sigma_s,
                          double alpha_t, double sigma_t);
 
