@@ -120,6 +120,14 @@ TEST(Pipeline, DefaultConfigRunsEndToEnd) {
   EXPECT_EQ(r.samples.sizes(), at::IntArrayRef({10, 1, 28, 28}));
   EXPECT_EQ(r.nfe, 3);
   EXPECT_TRUE(at::isfinite(r.samples).all().item<bool>());
+  // bit-identical whatever the thread count, with the convolutional network too
+  const int before = at::get_num_threads();
+  at::set_num_threads(1);
+  const at::Tensor a = p->generate().samples;
+  at::set_num_threads(2);
+  const at::Tensor b = p->generate().samples;
+  at::set_num_threads(before);
+  EXPECT_TRUE(at::equal(a, b));
 }
 
 TEST(Pipeline, RejectsBadConfigs) {

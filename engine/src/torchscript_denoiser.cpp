@@ -1,8 +1,13 @@
 #include "scorch/torchscript_denoiser.h"
 
+#include <ATen/Parallel.h>
 #include <torch/script.h>
 
 #include <filesystem>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "scorch/error.h"
 #include "scorch/rng.h"
@@ -60,21 +65,53 @@ class TorchScriptDenoiser final : public Denoiser {
 
   Prediction predict(const at::Tensor& x, double t, const at::Tensor& cond) override {
     c10::InferenceMode guard;
-    at::Tensor out;
-    if (spec_.max_batch > 0 && x.size(0) > spec_.max_batch) {
-      std::vector<at::Tensor> parts;
-      for (int64_t i = 0; i < x.size(0); i += spec_.max_batch) {
-        const int64_t n = std::min(spec_.max_batch, x.size(0) - i);
-        parts.push_back(forward(x.narrow(0, i, n), t, cond.defined() ? cond.narrow(0, i, n) : cond));
-      }
-      out = at::cat(parts);
-    } else {
-      out = forward(x, t, cond);
-    }
+    const at::Tensor out = chunked_forward(x, t, cond);
     if (out.sizes() != x.sizes())
       bad_input("model '" + spec_.path + "': forward returned shape " + shape_string(out.sizes()) +
                 " for input " + shape_string(x.sizes()));
     return from_model_output(spec_.prediction, out.to(x.scalar_type()), x, sched_->alpha(t), sched_->sigma(t));
+  }
+
+  // On the CPU the batch is cut into chunks of a fixed size (model.max_batch, default
+  // kCpuChunk) that run in parallel, each on one thread: oneDNN's convolutions split
+  // their reductions by thread count, so a whole-batch call is not reproducible across
+  // --threads, while a chunk on one thread is. On other devices: sequential chunks when
+  // max_batch is set, else one call.
+  static constexpr int64_t kCpuChunk = 16;
+  at::Tensor chunked_forward(const at::Tensor& x, double t, const at::Tensor& cond) {
+    const bool cpu = x.device().is_cpu();
+    const int64_t chunk = spec_.max_batch > 0 ? spec_.max_batch : (cpu ? kCpuChunk : x.size(0));
+    const int64_t count = (x.size(0) + chunk - 1) / chunk;
+    if (count <= 1 && !cpu) return forward(x, t, cond);
+    std::vector<at::Tensor> parts(static_cast<size_t>(count));
+    const auto run = [&](int64_t i) {
+      const int64_t n = std::min(chunk, x.size(0) - i * chunk);
+      parts[size_t(i)] = forward(x.narrow(0, i * chunk, n), t, cond.defined() ? cond.narrow(0, i * chunk, n) : cond);
+    };
+#ifdef _OPENMP
+    const int threads = at::get_num_threads();
+    if (cpu && threads > 1) {
+      // Inside an active OpenMP region ATen and oneDNN run nested work on the calling
+      // thread; with this task's thread count set to 1 they also plan it as for one
+      // thread, so every chunk is computed exactly as with --threads 1.
+      std::exception_ptr error;
+#pragma omp parallel for num_threads(threads) schedule(static)
+      for (int64_t i = 0; i < count; ++i) {
+        omp_set_num_threads(1);
+        try {
+          c10::InferenceMode guard;
+          run(i);
+        } catch (...) {
+#pragma omp critical
+          if (!error) error = std::current_exception();
+        }
+      }
+      if (error) std::rethrow_exception(error);
+      return count == 1 ? parts[0] : at::cat(parts);
+    }
+#endif
+    for (int64_t i = 0; i < count; ++i) run(i);
+    return count == 1 ? parts[0] : at::cat(parts);
   }
 
   at::Tensor forward(const at::Tensor& x, double t, const at::Tensor& cond) {
