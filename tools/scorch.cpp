@@ -16,6 +16,7 @@
 #include "scorch/error.h"
 #include "scorch/eval.h"
 #include "scorch/io.h"
+#include "scorch/mixture_model.h"
 #include "scorch/pipeline.h"
 
 namespace {
@@ -85,6 +86,35 @@ int run_eval(const std::string& samples_path, const std::string& labels_path, co
   return 0;
 }
 
+// Data for `scorch fit`: IDX (.gz) images or .npy; uint8 pixels map to [-1, 1].
+// Returns [N, *shape] float32.
+at::Tensor read_data(const std::string& path) {
+  const bool npy = path.size() > 4 && path.substr(path.size() - 4) == ".npy";
+  at::Tensor x = npy ? scorch::read_npy(path) : scorch::read_idx(path);
+  if (x.dim() < 2) scorch::bad_input("--data '" + path + "': expected samples [N, ...], got a vector");
+  if (x.scalar_type() == at::kByte) x = x.to(at::kFloat).div_(127.5).sub_(1.0);
+  if (!npy && x.dim() == 3) x = x.unsqueeze(1);  // IDX images [N, H, W] -> [N, 1, H, W]
+  if (!at::isFloatingType(x.scalar_type())) scorch::bad_input("--data '" + path + "': expected float or uint8 data");
+  if (!at::isfinite(x).all().item<bool>()) scorch::bad_input("--data '" + path + "': has non-finite values");
+  return x.to(at::kFloat);
+}
+
+int run_fit(const std::string& kind, const std::string& data_path, const std::string& out, double smoothing,
+            int64_t limit) {
+  at::Tensor x = read_data(data_path);
+  if (limit > 0 && limit < x.size(0)) x = x.narrow(0, 0, limit);
+  const std::vector<int64_t> shape(x.sizes().begin() + 1, x.sizes().end());
+  if (kind == "empirical") {
+    if (!(smoothing >= 0.0)) scorch::bad_input("--smoothing: expected a number >= 0");
+    scorch::save_empirical(out, x, shape, smoothing);
+  } else {
+    scorch::bad_input("fit: '" + kind + "' is not available yet; this build fits: empirical");
+  }
+  std::fprintf(stderr, "fit %s: %lld samples of shape [%lld...], wrote %s\n", kind.c_str(), (long long)x.size(0),
+               (long long)shape[0], out.c_str());
+  return 0;
+}
+
 void print_samplers() {
   std::printf("Options every sampler takes:\n");
   for (const auto& o : scorch::grid_options())
@@ -127,6 +157,15 @@ int main(int argc, char** argv) {
   ev->add_option("--reference", reference, "test | train (Fashion-MNIST) | a .npy or IDX file")->capture_default_str();
   ev->add_option("--k", k, "k of the k-NN precision and recall")->capture_default_str()->check(CLI::PositiveNumber);
   ev->add_flag("--json", json, "one JSON line instead of text");
+  std::string fit_kind, data_path, fit_out;
+  double smoothing = 0.0;
+  int64_t limit = 0;
+  CLI::App* fit = app.add_subcommand("fit", "write an analytic model file from data (IDX .gz or .npy)");
+  fit->add_option("kind", fit_kind, "empirical")->required();
+  fit->add_option("--data", data_path, "IDX (.gz) or .npy samples")->required();
+  fit->add_option("--out", fit_out, "output .safetensors")->required();
+  fit->add_option("--smoothing", smoothing, "empirical: smoothing sigma of each data point")->capture_default_str();
+  fit->add_option("--limit", limit, "use the first N samples (0: all)")->capture_default_str();
 
   try {
     app.parse(argc, argv);
@@ -145,6 +184,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (app.got_subcommand("eval")) return run_eval(samples_path, labels_path, classifier_path, reference, k, json);
+    if (app.got_subcommand("fit")) return run_fit(fit_kind, data_path, fit_out, smoothing, limit);
     return run_generate(config_path, sets, quiet);
   } catch (const scorch::Error& e) {
     std::fprintf(stderr, "scorch: error: %s\n", e.what());

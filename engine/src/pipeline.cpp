@@ -15,6 +15,7 @@
 #include "scorch/gaussian.h"
 #include "scorch/image.h"
 #include "scorch/io.h"
+#include "scorch/mixture_model.h"
 #include "scorch/torchscript_denoiser.h"
 
 namespace scorch {
@@ -201,7 +202,7 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
   if (!model || !model.IsMap()) bad_input("model: missing; expected model.type and model.path");
   const Options mo = Options::parse(
       "model",
-      {{"type", OptionType::String, "", "model kind", {"torchscript", "gaussian"}},
+      {{"type", OptionType::String, "", "model kind", {"torchscript", "gaussian", "gmm", "empirical"}},
        {"path", OptionType::String, "", "model file", {}},
        {"prediction", OptionType::String, "eps", "what the network outputs", {"eps", "x0", "v", "score"}},
        {"time_input", OptionType::String, "t", "time argument of the network", {"t", "index", "sigma"}},
@@ -210,7 +211,7 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
        {"num_classes", OptionType::Int, "0", "conditional models: number of class labels (for cond: rows)", {}},
        {"null_label", OptionType::Int, "-1", "conditional models: the unconditional label (for cond: null_label)", {}}},
       scalars(model, "model", {"shape"}));
-  if (mo.str("type").empty()) bad_input("model.type: missing; expected torchscript | gaussian");
+  if (mo.str("type").empty()) bad_input("model.type: missing; expected torchscript | gaussian | gmm | empirical");
   if (mo.str("path").empty()) bad_input("model.path: missing");
   const std::string path = find_input_file(mo.str("path"));
   std::vector<int64_t> shape;
@@ -232,6 +233,11 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
     spec.max_batch = mo.integer("max_batch");
     if (spec.max_batch < 0) bad_input("model.max_batch: expected a non-negative integer");
     m.denoiser = load_torchscript_denoiser(spec, m.schedule);
+  } else if (mo.str("type") == "gmm" || mo.str("type") == "empirical") {
+    MixtureModel mm = load_mixture_model(path, mo.str("type"));
+    if (!shape.empty() && shape != mm.shape)
+      bad_input("model.shape: " + shape_string(shape) + " does not match the model file's " + shape_string(mm.shape));
+    m.denoiser = make_mixture_denoiser(std::move(mm), m.schedule);
   } else {
     GaussianModel g = load_gaussian(path, mo.integer("rank"));
     if (!shape.empty() && shape != g.shape)
