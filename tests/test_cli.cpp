@@ -129,3 +129,19 @@ TEST_F(Cli, UnwritableOutputDirectory) {
 }
 
 }  // namespace
+
+namespace {
+
+// scorch fit empirical, then sampling from the written model.
+TEST_F(Cli, FitEmpiricalThenGenerate) {
+  const std::string data = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
+  ASSERT_EQ(run("fit empirical --data " + data + " --limit 200 --out fm.safetensors").status, 0);
+  const Result r = run("generate --config configs/fmnist_gaussian.yaml --set model.type=empirical "
+                       "--set model.path=fm.safetensors --set output.png=x.png --set batch=4 --set sampler.name=dpmpp_2m");
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(fs::exists(dir_ / "x.png"));
+  expect_bad("fit gmm --data " + data + " --out g.safetensors", "not available yet");
+  expect_bad("fit empirical --data missing.npy --out e.safetensors", "missing.npy");
+}
+
+}  // namespace
