@@ -42,16 +42,19 @@ TEST(Pipeline, Float64EndToEndMatchesExactFlow) {
 }
 
 // The same config and seed give bit-identical samples whatever the thread count.
-TEST(Pipeline, BitIdenticalAcrossThreadCounts) {
-  const YAML::Node c = load_config(kGaussianConfig, {"output.png=", "batch=8", "sampler.name=euler_ancestral"});
-  const auto p = Pipeline::from_config(c);
+void expect_thread_independent(const Pipeline& p) {
   const int before = at::get_num_threads();
   at::set_num_threads(1);
-  const at::Tensor a = p->generate().samples;
+  const at::Tensor a = p.generate().samples;
   at::set_num_threads(2);
-  const at::Tensor b = p->generate().samples;
+  const at::Tensor b = p.generate().samples;
   at::set_num_threads(before);
   EXPECT_TRUE(at::equal(a, b));
+}
+
+TEST(Pipeline, BitIdenticalAcrossThreadCounts) {
+  const YAML::Node c = load_config(kGaussianConfig, {"output.png=", "batch=8", "sampler.name=euler_ancestral"});
+  expect_thread_independent(*Pipeline::from_config(c));
 }
 
 TEST(Pipeline, InitNoiseAndConditioning) {
@@ -120,14 +123,7 @@ TEST(Pipeline, DefaultConfigRunsEndToEnd) {
   EXPECT_EQ(r.samples.sizes(), at::IntArrayRef({10, 1, 28, 28}));
   EXPECT_EQ(r.nfe, 3);
   EXPECT_TRUE(at::isfinite(r.samples).all().item<bool>());
-  // bit-identical whatever the thread count, with the convolutional network too
-  const int before = at::get_num_threads();
-  at::set_num_threads(1);
-  const at::Tensor a = p->generate().samples;
-  at::set_num_threads(2);
-  const at::Tensor b = p->generate().samples;
-  at::set_num_threads(before);
-  EXPECT_TRUE(at::equal(a, b));
+  expect_thread_independent(*p);  // with the convolutional network too
 }
 
 TEST(Pipeline, RejectsBadConfigs) {

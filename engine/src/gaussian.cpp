@@ -15,37 +15,13 @@ GaussianModel GaussianModel::to(const at::TensorOptions& options) const {
   return {mean.to(options), eigenvalues.to(options), eigenvectors.to(options), shape};
 }
 
-namespace {
-
-std::vector<int64_t> parse_shape(const std::string& text, const std::string& what) {
-  std::vector<int64_t> shape;
-  std::string s = text;
-  for (char& c : s)
-    if (c == '[' || c == ']' || c == ',') c = ' ';
-  std::istringstream in(s);
-  long long v;
-  while (in >> v) {
-    if (v <= 0) bad_input(what + ": metadata scorch.shape '" + text + "' has a non-positive entry");
-    shape.push_back(v);
-  }
-  if (!in.eof() || shape.empty()) bad_input(what + ": metadata scorch.shape '" + text + "' is not a list of sizes");
-  return shape;
-}
-
-std::string format_shape(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
-}  // namespace
 
 void validate_gaussian(const GaussianModel& m, const std::string& what) {
   if (!m.mean.defined() || m.mean.dim() != 1) bad_input(what + ": 'mean' must be a vector [D]");
   const int64_t d = m.mean.size(0);
   int64_t prod = 1;
   for (int64_t s : m.shape) prod *= s;
-  if (prod != d) bad_input(what + ": shape " + format_shape(m.shape) + " does not match D = " + std::to_string(d));
+  if (prod != d) bad_input(what + ": shape " + shape_string(m.shape) + " does not match D = " + std::to_string(d));
   if (!m.eigenvalues.defined() || m.eigenvalues.dim() != 1) bad_input(what + ": 'eigenvalues' must be a vector [r]");
   const int64_t r = m.eigenvalues.size(0);
   if (r < 1 || r > d) bad_input(what + ": need 1 <= r <= D eigenvalues, got r = " + std::to_string(r));
@@ -78,7 +54,7 @@ GaussianModel load_gaussian(const std::string& path, int64_t rank) {
   m.eigenvalues = st.tensors["eigenvalues"];
   m.eigenvectors = st.tensors["eigenvectors"];
   const auto shape = st.metadata.find("scorch.shape");
-  m.shape = shape != st.metadata.end() ? parse_shape(shape->second, what)
+  m.shape = shape != st.metadata.end() ? parse_shape(shape->second, what + ": metadata scorch.shape")
                                        : std::vector<int64_t>{m.mean.dim() == 1 ? m.mean.size(0) : 0};
   validate_gaussian(m, what);
   if (rank > 0 && rank < m.eigenvalues.size(0)) {
@@ -92,7 +68,7 @@ GaussianModel load_gaussian(const std::string& path, int64_t rank) {
 void save_gaussian(const std::string& path, const GaussianModel& m) {
   SafeTensors st;
   st.tensors = {{"mean", m.mean}, {"eigenvalues", m.eigenvalues}, {"eigenvectors", m.eigenvectors}};
-  st.metadata = {{"scorch.type", "gaussian"}, {"scorch.shape", format_shape(m.shape)}};
+  st.metadata = {{"scorch.type", "gaussian"}, {"scorch.shape", shape_string(m.shape)}};
   write_safetensors(path, st, "gaussian model");
 }
 

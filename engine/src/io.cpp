@@ -89,13 +89,28 @@ at::Tensor from_bytes(const char* data, size_t nbytes, at::ScalarType type, cons
   return t;
 }
 
+}  // namespace
+
 std::string shape_string(at::IntArrayRef sizes) {
   std::string s = "[";
   for (size_t i = 0; i < sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(sizes[i]);
   return s + "]";
 }
 
-}  // namespace
+std::vector<int64_t> parse_shape(const std::string& text, const std::string& what) {
+  std::string s = text;
+  for (char& c : s)
+    if (c == '[' || c == ']' || c == ',') c = ' ';
+  std::istringstream in(s);
+  std::vector<int64_t> shape;
+  long long v;
+  while (in >> v) {
+    if (v <= 0) bad_input(what + ": shape '" + text + "' has a non-positive entry");
+    shape.push_back(v);
+  }
+  if (!in.eof() || shape.empty()) bad_input(what + ": shape '" + text + "' is not a list of sizes");
+  return shape;
+}
 
 at::Tensor read_npy(const std::string& path) {
   const std::string what = "npy file '" + path + "'";

@@ -13,21 +13,6 @@ namespace scorch {
 
 namespace {
 
-std::vector<int64_t> parse_shape(const std::string& text, const std::string& what) {
-  std::string s = text;
-  for (char& c : s)
-    if (c == '[' || c == ']' || c == ',') c = ' ';
-  std::istringstream in(s);
-  std::vector<int64_t> shape;
-  long long v;
-  while (in >> v) {
-    if (v <= 0) bad_input(what + ": metadata scorch.shape '" + text + "' has a non-positive entry");
-    shape.push_back(v);
-  }
-  if (!in.eof() || shape.empty()) bad_input(what + ": metadata scorch.shape '" + text + "' is not a list of sizes");
-  return shape;
-}
-
 at::Tensor checked(const SafeTensors& st, const std::string& name, int64_t dims, const std::string& what) {
   const auto it = st.tensors.find(name);
   if (it == st.tensors.end()) bad_input(what + ": missing tensor '" + name + "'");
@@ -74,7 +59,7 @@ MixtureModel load_mixture_model(const std::string& path, const std::string& type
   }
   const int64_t d = m.mixture.means.size(1);
   const auto shape = st.metadata.find("scorch.shape");
-  m.shape = shape != st.metadata.end() ? parse_shape(shape->second, what) : std::vector<int64_t>{d};
+  m.shape = shape != st.metadata.end() ? parse_shape(shape->second, what + ": metadata scorch.shape") : std::vector<int64_t>{d};
   int64_t prod = 1;
   for (int64_t s : m.shape) prod *= s;
   if (prod != d) bad_input(what + ": scorch.shape does not match D = " + std::to_string(d));
@@ -85,9 +70,7 @@ void save_empirical(const std::string& path, const at::Tensor& data, const std::
                     double smoothing) {
   SafeTensors st;
   st.tensors["data"] = data.reshape({data.size(0), -1}).to(at::kFloat).contiguous();
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  st.metadata = {{"scorch.type", "empirical"}, {"scorch.shape", s + "]"},
+  st.metadata = {{"scorch.type", "empirical"}, {"scorch.shape", shape_string(shape)},
                  {"scorch.smoothing", std::to_string(smoothing)}};
   write_safetensors(path, st, "empirical model");
 }

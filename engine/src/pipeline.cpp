@@ -28,12 +28,6 @@ std::string join(const std::vector<std::string>& items, const std::string& sep) 
   return out;
 }
 
-std::string shape_string(at::IntArrayRef s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
 // The scalar entries of a config section; entries named in `lists` are skipped
 // (the caller reads them as sequences).
 std::map<std::string, std::string> scalars(const YAML::Node& node, const std::string& prefix,

@@ -10,6 +10,7 @@
 #endif
 
 #include "scorch/error.h"
+#include "scorch/io.h"
 #include "scorch/rng.h"
 #include "scorch/schedule.h"
 
@@ -49,12 +50,6 @@ std::string last_line(const std::string& text) {
   if (end == std::string::npos) return text;
   const size_t begin = text.rfind('\n', end);
   return text.substr(begin == std::string::npos ? 0 : begin + 1, end - (begin == std::string::npos ? 0 : begin + 1) + 1);
-}
-
-std::string shape_string(at::IntArrayRef s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
 }
 
 class TorchScriptDenoiser final : public Denoiser {

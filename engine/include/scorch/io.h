@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <vector>
 
 namespace scorch {
 
@@ -31,6 +32,11 @@ struct SafeTensors {
 };
 SafeTensors read_safetensors(const std::string& path);
 void write_safetensors(const std::string& path, const SafeTensors& st, const std::string& what = "safetensors");
+
+// "[1, 28, 28]": the one way shapes are written in messages and metadata.
+std::string shape_string(at::IntArrayRef sizes);
+// Parses metadata such as "[1, 28, 28]" into positive sizes; errors name `what`.
+std::vector<int64_t> parse_shape(const std::string& text, const std::string& what);
 
 // Resolves an input file name: as given if it exists, else under scorch's data
 // directory (SCORCH_DATA_DIR, or the source tree the binary was built from).
