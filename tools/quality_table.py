@@ -41,7 +41,7 @@ def generate(scorch, out_dir, name, n, sets, config="configs/default.yaml"):
     for s in sets:
         cmd += ["--set", s]
     if config == "configs/default.yaml":
-        cmd += ["--set", "model.max_batch=500", "--set", f"output.labels={labels}"]
+        cmd += ["--set", f"output.labels={labels}"]
     t0 = time.time()
     run(cmd)
     return npy, (labels if os.path.exists(labels) else None), time.time() - t0
