@@ -25,9 +25,10 @@ struct MixturePosterior {
 // One entry point for every device: on the CPU, blocked over components with an
 // online log-sum-exp (running max and sum in float64, the weighted means accumulated
 // block by block), so memory stays O(N block + N D) and never O(N K); the matrix
-// products are multithreaded. `block`: components per block.
+// products are multithreaded. `block`: components per block (0: sized so that the N x block
+// logits stay about 1M entries, between 256 and 4096 components).
 MixturePosterior mixture_posterior(const IsotropicMixture& m, const at::Tensor& x, double alpha, double sigma,
-                                   int64_t block = 4096);
+                                   int64_t block = 0);
 
 // The plain formulation that materialises the N x K logits (the reference for tests
 // and benchmarks): logits from one matrix product plus the norm terms, softmax, matrix product.

@@ -1,5 +1,6 @@
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "mixture_score.h"
@@ -37,6 +38,7 @@ MixturePosterior mixture_posterior(const IsotropicMixture& m, const at::Tensor& 
                                    int64_t block) {
   if (!x.device().is_cpu()) return mixture_posterior_reference(m, x, alpha, sigma);
   const int64_t n = x.size(0), k = m.means.size(0);
+  if (block <= 0) block = std::clamp<int64_t>((int64_t(1) << 20) / std::max<int64_t>(n, 1), 256, 4096);
   const auto f64 = x.options().dtype(at::kDouble);
   const at::Tensor x_sq = at::linalg_vector_norm(x, 2, {1}).square();
   const at::Tensor v_all = alpha * alpha * m.variances + sigma * sigma;
