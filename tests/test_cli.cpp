@@ -116,6 +116,8 @@ TEST_F(Cli, BadInputExitsTwoWithOneLineAndNoOutput) {
   expect_bad("generate --set output.png=/nonexistent_dir/out.png", "output.png");
   expect_bad("generate --config missing.yaml", "missing.yaml");
   expect_bad("generate --bogus-flag", "bogus");
+  expect_bad("eval --samples missing.npy", "missing.npy");
+  expect_bad("eval --samples x.npy --classifier missing.pt", "missing.pt");
 }
 
 TEST_F(Cli, UnwritableOutputDirectory) {

@@ -25,22 +25,19 @@ Opts dpm(const std::string& algorithm, const std::string& method, int order, int
 // exact, and a constant noise prediction every DPM-Solver update: all the
 // higher-order differences vanish and the exponential integrator is exact.
 TEST(DpmSolver, ExactForConstantPrediction) {
-  std::shared_ptr<const Schedule> sched = make_vp_linear();
-  const auto f64 = at::TensorOptions().dtype(at::kDouble);
-  const at::Tensor c = at::tensor({0.3, -1.2, 2.0}, f64);
-  const at::Tensor x_T = Rng(3).normal({4, 3}, f64);
+  const testing::ConstantCase k;
   for (bool is_x0 : {true, false}) {
-    testing::ConstantModel model(c, is_x0, sched);
+    testing::ConstantModel model(k.c, is_x0, k.sched);
     const std::string algorithm = is_x0 ? "dpmsolver++" : "dpmsolver";
     for (const std::string skip : {"logSNR", "time_uniform", "time_quadratic", "karras"}) {
-      const at::Tensor ref = testing::constant_model_exact(*sched, x_T, c, is_x0, 1.0, 1e-3);
+      const at::Tensor ref = k.exact(is_x0);
       for (const std::string method : {"singlestep", "multistep", "singlestep_fixed", "adaptive"}) {
         for (int order = 1; order <= 3; ++order) {
           if (method == "adaptive" && order == 1) continue;
           for (const std::string solver_type : {"dpmsolver", "taylor"}) {
             const Opts o = dpm(algorithm, method, order, 12,
                                {{"skip_type", skip}, {"t_end", "0.001"}, {"solver_type", solver_type}});
-            const at::Tensor x = run_sampler("dpm_solver", model, *sched, x_T, o).x;
+            const at::Tensor x = run_sampler("dpm_solver", model, *k.sched, k.x_T, o).x;
             EXPECT_LT((x - ref).abs().max().item<double>(), 1e-10 * (1 + ref.abs().max().item<double>()))
                 << algorithm << " " << method << " order " << order << " " << skip << " " << solver_type;
           }

@@ -15,18 +15,15 @@ using testing::run_sampler;
 using Opts = std::map<std::string, std::string>;
 
 TEST(UniPC, ExactForConstantPrediction) {
-  std::shared_ptr<const Schedule> sched = make_vp_linear();
-  const auto f64 = at::TensorOptions().dtype(at::kDouble);
-  const at::Tensor c = at::tensor({0.3, -1.2, 2.0}, f64);
-  const at::Tensor x_T = Rng(3).normal({4, 3}, f64);
+  const testing::ConstantCase k;
   for (bool is_x0 : {true, false}) {
-    testing::ConstantModel model(c, is_x0, sched);
-    const at::Tensor ref = testing::constant_model_exact(*sched, x_T, c, is_x0, 1.0, 1e-3);
+    testing::ConstantModel model(k.c, is_x0, k.sched);
+    const at::Tensor ref = k.exact(is_x0);
     for (const char* variant : {"bh1", "bh2"})
       for (int order = 1; order <= 3; ++order) {
         const Opts o = {{"steps", "10"}, {"order", std::to_string(order)}, {"variant", variant},
                         {"algorithm_type", is_x0 ? "data_prediction" : "noise_prediction"}, {"t_end", "0.001"}};
-        const at::Tensor x = run_sampler("unipc", model, *sched, x_T, o).x;
+        const at::Tensor x = run_sampler("unipc", model, *k.sched, k.x_T, o).x;
         EXPECT_LT((x - ref).abs().max().item<double>(), 1e-10 * (1 + ref.abs().max().item<double>()))
             << variant << " order " << order << (is_x0 ? " data" : " noise");
       }

@@ -64,6 +64,16 @@ inline at::Tensor constant_model_exact(const Schedule& ns, const at::Tensor& x, 
   return (ns.alpha(t) / ns.alpha(s)) * x - (ns.alpha(t) * ns.sigma(s) / ns.alpha(s) - ns.sigma(t)) * c;
 }
 
+// The setup of the constant-prediction exactness tests: a schedule, the constant c and x_T.
+struct ConstantCase {
+  std::shared_ptr<const Schedule> sched = make_vp_linear();
+  at::Tensor c = at::tensor({0.3, -1.2, 2.0}, at::TensorOptions().dtype(at::kDouble));
+  at::Tensor x_T = Rng(3).normal({4, 3}, at::TensorOptions().dtype(at::kDouble));
+  at::Tensor exact(bool is_x0, double t_end = 1e-3) const {
+    return constant_model_exact(*sched, x_T, c, is_x0, 1.0, t_end);
+  }
+};
+
 // Classical RK4 on the PF-ODE in VE variables, y = x / alpha and sigma~ = e^{-lambda}:
 // dy/dlambda = -sigma~ eps(alpha y, t(lambda)), with uniform steps in lambda: the float64
 // reference for targets without a closed-form flow.
