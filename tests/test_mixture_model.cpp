@@ -3,11 +3,15 @@
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <torch/csrc/autograd/autograd.h>
 
+#include <cstdio>
 #include <filesystem>
 
 #include "scorch/error.h"
 #include "scorch/io.h"
+#include "scorch/schedule.h"
+#include "support/random_gaussian.h"
 #include "support/sampler_harness.h"
 
 namespace fs = std::filesystem;
@@ -19,7 +23,7 @@ const auto f64 = at::TensorOptions().dtype(at::kDouble);
 
 std::string tmp(const std::string& name) { return (fs::temp_directory_path() / ("scorch_mm_" + name)).string(); }
 
-void save_gmm(const std::string& path, const at::Tensor& w, const at::Tensor& mu, const at::Tensor& var,
+void write_gmm(const std::string& path, const at::Tensor& w, const at::Tensor& mu, const at::Tensor& var,
               const std::string& cov = "isotropic") {
   SafeTensors st;
   st.tensors = {{"weights", w}, {"means", mu}, {"variances", var}};
@@ -33,6 +37,129 @@ double sliced_wasserstein(const at::Tensor& a, const at::Tensor& b, int n, uint6
   const at::Tensor u = dirs / dirs.norm(2, 0, true);
   const at::Tensor pa = std::get<0>(a.to(at::kDouble).mm(u).sort(0)), pb = std::get<0>(b.to(at::kDouble).mm(u).sort(0));
   return (pa - pb).abs().mean().item<double>();
+}
+
+// A random mixture of every covariance type in float64 (K = 5, D = 7, rank 3 for lowrank).
+GaussianMixture random_gmm(Covariance cov, uint64_t seed, int64_t k = 5, int64_t d = 7, int64_t r = 3) {
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  GaussianMixture m;
+  m.cov = cov;
+  m.log_weights = at::log_softmax(at::randn({k}, gen, f64), 0);
+  m.means = at::randn({k, d}, gen, f64) * 1.5;
+  if (cov == Covariance::Isotropic || cov == Covariance::LowRank) m.variances = at::rand({k}, gen, f64) * 0.3 + 0.02;
+  if (cov == Covariance::Diagonal) m.variances = at::rand({k, d}, gen, f64) * 0.5 + 0.02;
+  if (cov == Covariance::Full) r = d;
+  if (cov == Covariance::LowRank || cov == Covariance::Full) {
+    m.eigenvalues = at::rand({k, r}, gen, f64) * 2.0 + 0.05;
+    m.eigenvectors = std::get<0>(at::linalg_qr(at::randn({k, d, r}, gen, f64)));
+  }
+  return m;
+}
+
+// The dense covariance Sigma_k [K, D, D] of each component.
+at::Tensor dense_covariances(const GaussianMixture& m) {
+  const int64_t k = m.components(), d = m.dim();
+  const at::Tensor eye = at::eye(d, f64).expand({k, d, d});
+  switch (m.cov) {
+    case Covariance::Isotropic: return m.variances.view({k, 1, 1}) * eye;
+    case Covariance::Diagonal: return at::diag_embed(m.variances);
+    case Covariance::LowRank:
+      return at::bmm(m.eigenvectors * m.eigenvalues.unsqueeze(1), m.eigenvectors.transpose(1, 2)) +
+             m.variances.view({k, 1, 1}) * eye;
+    case Covariance::Full:
+      return at::bmm(m.eigenvectors * m.eigenvalues.unsqueeze(1), m.eigenvectors.transpose(1, 2));
+  }
+  return {};
+}
+
+const Covariance kAllCovariances[] = {Covariance::Isotropic, Covariance::Diagonal, Covariance::LowRank,
+                                      Covariance::Full};
+
+std::vector<std::shared_ptr<const Schedule>> three_schedules() {
+  return {make_vp_linear(), make_vp_discrete(alphas_cumprod_from_betas(make_betas("linear", 1e-4, 0.02, 1000))),
+          make_edm()};
+}
+
+// Every covariance type against the textbook formulas with dense matrices:
+// log p = logsumexp_k [log pi_k + log N(x; alpha mu_k, C_k)], E[x0|x] = sum_k w_k (mu_k + alpha Sigma_k C_k^-1 y_k).
+TEST(MixtureModel, EveryCovarianceMatchesDenseFormulas) {
+  for (Covariance cov : kAllCovariances) {
+    const GaussianMixture m = random_gmm(cov, 20);
+    const at::Tensor sigma_k = dense_covariances(m);
+    for (const auto& s : three_schedules()) {
+      for (double w : {0.05, 0.5, 0.95}) {
+        const double t = s->t_min() + w * (s->t_max() - s->t_min()), alpha = s->alpha(t), sigma = s->sigma(t);
+        const at::Tensor x = at::randn({6, 7}, at::detail::createCPUGenerator(21), f64) * (alpha * 2 + sigma);
+        const at::Tensor c = alpha * alpha * sigma_k + sigma * sigma * at::eye(7, f64);
+        const at::Tensor y = x.unsqueeze(0) - alpha * m.means.unsqueeze(1);                 // [K, N, D]
+        const at::Tensor c_inv_y = at::linalg_solve(c, y.transpose(1, 2)).transpose(1, 2);  // [K, N, D]
+        const at::Tensor logits = (m.log_weights.unsqueeze(1) -
+                                   0.5 * (7 * std::log(2 * M_PI) + at::logdet(c).unsqueeze(1) + (y * c_inv_y).sum(2)))
+                                      .t();
+        const at::Tensor resp = at::softmax(logits, 1);                                     // [N, K]
+        const at::Tensor comp_x0 = m.means.unsqueeze(1) + alpha * at::bmm(c_inv_y, sigma_k);  // Sigma symmetric
+        const at::Tensor x0 = (resp.t().unsqueeze(2) * comp_x0).sum(0);
+        for (int64_t block : {0, 2}) {
+          const MixturePosterior p = gmm_posterior(m, x, alpha, sigma, block);
+          EXPECT_LT((p.x0 - x0).abs().max().item<double>(), 1e-9) << covariance_name(cov) << " " << s->name();
+          EXPECT_LT((p.log_density - at::logsumexp(logits, 1)).abs().max().item<double>(), 1e-9)
+              << covariance_name(cov) << " " << s->name();
+        }
+        EXPECT_LT((gmm_logits(m, x, alpha, sigma) - logits).abs().max().item<double>(), 1e-9);
+      }
+    }
+  }
+}
+
+// The closed-form score (alpha x0 - x) / sigma^2 equals the autograd gradient of the
+// log-density to 1e-8 (relative), for every covariance type, under vp_linear, vp_discrete and edm.
+TEST(MixtureModel, ScoreIsGradientOfLogDensity) {
+  for (Covariance cov : kAllCovariances) {
+    const GaussianMixture m = random_gmm(cov, 30);
+    for (const auto& s : three_schedules()) {
+      for (double w : {0.05, 0.5, 0.95}) {
+        const double t = s->t_min() + w * (s->t_max() - s->t_min()), alpha = s->alpha(t), sigma = s->sigma(t);
+        const at::Tensor x =
+            (at::randn({5, 7}, at::detail::createCPUGenerator(31), f64) * (alpha * 2 + sigma)).requires_grad_(true);
+        const at::Tensor logp = gmm_posterior(m, x, alpha, sigma, 2).log_density;
+        const at::Tensor grad = torch::autograd::grad({logp.sum()}, {x})[0];
+        const at::Tensor score = (alpha * gmm_posterior(m, x.detach(), alpha, sigma).x0 - x.detach()) / (sigma * sigma);
+        EXPECT_LT((grad - score).abs().max().item<double>(), 1e-8 * (1 + score.abs().max().item<double>()))
+            << covariance_name(cov) << " " << s->name() << " t=" << t;
+      }
+    }
+  }
+}
+
+// A one-component lowrank mixture with no isotropic part is the gaussian model.
+TEST(MixtureModel, OneLowRankComponentIsTheGaussian) {
+  const GaussianModel g = testing::random_gaussian(7, 3, 40);
+  GaussianMixture m;
+  m.cov = Covariance::LowRank;
+  m.log_weights = at::zeros({1}, f64);
+  m.means = g.mean.unsqueeze(0);
+  m.variances = at::zeros({1}, f64);
+  m.eigenvalues = g.eigenvalues.unsqueeze(0);
+  m.eigenvectors = g.eigenvectors.unsqueeze(0);
+  const at::Tensor x = at::randn({4, 7}, at::detail::createCPUGenerator(41), f64);
+  const MixturePosterior p = gmm_posterior(m, x, 0.6, 0.8);
+  EXPECT_LT((p.x0 - gaussian_x0(g, x, 0.6, 0.8)).abs().max().item<double>(), 1e-12);
+  EXPECT_LT((p.log_density - gaussian_log_density(g, x, 0.6, 0.8)).abs().max().item<double>(), 1e-10);
+}
+
+// Every covariance type survives the file round trip (stored as float32).
+TEST(MixtureModel, GmmFileRoundTrip) {
+  for (Covariance cov : kAllCovariances) {
+    const GaussianMixture m = random_gmm(cov, 50);
+    const std::string p = tmp("rt.safetensors");
+    save_gmm(p, m, {7});
+    const MixtureModel back = load_mixture_model(p, "gmm");
+    EXPECT_EQ(back.mixture.cov, cov);
+    const at::Tensor x = at::randn({3, 7}, at::detail::createCPUGenerator(51), f64);
+    const at::Tensor a = gmm_posterior(m, x, 0.7, 0.5).x0, b = gmm_posterior(back.mixture.to(f64), x, 0.7, 0.5).x0;
+    EXPECT_LT((a - b).abs().max().item<double>(), 1e-5) << covariance_name(cov);
+    fs::remove(p);
+  }
 }
 
 TEST(MixtureModel, EmpiricalFileAndPosterior) {
@@ -67,25 +194,28 @@ TEST(MixtureModel, EmpiricalScoreMemorises) {
   fs::remove(p);
 }
 
-// dpmpp_2m with 50 steps on a known 2-d and 16-d mixture: the sliced Wasserstein distance
-// to exact samples of the marginal at t_end (starting from exact samples at t = 1) is within
-// 1.5x of the distance between two exact sample sets of the same size (means over 8 sets).
+// dpmpp_2m with 50 steps on a known 2-d (isotropic) and 16-d (low-rank plus isotropic)
+// mixture: the sliced Wasserstein distance to exact samples of the marginal at t_end
+// (starting from exact samples at t = 1) is within 1.5x of the distance between two exact
+// sample sets of the same size (means over 8 sets).
 TEST(MixtureModel, Dpmpp2mSamplesKnownMixtures) {
   for (int64_t d : {2, 16}) {
-    at::Generator gen = at::detail::createCPUGenerator(10 + d);
     const int64_t k = 6, n = 4000;
-    const at::Tensor w = at::softmax(at::randn({k}, gen, f64), 0), mu = at::randn({k, d}, gen, f64) * 2.0,
-                     var = at::rand({k}, gen, f64) * 0.2 + 0.05;
+    GaussianMixture m = random_gmm(d == 2 ? Covariance::Isotropic : Covariance::LowRank, 10 + d, k, d, 4);
+    m.means = m.means * 1.5;
     const std::string p = tmp("gmm.safetensors");
-    save_gmm(p, w, mu, var);
+    save_gmm(p, m, {d});
+    m = load_mixture_model(p, "gmm").mixture.to(f64);  // the exact samples use the stored (float32) values
     std::shared_ptr<const Schedule> sched = make_vp_linear();
     auto model = make_mixture_denoiser(load_mixture_model(p, "gmm"), sched);
+    const at::Tensor chol = at::linalg_cholesky(dense_covariances(m));  // [K, D, D]
     // exact samples of the noised marginal at time t
     auto exact = [&](uint64_t seed, double t = 1e-3) {
       const double a = sched->alpha(t), s = sched->sigma(t);
       at::Generator g = at::detail::createCPUGenerator(seed);
-      const at::Tensor comp = at::multinomial(w, n, true, g);
-      const at::Tensor x0 = mu.index_select(0, comp) + var.index_select(0, comp).sqrt().unsqueeze(1) * at::randn({n, d}, g, f64);
+      const at::Tensor comp = at::multinomial(m.log_weights.exp(), n, true, g);
+      const at::Tensor z = at::randn({n, d, 1}, g, f64);
+      const at::Tensor x0 = m.means.index_select(0, comp) + at::bmm(chol.index_select(0, comp), z).squeeze(2);
       return a * x0 + s * at::randn({n, d}, g, f64);
     };
     // x_T from the exact marginal at t = 1, so that the flow maps marginal to marginal
@@ -100,18 +230,34 @@ TEST(MixtureModel, Dpmpp2mSamplesKnownMixtures) {
       floor += sliced_wasserstein(exact(200 + j), ref, 128, 5) / 8;
     }
     EXPECT_LT(sw, 1.5 * floor) << "d = " << d << ": sampled " << sw << " vs exact-exact " << floor;
+    std::printf("d = %lld: SW sampled %.4f, exact-exact %.4f\n", (long long)d, sw, floor);
     fs::remove(p);
   }
 }
 
 TEST(MixtureModel, RejectsBadFiles) {
   const std::string p = tmp("bad.safetensors");
-  save_gmm(p, at::ones({3}, f64), at::zeros({2, 4}, f64), at::ones({3}, f64));  // K disagrees
+  write_gmm(p, at::ones({3}, f64), at::zeros({2, 4}, f64), at::ones({3}, f64));  // K disagrees
   EXPECT_THROW(load_mixture_model(p, "gmm"), Error);
-  save_gmm(p, at::ones({2}, f64), at::zeros({2, 4}, f64), -at::ones({2}, f64));  // negative variance
+  write_gmm(p, at::ones({2}, f64), at::zeros({2, 4}, f64), -at::ones({2}, f64));  // negative variance
   EXPECT_THROW(load_mixture_model(p, "gmm"), Error);
-  save_gmm(p, at::ones({2}, f64), at::zeros({2, 4}, f64), at::ones({2}, f64), "full");
+  write_gmm(p, at::ones({2}, f64), at::zeros({2, 4}, f64), at::ones({2}, f64), "spherical");  // unknown
   EXPECT_THROW(load_mixture_model(p, "gmm"), Error);
+  write_gmm(p, at::ones({2}, f64), at::zeros({2, 4}, f64), at::ones({2}, f64), "diagonal");  // variances not [K, D]
+  EXPECT_THROW(load_mixture_model(p, "gmm"), Error);
+  write_gmm(p, at::ones({2}, f64), at::zeros({2, 4}, f64), at::ones({2}, f64), "lowrank");  // no eigenvectors
+  EXPECT_THROW(load_mixture_model(p, "gmm"), Error);
+  {
+    GaussianMixture m = random_gmm(Covariance::LowRank, 60, 2, 4, 2);
+    m.eigenvectors = m.eigenvectors * 2.0;  // not orthonormal
+    save_gmm(p, m, {4});
+    EXPECT_THROW(load_mixture_model(p, "gmm"), Error);
+    m = random_gmm(Covariance::Full, 60, 2, 4);
+    m.eigenvalues = m.eigenvalues.narrow(1, 0, 3);  // full needs D eigenvalues
+    m.eigenvectors = m.eigenvectors.narrow(2, 0, 3);
+    save_gmm(p, m, {4});
+    EXPECT_THROW(load_mixture_model(p, "gmm"), Error);
+  }
   EXPECT_THROW(load_mixture_model("/nonexistent.safetensors", "gmm"), Error);
   fs::remove(p);
 }
