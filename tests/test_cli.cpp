@@ -134,16 +134,32 @@ TEST_F(Cli, UnwritableOutputDirectory) {
 
 namespace {
 
-// scorch fit empirical, then sampling from the written model.
-TEST_F(Cli, FitEmpiricalThenGenerate) {
+// scorch fit empirical | gmm | gaussian, then sampling from each written model.
+TEST_F(Cli, FitThenGenerate) {
   const std::string data = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
+  const std::string sample = " --set output.png=x.png --set batch=4 --set sampler.name=dpmpp_2m --set sampler.steps=5";
   ASSERT_EQ(run("fit empirical --data " + data + " --limit 200 --out fm.safetensors").status, 0);
-  const Result r = run("generate --config configs/fmnist_gaussian.yaml --set model.type=empirical "
-                       "--set model.path=fm.safetensors --set output.png=x.png --set batch=4 --set sampler.name=dpmpp_2m");
+  Result r = run("generate --config configs/fmnist_gaussian.yaml --set model.type=empirical "
+                 "--set model.path=fm.safetensors" + sample);
   EXPECT_EQ(r.status, 0) << r.err;
   EXPECT_TRUE(fs::exists(dir_ / "x.png"));
-  expect_bad("fit gmm --data " + data + " --out g.safetensors", "not available yet");
+  fs::remove(dir_ / "x.png");
+  r = run("fit gmm --data " + data + " --limit 500 --k 4 --cov lowrank --rank 8 --em-iters 2 --out g.safetensors");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("EM 2/2"), std::string::npos) << r.err;  // progress lines
+  r = run("generate --config configs/fmnist_gaussian.yaml --set model.type=gmm --set model.path=g.safetensors" + sample);
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(fs::exists(dir_ / "x.png"));
+  ASSERT_EQ(run("fit gaussian -q --data " + data + " --limit 500 --rank 16 --out n.safetensors").status, 0);
+  EXPECT_EQ(run("generate --config configs/fmnist_gaussian.yaml --set model.path=n.safetensors" + sample).status, 0);
+
+  expect_bad("fit gmm --data " + data + " --limit 10 --k 11 --out bad.safetensors", "--k");
+  expect_bad("fit gmm --data " + data + " --limit 50 --cov spherical --out bad.safetensors", "spherical");
+  expect_bad("fit gmm --data " + data + " --limit 50 --rank 784 --out bad.safetensors", "--rank");
+  expect_bad("fit gaussian --data " + data + " --limit 50 --rank 785 --out bad.safetensors", "--rank");
+  expect_bad("fit mixture --data " + data + " --out bad.safetensors", "mixture");
   expect_bad("fit empirical --data missing.npy --out e.safetensors", "missing.npy");
+  EXPECT_FALSE(fs::exists(dir_ / "bad.safetensors"));
 }
 
 }  // namespace

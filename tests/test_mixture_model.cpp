@@ -39,39 +39,6 @@ double sliced_wasserstein(const at::Tensor& a, const at::Tensor& b, int n, uint6
   return (pa - pb).abs().mean().item<double>();
 }
 
-// A random mixture of every covariance type in float64 (K = 5, D = 7, rank 3 for lowrank).
-GaussianMixture random_gmm(Covariance cov, uint64_t seed, int64_t k = 5, int64_t d = 7, int64_t r = 3) {
-  at::Generator gen = at::detail::createCPUGenerator(seed);
-  GaussianMixture m;
-  m.cov = cov;
-  m.log_weights = at::log_softmax(at::randn({k}, gen, f64), 0);
-  m.means = at::randn({k, d}, gen, f64) * 1.5;
-  if (cov == Covariance::Isotropic || cov == Covariance::LowRank) m.variances = at::rand({k}, gen, f64) * 0.3 + 0.02;
-  if (cov == Covariance::Diagonal) m.variances = at::rand({k, d}, gen, f64) * 0.5 + 0.02;
-  if (cov == Covariance::Full) r = d;
-  if (cov == Covariance::LowRank || cov == Covariance::Full) {
-    m.eigenvalues = at::rand({k, r}, gen, f64) * 2.0 + 0.05;
-    m.eigenvectors = std::get<0>(at::linalg_qr(at::randn({k, d, r}, gen, f64)));
-  }
-  return m;
-}
-
-// The dense covariance Sigma_k [K, D, D] of each component.
-at::Tensor dense_covariances(const GaussianMixture& m) {
-  const int64_t k = m.components(), d = m.dim();
-  const at::Tensor eye = at::eye(d, f64).expand({k, d, d});
-  switch (m.cov) {
-    case Covariance::Isotropic: return m.variances.view({k, 1, 1}) * eye;
-    case Covariance::Diagonal: return at::diag_embed(m.variances);
-    case Covariance::LowRank:
-      return at::bmm(m.eigenvectors * m.eigenvalues.unsqueeze(1), m.eigenvectors.transpose(1, 2)) +
-             m.variances.view({k, 1, 1}) * eye;
-    case Covariance::Full:
-      return at::bmm(m.eigenvectors * m.eigenvalues.unsqueeze(1), m.eigenvectors.transpose(1, 2));
-  }
-  return {};
-}
-
 const Covariance kAllCovariances[] = {Covariance::Isotropic, Covariance::Diagonal, Covariance::LowRank,
                                       Covariance::Full};
 
@@ -84,8 +51,8 @@ std::vector<std::shared_ptr<const Schedule>> three_schedules() {
 // log p = logsumexp_k [log pi_k + log N(x; alpha mu_k, C_k)], E[x0|x] = sum_k w_k (mu_k + alpha Sigma_k C_k^-1 y_k).
 TEST(MixtureModel, EveryCovarianceMatchesDenseFormulas) {
   for (Covariance cov : kAllCovariances) {
-    const GaussianMixture m = random_gmm(cov, 20);
-    const at::Tensor sigma_k = dense_covariances(m);
+    const GaussianMixture m = testing::random_gmm(cov, 20);
+    const at::Tensor sigma_k = testing::dense_covariances(m);
     for (const auto& s : three_schedules()) {
       for (double w : {0.05, 0.5, 0.95}) {
         const double t = s->t_min() + w * (s->t_max() - s->t_min()), alpha = s->alpha(t), sigma = s->sigma(t);
@@ -115,7 +82,7 @@ TEST(MixtureModel, EveryCovarianceMatchesDenseFormulas) {
 // log-density to 1e-8 (relative), for every covariance type, under vp_linear, vp_discrete and edm.
 TEST(MixtureModel, ScoreIsGradientOfLogDensity) {
   for (Covariance cov : kAllCovariances) {
-    const GaussianMixture m = random_gmm(cov, 30);
+    const GaussianMixture m = testing::random_gmm(cov, 30);
     for (const auto& s : three_schedules()) {
       for (double w : {0.05, 0.5, 0.95}) {
         const double t = s->t_min() + w * (s->t_max() - s->t_min()), alpha = s->alpha(t), sigma = s->sigma(t);
@@ -150,7 +117,7 @@ TEST(MixtureModel, OneLowRankComponentIsTheGaussian) {
 // Every covariance type survives the file round trip (stored as float32).
 TEST(MixtureModel, GmmFileRoundTrip) {
   for (Covariance cov : kAllCovariances) {
-    const GaussianMixture m = random_gmm(cov, 50);
+    const GaussianMixture m = testing::random_gmm(cov, 50);
     const std::string p = tmp("rt.safetensors");
     save_gmm(p, m, {7});
     const MixtureModel back = load_mixture_model(p, "gmm");
@@ -201,22 +168,18 @@ TEST(MixtureModel, EmpiricalScoreMemorises) {
 TEST(MixtureModel, Dpmpp2mSamplesKnownMixtures) {
   for (int64_t d : {2, 16}) {
     const int64_t k = 6, n = 4000;
-    GaussianMixture m = random_gmm(d == 2 ? Covariance::Isotropic : Covariance::LowRank, 10 + d, k, d, 4);
+    GaussianMixture m = testing::random_gmm(d == 2 ? Covariance::Isotropic : Covariance::LowRank, 10 + d, k, d, 4);
     m.means = m.means * 1.5;
     const std::string p = tmp("gmm.safetensors");
     save_gmm(p, m, {d});
     m = load_mixture_model(p, "gmm").mixture.to(f64);  // the exact samples use the stored (float32) values
     std::shared_ptr<const Schedule> sched = make_vp_linear();
     auto model = make_mixture_denoiser(load_mixture_model(p, "gmm"), sched);
-    const at::Tensor chol = at::linalg_cholesky(dense_covariances(m));  // [K, D, D]
     // exact samples of the noised marginal at time t
     auto exact = [&](uint64_t seed, double t = 1e-3) {
       const double a = sched->alpha(t), s = sched->sigma(t);
-      at::Generator g = at::detail::createCPUGenerator(seed);
-      const at::Tensor comp = at::multinomial(m.log_weights.exp(), n, true, g);
-      const at::Tensor z = at::randn({n, d, 1}, g, f64);
-      const at::Tensor x0 = m.means.index_select(0, comp) + at::bmm(chol.index_select(0, comp), z).squeeze(2);
-      return a * x0 + s * at::randn({n, d}, g, f64);
+      const at::Tensor x0 = testing::sample_gmm(m, n, seed);
+      return a * x0 + s * at::randn({n, d}, at::detail::createCPUGenerator(seed + 1000), f64);
     };
     // x_T from the exact marginal at t = 1, so that the flow maps marginal to marginal
     const at::Tensor x = testing::run_sampler("dpmpp_2m", *model, *sched, exact(300, 1.0),
@@ -248,11 +211,11 @@ TEST(MixtureModel, RejectsBadFiles) {
   write_gmm(p, at::ones({2}, f64), at::zeros({2, 4}, f64), at::ones({2}, f64), "lowrank");  // no eigenvectors
   EXPECT_THROW(load_mixture_model(p, "gmm"), Error);
   {
-    GaussianMixture m = random_gmm(Covariance::LowRank, 60, 2, 4, 2);
+    GaussianMixture m = testing::random_gmm(Covariance::LowRank, 60, 2, 4, 2);
     m.eigenvectors = m.eigenvectors * 2.0;  // not orthonormal
     save_gmm(p, m, {4});
     EXPECT_THROW(load_mixture_model(p, "gmm"), Error);
-    m = random_gmm(Covariance::Full, 60, 2, 4);
+    m = testing::random_gmm(Covariance::Full, 60, 2, 4);
     m.eigenvalues = m.eigenvalues.narrow(1, 0, 3);  // full needs D eigenvalues
     m.eigenvectors = m.eigenvectors.narrow(2, 0, 3);
     save_gmm(p, m, {4});

@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <thread>
@@ -16,6 +18,8 @@
 #include "scorch/error.h"
 #include "scorch/eval.h"
 #include "scorch/io.h"
+#include "scorch/fit.h"
+#include "scorch/gaussian.h"
 #include "scorch/mixture_model.h"
 #include "scorch/pipeline.h"
 
@@ -99,19 +103,52 @@ at::Tensor read_data(const std::string& path) {
   return x.to(at::kFloat);
 }
 
-int run_fit(const std::string& kind, const std::string& data_path, const std::string& out, double smoothing,
-            int64_t limit) {
-  at::Tensor x = read_data(data_path);
-  if (limit > 0 && limit < x.size(0)) x = x.narrow(0, 0, limit);
+struct FitArgs {
+  std::string kind, data, out, cov = "lowrank";
+  double smoothing = 0.0, reg = 1e-4;
+  int64_t limit = 0, k = 10, rank = -1;
+  int iters = 20, em_iters = 5;
+  uint64_t seed = 0;
+};
+
+int run_fit(const FitArgs& a, bool quiet) {
+  if (a.kind != "empirical" && a.kind != "gaussian" && a.kind != "gmm")
+    scorch::bad_input("fit: '" + a.kind + "' is not one of gaussian, gmm, empirical");
+  scorch::check_writable(a.out, "--out");
+  at::Tensor x = read_data(a.data);
+  if (a.limit > 0 && a.limit < x.size(0)) x = x.narrow(0, 0, a.limit);
   const std::vector<int64_t> shape(x.sizes().begin() + 1, x.sizes().end());
-  if (kind == "empirical") {
-    if (!(smoothing >= 0.0)) scorch::bad_input("--smoothing: expected a number >= 0");
-    scorch::save_empirical(out, x, shape, smoothing);
+  const at::Tensor flat = x.reshape({x.size(0), -1});
+  const auto start = std::chrono::steady_clock::now();
+  if (a.kind == "empirical") {
+    if (!(a.smoothing >= 0.0)) scorch::bad_input("--smoothing: expected a number >= 0");
+    scorch::save_empirical(a.out, x, shape, a.smoothing);
+  } else if (a.kind == "gaussian") {
+    // stored as float32: the fit is float64, the files are read as float32 anyway
+    scorch::save_gaussian(a.out, scorch::fit_gaussian(flat, a.rank < 0 ? 0 : a.rank, shape).to(at::kFloat));
   } else {
-    scorch::bad_input("fit: '" + kind + "' is not available yet; this build fits: empirical");
+    scorch::GmmFitOptions o;
+    o.k = a.k;
+    o.cov = scorch::parse_covariance(a.cov, "--cov");
+    o.rank = a.rank < 0 ? 32 : a.rank;
+    o.kmeans_iters = a.iters;
+    o.em_iters = a.em_iters;
+    o.seed = a.seed;
+    o.reg = a.reg;
+    if (!quiet)
+      o.progress = [&](const char* phase, int it, int total, double ll) {
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        if (std::isnan(ll))
+          std::fprintf(stderr, "fit gmm: %s done (%.1f s)\n", phase, s);
+        else
+          std::fprintf(stderr, "fit gmm: %s %d/%d  mean log-likelihood %.2f  (%.1f s)\n", phase, it, total, ll, s);
+      };
+    scorch::save_gmm(a.out, scorch::fit_gmm(flat, o).mixture, shape);
   }
-  std::fprintf(stderr, "fit %s: %lld samples of shape [%lld...], wrote %s\n", kind.c_str(), (long long)x.size(0),
-               (long long)shape[0], out.c_str());
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!quiet)
+    std::fprintf(stderr, "fit %s: %lld samples of shape %s in %.1f s, wrote %s\n", a.kind.c_str(),
+                 (long long)x.size(0), scorch::shape_string(shape).c_str(), s, a.out.c_str());
   return 0;
 }
 
@@ -157,15 +194,21 @@ int main(int argc, char** argv) {
   ev->add_option("--reference", reference, "test | train (Fashion-MNIST) | a .npy or IDX file")->capture_default_str();
   ev->add_option("--k", k, "k of the k-NN precision and recall")->capture_default_str()->check(CLI::PositiveNumber);
   ev->add_flag("--json", json, "one JSON line instead of text");
-  std::string fit_kind, data_path, fit_out;
-  double smoothing = 0.0;
-  int64_t limit = 0;
+  FitArgs fa;
   CLI::App* fit = app.add_subcommand("fit", "write an analytic model file from data (IDX .gz or .npy)");
-  fit->add_option("kind", fit_kind, "empirical")->required();
-  fit->add_option("--data", data_path, "IDX (.gz) or .npy samples")->required();
-  fit->add_option("--out", fit_out, "output .safetensors")->required();
-  fit->add_option("--smoothing", smoothing, "empirical: smoothing sigma of each data point")->capture_default_str();
-  fit->add_option("--limit", limit, "use the first N samples (0: all)")->capture_default_str();
+  fit->add_option("kind", fa.kind, "gaussian | gmm | empirical")->required();
+  fit->add_option("--data", fa.data, "IDX (.gz) or .npy samples")->required();
+  fit->add_option("--out", fa.out, "output .safetensors")->required();
+  fit->add_option("--k", fa.k, "gmm: number of components")->capture_default_str();
+  fit->add_option("--cov", fa.cov, "gmm: isotropic | diagonal | lowrank | full")->capture_default_str();
+  fit->add_option("--rank", fa.rank, "gaussian: eigenvalues kept (default all); gmm lowrank: rank per component (default 32)");
+  fit->add_option("--iters", fa.iters, "gmm: k-means (Lloyd) iterations")->capture_default_str();
+  fit->add_option("--em-iters", fa.em_iters, "gmm: EM iterations after k-means")->capture_default_str();
+  fit->add_option("--reg", fa.reg, "gmm: added to every variance and eigenvalue")->capture_default_str();
+  fit->add_option("--seed", fa.seed, "gmm: seed of the k-means++ initialisation")->capture_default_str();
+  fit->add_option("--smoothing", fa.smoothing, "empirical: smoothing sigma of each data point")->capture_default_str();
+  fit->add_option("--limit", fa.limit, "use the first N samples (0: all)")->capture_default_str();
+  fit->add_flag("-q,--quiet", quiet, "no progress output");
 
   try {
     app.parse(argc, argv);
@@ -184,7 +227,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (app.got_subcommand("eval")) return run_eval(samples_path, labels_path, classifier_path, reference, k, json);
-    if (app.got_subcommand("fit")) return run_fit(fit_kind, data_path, fit_out, smoothing, limit);
+    if (app.got_subcommand("fit")) return run_fit(fa, quiet);
     return run_generate(config_path, sets, quiet);
   } catch (const scorch::Error& e) {
     std::fprintf(stderr, "scorch: error: %s\n", e.what());
