@@ -31,7 +31,7 @@ at::Tensor sample_ddim(SamplerContext& ctx, at::Tensor x, const GridSpec& grid, 
       const double c = eta * sigma_t * std::sqrt(-std::expm1(-2.0 * h));
       x = alpha_t * p.x0 + std::sqrt(std::max(0.0, sigma_t * sigma_t - c * c)) * p.eps + c * ctx.noise_like(x);
     }
-    ctx.end_step(i + 1, n, tt, x);
+    x = ctx.end_step(i + 1, n, tt, x);
   }
   return x;
 }
@@ -75,7 +75,7 @@ at::Tensor karras_alg2(SamplerContext& ctx, at::Tensor x, const GridSpec& grid, 
     } else {
       xv = lincomb({{1.0, xv}, {dt, d}});
     }
-    ctx.end_step(i + 1, n, t[i + 1], ns.alpha(t[i + 1]) * xv);
+    xv = ctx.end_step(i + 1, n, t[i + 1], ns.alpha(t[i + 1]) * xv) / ns.alpha(t[i + 1]);
   }
   return ns.alpha(t[n]) * xv;
 }
@@ -107,8 +107,8 @@ at::Tensor sample_euler_ancestral(SamplerContext& ctx, at::Tensor x, const GridS
     const Prediction p = ctx.denoise(x, t[i]);
     xv = xv + (sigma_down - sigma) * p.eps;
     if (sigma_up > 0.0) xv = xv + sigma_up * s_noise * ctx.noise_like(xv);
-    x = ns.alpha(t[i + 1]) * xv;
-    ctx.end_step(i + 1, n, t[i + 1], x);
+    x = ctx.end_step(i + 1, n, t[i + 1], ns.alpha(t[i + 1]) * xv);
+    xv = x / ns.alpha(t[i + 1]);
   }
   return x;
 }

@@ -213,7 +213,7 @@ at::Tensor run_singlestep(DpmSolver& solver, SamplerContext& ctx, at::Tensor x, 
     if (orders[i] == 1) x = solver.first_update(x, s, t, m_s);
     if (orders[i] == 2) x = solver.second_update(x, s, t, r[0], m_s);
     if (orders[i] == 3) x = solver.third_update(x, s, t, r[0], r[1], m_s);
-    ctx.end_step(i + 1, k, t, x);
+    x = ctx.end_step(i + 1, k, t, x);
   }
   return x;
 }
@@ -230,7 +230,7 @@ at::Tensor run_multistep(DpmSolver& solver, SamplerContext& ctx, at::Tensor x, c
     int step_order = std::min(order, step);
     if (lower_order_final && steps < 10) step_order = std::min(step_order, steps + 1 - step);
     x = solver.multistep_update(x, m, ts, t[step], step_order);
-    ctx.end_step(step, steps, t[step], x);
+    x = ctx.end_step(step, steps, t[step], x);
     if (step == steps) break;  // the final model value is not needed
     m.push_back(solver.model_fn(x, t[step]));
     ts.push_back(t[step]);
@@ -279,7 +279,7 @@ at::Tensor run_adaptive(DpmSolver& solver, SamplerContext& ctx, at::Tensor x, co
       x_prev = x_low;
       s = t;
       m_s = at::Tensor();
-      ctx.end_step(++accepted, 0, s, x);
+      x = ctx.end_step(++accepted, 0, s, x);
     }
     h = std::min(theta * h * std::pow(e, -1.0 / order), lambda_0 - ns.lambda(s));
   }

@@ -61,7 +61,7 @@ at::Tensor sample_dpmpp_2m_sde(SamplerContext& ctx, at::Tensor x, const GridSpec
     x = add_noise(ctx, x, st.sigma_t, st.eta_h, s_noise);
     d_prev = d;
     h_last = h;
-    ctx.end_step(i + 1, n, t[i + 1], x);
+    x = ctx.end_step(i + 1, n, t[i + 1], x);
   }
   return x;
 }
@@ -101,7 +101,7 @@ at::Tensor sample_dpmpp_3m_sde(SamplerContext& ctx, at::Tensor x, const GridSpec
     d1 = d;
     h2 = h1;
     h1 = h;
-    ctx.end_step(i + 1, n, t[i + 1], x);
+    x = ctx.end_step(i + 1, n, t[i + 1], x);
   }
   return x;
 }

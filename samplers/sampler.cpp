@@ -24,7 +24,7 @@ SamplerContext::SamplerContext(Denoiser& model, const Schedule& schedule, Rng& r
 
 Prediction SamplerContext::denoise(const at::Tensor& x, double t) {
   Prediction p = model_.predict(x, t, cond_);
-  ++nfe_;
+  nfe_ += model_.last_calls();
   // One read of x0 finds NaN and Inf (they survive a sum). Checking x0 alone suffices:
   // x0 and eps determine each other through the finite x, alpha and sigma.
   if (!std::isfinite(p.x0.sum().item<double>())) {
@@ -41,13 +41,25 @@ void SamplerContext::record_trajectory(const at::Tensor& x_T) {
   trajectory_ = {x_T.clone()};
 }
 
-void SamplerContext::end_step(int step, int total, double t, const at::Tensor& x) {
+at::Tensor SamplerContext::uniform(const at::Tensor& like) {
+  // Phi(z) of the seeded normal stream: uniform, and reproducible like every other draw.
+  return at::special_ndtr(rng_.normal_like(like.to(at::kDouble))).to(like.options());
+}
+
+at::Tensor SamplerContext::end_step(int step, int total, double t, at::Tensor x) {
   step_ = step;
+  corrected_ = false;
+  double acceptance = std::nan("");
+  if (corrector_.active(t)) {
+    x = run_corrector(*this, corrector_, x, t, &acceptance);
+    corrected_ = true;
+  }
   if (record_) trajectory_.push_back(x.clone());
-  if (!progress_) return;
+  if (!progress_) return x;
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  if (!progress_(StepInfo{step, total, nfe_, t, elapsed}))
+  if (!progress_(StepInfo{step, total, nfe_, t, elapsed, acceptance}))
     cancelled("cancelled after step " + std::to_string(step) + " of " + std::to_string(total));
+  return x;
 }
 
 const std::vector<OptionSpec>& grid_options() {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "corrector.h"
 #include "scorch/denoiser.h"
 #include "scorch/options.h"
 #include "scorch/progress.h"
@@ -28,20 +29,33 @@ class SamplerContext {
 
   // One model evaluation: counts it and fails with the step number on non-finite output.
   Prediction denoise(const at::Tensor& x, double t);
+  // log p_t(x) per sample, from the denoiser (MALA and HMC correctors).
+  at::Tensor log_density(const at::Tensor& x, double t) { return model_.log_density(x, t, cond_); }
   at::Tensor noise_like(const at::Tensor& x) { return rng_.normal_like(x); }
+  // Uniform(0, 1) numbers shaped like `like`, from the same seeded stream.
+  at::Tensor uniform(const at::Tensor& like);
   // Marks step `step` of `total` (1-based; total 0 when unknown, as for adaptive
-  // step sizes) done at time t with state x; may throw a cancelled Error.
-  void end_step(int step, int total, double t, const at::Tensor& x);
+  // step sizes) done at time t with state x, runs the corrector when its window holds t,
+  // and returns the (corrected) state; may throw a cancelled Error.
+  at::Tensor end_step(int step, int total, double t, at::Tensor x);
+  // Whether the last end_step changed x (multistep samplers re-evaluate the model then).
+  bool corrected() const { return corrected_; }
+  void set_corrector(const CorrectorSpec& c) { corrector_ = c; }
   // Keep the state after every step (output.trajectory); the first entry is x_T.
   void record_trajectory(const at::Tensor& x_T);
   const std::vector<at::Tensor>& trajectory() const { return trajectory_; }
 
   const Schedule& schedule() const { return schedule_; }
   int64_t nfe() const { return nfe_; }
+  // A line for the user about a choice the sampler made (teleport's skip point, ...).
+  void note(std::string line) { notes_.push_back(std::move(line)); }
+  const std::vector<std::string>& notes() const { return notes_; }
 
  private:
   Denoiser& model_;
   const Schedule& schedule_;
+  CorrectorSpec corrector_;
+  bool corrected_ = false;
   Rng& rng_;
   at::Tensor cond_;
   ProgressFn progress_;
@@ -49,6 +63,7 @@ class SamplerContext {
   int step_ = 0;
   bool record_ = false;
   std::vector<at::Tensor> trajectory_;
+  std::vector<std::string> notes_;
   std::chrono::steady_clock::time_point start_;
 };
 

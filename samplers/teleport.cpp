@@ -23,7 +23,7 @@ const std::vector<OptionSpec>& teleport_options() {
       {"sigma_skip", OptionType::Number, "-1", "skip point as a VE noise level sigma/alpha", {}},
       {"skip_fraction", OptionType::Number, "-1", "skip point as a fraction of this entry's own grid (steps)", {}},
       {"auto", OptionType::Bool, "false", "choose the skip point from the denoiser (see docs/samplers.md)", {}},
-      {"auto_tol", OptionType::Number, "0.1", "auto: relative eps departure from the Gaussian that ends the jump", {}},
+      {"auto_tol", OptionType::Number, "0.02", "auto: relative eps departure from the Gaussian that ends the jump", {}},
       {"auto_probe", OptionType::Int, "64", "auto: samples of the batch probed", {}},
       {"inner", OptionType::Section, "", "the sampler run from the skip point: name and its options", {}},
   };
@@ -84,6 +84,8 @@ at::Tensor sample_teleport(SamplerContext& ctx, at::Tensor x, const GridSpec& gr
   if (!(t_skip <= t.front() && t_skip >= t.back()))
     bad_input("sampler.t_skip: " + std::to_string(t_skip) + " is outside [t_end, t_start] = [" +
               std::to_string(t.back()) + ", " + std::to_string(t.front()) + "]");
+  ctx.note("teleport: skip point t = " + std::to_string(t_skip) + " (sigma/alpha = " +
+           std::to_string(ns.sigma(t_skip) / ns.alpha(t_skip)) + ")");
   x = gaussian_flow(g, x, ns.alpha(t.front()), ns.sigma(t.front()), ns.alpha(t_skip), ns.sigma(t_skip));
 
   // The inner sampler, from the skip point to t_end.

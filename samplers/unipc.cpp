@@ -135,9 +135,10 @@ at::Tensor sample_unipc(SamplerContext& ctx, at::Tensor x, const GridSpec& grid,
     } else {
       x = x_pred;
     }
-    ctx.end_step(step, steps, tt, x);
+    x = ctx.end_step(step, steps, tt, x);
     if (step == steps) break;
-    m.push_back(m_t.defined() ? m_t : model_fn(x, tt));
+    // a corrector (MCMC) moved x away from x_pred: evaluate the model again
+    m.push_back(m_t.defined() && !ctx.corrected() ? m_t : model_fn(x, tt));
     ts.push_back(tt);
     if (int(m.size()) > order) {
       m.erase(m.begin());

@@ -48,6 +48,7 @@ int run_generate(const std::string& config_path, const std::vector<std::string>&
   const scorch::GenerateResult result = pipeline->generate(progress);
   const auto written = pipeline->write_outputs(result);
   if (!quiet) {
+    for (const auto& line : result.notes) std::fprintf(stderr, "%s\n", line.c_str());
     std::fprintf(stderr, "%s: %d steps, %lld NFE, %.2fs", pipeline->sampler_name().c_str(), result.steps,
                  (long long)result.nfe, result.seconds);
     for (const auto& f : written) std::fprintf(stderr, ", wrote %s", f.c_str());

@@ -60,4 +60,9 @@ at::Tensor to_model_output(PredictionType type, const Prediction& p, double alph
   return p.eps;
 }
 
+at::Tensor Denoiser::log_density(const at::Tensor&, double, const at::Tensor&) {
+  bad_input("this model has no log-density (analytic models have one; a TorchScript model needs an "
+            "energy(x, t, cond) method)");
+}
+
 }  // namespace scorch

@@ -115,6 +115,11 @@ class GaussianDenoiser final : public Denoiser {
     return from_model_output(PredictionType::X0, gaussian_x0(m_, x, alpha, sigma), x, alpha, sigma);
   }
   std::vector<int64_t> sample_shape() const override { return m_.shape; }
+  bool has_log_density() const override { return true; }
+  at::Tensor log_density(const at::Tensor& x, double t, const at::Tensor&) override {
+    if (m_.mean.scalar_type() != x.scalar_type() || m_.mean.device() != x.device()) m_ = m_.to(x.options());
+    return gaussian_log_density(m_, x, sched_->alpha(t), sched_->sigma(t));
+  }
 
  private:
   GaussianModel m_;

@@ -10,6 +10,7 @@
 #ifdef SCORCH_WITH_OPENCV
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 #endif
 
 namespace scorch {
@@ -58,6 +59,22 @@ void write_png_grid(const std::string& path, const at::Tensor& samples, int nrow
   (void)samples;
   (void)nrow;
   bad_input(what + ": this build has no image output (configured without OpenCV); cannot write '" + path + "'");
+#endif
+}
+
+at::Tensor read_grey_image(const std::string& path, int64_t h, int64_t w, const std::string& what) {
+#ifdef SCORCH_WITH_OPENCV
+  cv::Mat img = cv::imread(path, cv::IMREAD_GRAYSCALE);
+  if (img.empty()) bad_input(what + ": cannot read '" + path + "' as an image");
+  cv::Mat resized;
+  cv::resize(img, resized, cv::Size(int(w), int(h)), 0, 0, cv::INTER_AREA);
+  cv::Mat f;
+  resized.convertTo(f, CV_32F, 1.0 / 255.0);
+  return at::from_blob(f.ptr<float>(), {h, w}, at::kFloat).clone();
+#else
+  (void)h;
+  (void)w;
+  bad_input(what + ": this build reads no images (configured without OpenCV); give a .npy mask ('" + path + "')");
 #endif
 }
 

@@ -7,6 +7,7 @@
 #include <functional>
 
 #include "scorch/error.h"
+#include "scorch/guidance.h"
 #include "scorch/io.h"
 #include "scorch/schedule.h"
 
@@ -230,6 +231,16 @@ MixtureModel load_mixture_model(const std::string& path, const std::string& type
     m.mixture.variances = at::full({k}, s * s);
   } else {
     m.mixture = read_gmm(st, what);
+    if (st.tensors.count("labels")) {
+      const at::Tensor l = st.tensors.at("labels");
+      if (l.scalar_type() != at::kLong || l.dim() != 1 || l.size(0) != m.mixture.components())
+        bad_input(what + ": tensor 'labels' must be int64 [K]");
+      if (l.min().item<int64_t>() < 0) bad_input(what + ": labels must be >= 0");
+      const int64_t c = l.max().item<int64_t>() + 1;
+      if (at::bincount(l, {}, c).min().item<int64_t>() == 0)
+        bad_input(what + ": every class 0.." + std::to_string(c - 1) + " needs at least one component");
+      m.labels = l;
+    }
   }
   const int64_t d = m.mixture.dim();
   const auto shape = st.metadata.find("scorch.shape");
@@ -240,8 +251,17 @@ MixtureModel load_mixture_model(const std::string& path, const std::string& type
   return m;
 }
 
-void save_gmm(const std::string& path, const GaussianMixture& m, const std::vector<int64_t>& shape) {
+GaussianMixture select_components(const GaussianMixture& m, const at::Tensor& index) {
+  auto sel = [&](const at::Tensor& t) { return t.defined() ? t.index_select(0, index) : t; };
+  GaussianMixture s{m.cov, sel(m.log_weights), sel(m.means), sel(m.variances), sel(m.eigenvalues), sel(m.eigenvectors)};
+  s.log_weights = s.log_weights - at::logsumexp(s.log_weights, 0);
+  return s;
+}
+
+void save_gmm(const std::string& path, const GaussianMixture& m, const std::vector<int64_t>& shape,
+              const at::Tensor& labels) {
   SafeTensors st;
+  if (labels.defined()) st.tensors["labels"] = labels.to(at::kLong).contiguous();
   auto f32 = [](const at::Tensor& t) { return t.to(at::kFloat).contiguous(); };
   st.tensors["weights"] = f32(m.log_weights.exp());
   st.tensors["means"] = f32(m.means);
@@ -268,14 +288,64 @@ namespace {
 class MixtureDenoiser final : public Denoiser {
  public:
   MixtureDenoiser(MixtureModel m, std::shared_ptr<const Schedule> s) : m_(std::move(m)), sched_(std::move(s)) {}
-  Prediction predict(const at::Tensor& x, double t, const at::Tensor&) override {
-    if (m_.mixture.means.scalar_type() != x.scalar_type() || m_.mixture.means.device() != x.device())
-      m_.mixture = m_.mixture.to(x.options());
+  Prediction predict(const at::Tensor& x, double t, const at::Tensor& cond) override {
     const double alpha = sched_->alpha(t), sigma = sched_->sigma(t);
-    const at::Tensor x0 = gmm_posterior(m_.mixture, x.reshape({x.size(0), -1}), alpha, sigma).x0;
+    const at::Tensor x0 = posterior(x, t, cond, &MixturePosterior::x0);
     return from_model_output(PredictionType::X0, x0.reshape(x.sizes()), x, alpha, sigma);
   }
   std::vector<int64_t> sample_shape() const override { return m_.shape; }
+  bool conditional() const override { return m_.labels.defined(); }
+  bool has_log_density() const override { return true; }
+  at::Tensor log_density(const at::Tensor& x, double t, const at::Tensor& cond) override {
+    return posterior(x, t, cond, &MixturePosterior::log_density);
+  }
+
+ private:
+  // One field of the posterior, per class for a labelled mixture (label C: all components).
+  at::Tensor posterior(const at::Tensor& x, double t, const at::Tensor& cond, at::Tensor MixturePosterior::*field) {
+    if (m_.mixture.means.scalar_type() != x.scalar_type() || m_.mixture.means.device() != x.device()) {
+      m_.mixture = m_.mixture.to(x.options());
+      per_class_.clear();
+    }
+    const double alpha = sched_->alpha(t), sigma = sched_->sigma(t);
+    const at::Tensor flat = x.reshape({x.size(0), -1});
+    if (!m_.labels.defined() || !cond.defined()) return gmm_posterior(m_.mixture, flat, alpha, sigma).*field;
+    const int64_t classes = m_.labels.max().item<int64_t>() + 1;
+    const at::Tensor c = cond.to(at::kCPU).to(at::kLong);
+    if (c.dim() != 1 || c.size(0) != x.size(0)) bad_input("cond: a labelled gmm needs one int label per sample");
+    if (((c < 0) | (c > classes)).any().item<bool>())
+      bad_input("cond: labels of this gmm are 0.." + std::to_string(classes - 1) + " and " + std::to_string(classes) +
+                " (the whole mixture)");
+    if (per_class_.empty())
+      for (int64_t k = 0; k < classes; ++k)
+        per_class_.push_back(select_components(m_.mixture, at::nonzero(m_.labels == k).squeeze(1).to(x.device())));
+    at::Tensor out;
+    for (int64_t k = 0; k <= classes; ++k) {
+      const at::Tensor rows = at::nonzero(c == k).squeeze(1);
+      if (rows.numel() == 0) continue;
+      const at::Tensor r = gmm_posterior(k < classes ? per_class_[size_t(k)] : m_.mixture,
+                                         flat.index_select(0, rows.to(x.device())), alpha, sigma).*field;
+      if (!out.defined()) out = at::zeros(field == &MixturePosterior::x0 ? flat.sizes() : at::IntArrayRef{x.size(0)},
+                                         x.options());
+      out.index_copy_(0, rows.to(x.device()), r);
+    }
+    return out;
+  }
+
+  MixtureModel m_;
+  std::shared_ptr<const Schedule> sched_;
+  std::vector<GaussianMixture> per_class_;
+};
+
+class MixtureClassifier final : public Classifier {
+ public:
+  MixtureClassifier(MixtureModel m, std::shared_ptr<const Schedule> s) : m_(std::move(m)), sched_(std::move(s)) {}
+  at::Tensor log_prob(const at::Tensor& x, double t, const at::Tensor& labels) override {
+    const GaussianMixture g = m_.mixture.to(x.options());
+    const at::Tensor l = gmm_logits(g, x.reshape({x.size(0), -1}), sched_->alpha(t), sched_->sigma(t));  // [B, K]
+    const at::Tensor mine = m_.labels.to(x.device()).unsqueeze(0) == labels.to(x.device()).unsqueeze(1);
+    return at::logsumexp(l.masked_fill(~mine, -INFINITY), 1) - at::logsumexp(l, 1);
+  }
 
  private:
   MixtureModel m_;
@@ -283,6 +353,10 @@ class MixtureDenoiser final : public Denoiser {
 };
 
 }  // namespace
+
+std::shared_ptr<Classifier> make_gmm_classifier(MixtureModel model, std::shared_ptr<const Schedule> schedule) {
+  return std::make_shared<MixtureClassifier>(std::move(model), std::move(schedule));
+}
 
 std::unique_ptr<Denoiser> make_mixture_denoiser(MixtureModel model, std::shared_ptr<const Schedule> schedule) {
   return std::make_unique<MixtureDenoiser>(std::move(model), std::move(schedule));

@@ -10,7 +10,9 @@
 #include <set>
 
 #include "../../samplers/sampler.h"
+#include "guidance_config.h"
 #include "scorch/config.h"
+#include "yaml_util.h"
 #include "scorch/error.h"
 #include "scorch/gaussian.h"
 #include "scorch/image.h"
@@ -21,63 +23,6 @@
 namespace scorch {
 
 namespace {
-
-std::string join(const std::vector<std::string>& items, const std::string& sep) {
-  std::string out;
-  for (const auto& s : items) out += (out.empty() ? "" : sep) + s;
-  return out;
-}
-
-// The scalar entries of a config section; entries named in `lists` are skipped
-// (the caller reads them as sequences).
-std::map<std::string, std::string> scalars(const YAML::Node& node, const std::string& prefix,
-                                           const std::set<std::string>& lists = {}) {
-  std::map<std::string, std::string> out;
-  if (!node || node.IsNull()) return out;
-  if (!node.IsMap()) bad_input(prefix + ": expected a mapping of keys to values");
-  for (const auto& kv : node) {
-    const std::string key = kv.first.as<std::string>();
-    const std::string name = prefix.empty() ? key : prefix + "." + key;
-    if (lists.count(key)) continue;
-    if (kv.second.IsSequence() && !prefix.empty()) {
-      // A flow sequence of scalars is passed on as "[a, b]" for list options.
-      std::string text = "[";
-      for (const auto& item : kv.second) {
-        if (!item.IsScalar()) bad_input(name + ": expected a list of values");
-        text += (text.size() > 1 ? ", " : "") + item.as<std::string>();
-      }
-      out[key] = text + "]";
-      continue;
-    }
-    if (kv.second.IsMap() && !prefix.empty()) {
-      // A nested mapping (a Section option) is passed on as "key.sub" entries.
-      for (const auto& [sub, value] : scalars(kv.second, name))
-        out[key + "." + sub] = value;
-      continue;
-    }
-    if (kv.second.IsMap() || kv.second.IsSequence()) {
-      if (prefix.empty()) continue;  // top-level sections are read separately
-      bad_input(name + ": expected a single value");
-    }
-    out[key] = kv.second.IsNull() ? "" : kv.second.as<std::string>();
-  }
-  return out;
-}
-
-template <typename T>
-std::vector<T> list_of(const YAML::Node& node, const std::string& name, const char* expected) {
-  if (!node.IsSequence()) bad_input(name + ": expected a list of " + expected);
-  std::vector<T> out;
-  for (const auto& item : node) {
-    try {
-      out.push_back(item.as<T>());
-    } catch (const YAML::Exception&) {
-      bad_input(name + ": expected a list of " + expected + ", got an entry '" +
-                (item.IsScalar() ? item.as<std::string>() : std::string("(not a scalar)")) + "'");
-    }
-  }
-  return out;
-}
 
 const std::vector<OptionSpec>& top_level_options() {
   static const std::vector<OptionSpec> specs = {
@@ -92,7 +37,7 @@ const std::vector<OptionSpec>& top_level_options() {
   return specs;
 }
 
-const std::set<std::string> kSections = {"model", "schedule", "sampler", "output"};
+const std::set<std::string> kSections = {"model", "schedule", "sampler", "output", "guidance"};
 
 std::shared_ptr<const Schedule> make_schedule(const YAML::Node& node) {
   std::map<std::string, std::string> raw = scalars(node, "schedule", {"betas", "alphas_cumprod"});
@@ -135,11 +80,71 @@ std::shared_ptr<const Schedule> make_schedule(const YAML::Node& node) {
   bad_input("schedule.type: expected vp_linear | vp_discrete | vp_cosine | edm, got '" + type + "'");
 }
 
+struct LoadedModel {
+  std::unique_ptr<Denoiser> denoiser;
+  Options options;
+};
+
+// A model section (`model:` or an entry of guidance.compose.models); keys in `skip` belong
+// to the caller. Errors name the section by `prefix`.
+LoadedModel load_model(const YAML::Node& model, const std::string& prefix, const std::shared_ptr<const Schedule>& schedule,
+                       at::ScalarType dtype, at::Device device, std::set<std::string> skip = {}) {
+  skip.insert("shape");
+  LoadedModel out;
+  const Options mo = Options::parse(
+      prefix,
+      {{"type", OptionType::String, "", "model kind", {"torchscript", "gaussian", "gmm", "empirical"}},
+       {"path", OptionType::String, "", "model file", {}},
+       {"prediction", OptionType::String, "eps", "what the network outputs", {"eps", "x0", "v", "score"}},
+       {"time_input", OptionType::String, "t", "time argument of the network", {"t", "index", "sigma"}},
+       {"rank", OptionType::Int, "0", "gaussian: keep the largest `rank` eigenvalues (0: all)", {}},
+       {"max_batch", OptionType::Int, "0", "torchscript: evaluate in chunks of at most this many samples", {}},
+       {"num_classes", OptionType::Int, "0", "conditional models: number of class labels (for cond: rows)", {}},
+       {"null_label", OptionType::Int, "-1", "conditional models: the unconditional label (for cond: null_label)", {}}},
+      scalars(model, prefix, skip));
+  out.options = mo;
+  if (mo.str("type").empty()) bad_input(prefix + ".type: missing; expected torchscript | gaussian | gmm | empirical");
+  if (mo.str("path").empty()) bad_input(prefix + ".path: missing");
+  const std::string path = find_input_file(mo.str("path"));
+  std::vector<int64_t> shape;
+  if (model["shape"]) {
+    shape = list_of<int64_t>(model["shape"], prefix + ".shape", "positive integers");
+    if (shape.empty()) bad_input(prefix + ".shape: expected a non-empty list of positive integers");
+    for (int64_t s : shape)
+      if (s <= 0) bad_input(prefix + ".shape: expected positive integers, got " + shape_string(shape));
+  }
+  if (mo.str("type") == "torchscript") {
+    if (shape.empty()) bad_input(prefix + ".shape: required for torchscript models, e.g. [1, 28, 28]");
+    TorchScriptSpec spec;
+    spec.path = path;
+    spec.shape = shape;
+    spec.prediction = parse_prediction_type(mo.str("prediction"));
+    spec.time_input = parse_time_input(mo.str("time_input"));
+    spec.dtype = dtype;
+    spec.device = device;
+    spec.max_batch = mo.integer("max_batch");
+    if (spec.max_batch < 0) bad_input(prefix + ".max_batch: expected a non-negative integer");
+    out.denoiser = load_torchscript_denoiser(spec, schedule);
+  } else if (mo.str("type") == "gmm" || mo.str("type") == "empirical") {
+    MixtureModel mm = load_mixture_model(path, mo.str("type"));
+    if (!shape.empty() && shape != mm.shape)
+      bad_input(prefix + ".shape: " + shape_string(shape) + " does not match the model file's " + shape_string(mm.shape));
+    out.denoiser = make_mixture_denoiser(std::move(mm), schedule);
+  } else {
+    GaussianModel g = load_gaussian(path, mo.integer("rank"));
+    if (!shape.empty() && shape != g.shape)
+      bad_input(prefix + ".shape: " + shape_string(shape) + " does not match the model file's " + shape_string(g.shape));
+    out.denoiser = make_gaussian_denoiser(g.to(at::TensorOptions().dtype(dtype).device(device)), schedule);
+  }
+  return out;
+}
+
 }  // namespace
 
 struct Pipeline::Impl {
   std::shared_ptr<const Schedule> schedule;
-  std::unique_ptr<Denoiser> denoiser;
+  std::shared_ptr<Denoiser> denoiser;  // the configured model, guided when guidance is set
+  CorrectorSpec corrector;
   const SamplerInfo* sampler = nullptr;
   Options sampler_options;
   GridSpec grid;
@@ -194,50 +199,9 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
   // Model.
   const YAML::Node model = config["model"];
   if (!model || !model.IsMap()) bad_input("model: missing; expected model.type and model.path");
-  const Options mo = Options::parse(
-      "model",
-      {{"type", OptionType::String, "", "model kind", {"torchscript", "gaussian", "gmm", "empirical"}},
-       {"path", OptionType::String, "", "model file", {}},
-       {"prediction", OptionType::String, "eps", "what the network outputs", {"eps", "x0", "v", "score"}},
-       {"time_input", OptionType::String, "t", "time argument of the network", {"t", "index", "sigma"}},
-       {"rank", OptionType::Int, "0", "gaussian: keep the largest `rank` eigenvalues (0: all)", {}},
-       {"max_batch", OptionType::Int, "0", "torchscript: evaluate in chunks of at most this many samples", {}},
-       {"num_classes", OptionType::Int, "0", "conditional models: number of class labels (for cond: rows)", {}},
-       {"null_label", OptionType::Int, "-1", "conditional models: the unconditional label (for cond: null_label)", {}}},
-      scalars(model, "model", {"shape"}));
-  if (mo.str("type").empty()) bad_input("model.type: missing; expected torchscript | gaussian | gmm | empirical");
-  if (mo.str("path").empty()) bad_input("model.path: missing");
-  const std::string path = find_input_file(mo.str("path"));
-  std::vector<int64_t> shape;
-  if (model["shape"]) {
-    shape = list_of<int64_t>(model["shape"], "model.shape", "positive integers");
-    if (shape.empty()) bad_input("model.shape: expected a non-empty list of positive integers");
-    for (int64_t s : shape)
-      if (s <= 0) bad_input("model.shape: expected positive integers, got " + shape_string(shape));
-  }
-  if (mo.str("type") == "torchscript") {
-    if (shape.empty()) bad_input("model.shape: required for torchscript models, e.g. [1, 28, 28]");
-    TorchScriptSpec spec;
-    spec.path = path;
-    spec.shape = shape;
-    spec.prediction = parse_prediction_type(mo.str("prediction"));
-    spec.time_input = parse_time_input(mo.str("time_input"));
-    spec.dtype = dtype;
-    spec.device = device;
-    spec.max_batch = mo.integer("max_batch");
-    if (spec.max_batch < 0) bad_input("model.max_batch: expected a non-negative integer");
-    m.denoiser = load_torchscript_denoiser(spec, m.schedule);
-  } else if (mo.str("type") == "gmm" || mo.str("type") == "empirical") {
-    MixtureModel mm = load_mixture_model(path, mo.str("type"));
-    if (!shape.empty() && shape != mm.shape)
-      bad_input("model.shape: " + shape_string(shape) + " does not match the model file's " + shape_string(mm.shape));
-    m.denoiser = make_mixture_denoiser(std::move(mm), m.schedule);
-  } else {
-    GaussianModel g = load_gaussian(path, mo.integer("rank"));
-    if (!shape.empty() && shape != g.shape)
-      bad_input("model.shape: " + shape_string(shape) + " does not match the model file's " + shape_string(g.shape));
-    m.denoiser = make_gaussian_denoiser(g.to(m.options), m.schedule);
-  }
+  LoadedModel loaded = load_model(model, "model", m.schedule, dtype, device);
+  m.denoiser = std::move(loaded.denoiser);
+  const Options& mo = loaded.options;
   m.shape = m.denoiser->sample_shape();
 
   // Sampler.
@@ -284,6 +248,52 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
     m.cond = at::tensor(labels, at::TensorOptions().dtype(at::kLong)).to(device);
   } else if (m.denoiser->conditional()) {
     bad_input("cond: the model is conditional (forward(x, t, cond)); set cond to a class label");
+  }
+
+  // Guidance: wraps the model; its reference samples are inverted with the plain model.
+  if (config["guidance"] && !config["guidance"].IsNull()) {
+    GuidanceContext gc;
+    gc.shape = m.denoiser->sample_shape();
+    gc.conditional = m.denoiser->conditional();
+    gc.null_label = mo.integer("null_label");
+    gc.options = m.options;
+    gc.schedule = m.schedule;
+    gc.time_input = mo.str("time_input");
+    gc.load_model = [&](const YAML::Node& node, const std::string& prefix, const std::vector<std::string>& skip) {
+      return std::shared_ptr<Denoiser>(
+          load_model(node, prefix, m.schedule, dtype, device, std::set<std::string>(skip.begin(), skip.end())).denoiser);
+    };
+    gc.load_classifier = [&](const std::string& path, const std::string& time_input) {
+      return load_torchscript_classifier(path, parse_time_input(time_input), m.schedule, dtype, device);
+    };
+    const double t_end = make_time_grid(*m.schedule, m.grid).back();
+    gc.invert = [&](const at::Tensor& x0, const at::Tensor& label, int steps, std::vector<double>* ts,
+                    std::vector<at::Tensor>* xs) {
+      // DDIM from t_end up to t_start (deterministic, so x*_t is a function of the reference).
+      c10::InferenceMode guard;
+      GridSpec g;
+      g.steps = steps;
+      g.t_start = m.t_start;
+      g.t_end = t_end;
+      g.reverse = true;
+      Rng rng(0);
+      SamplerContext ctx(*m.denoiser, *m.schedule, rng, label.defined() ? label.to(device) : label);
+      ctx.record_trajectory(x0);
+      const SamplerInfo& ddim = find_sampler("ddim");
+      ddim.run(ctx, x0, g, parse_sampler_options(ddim, {{"steps", std::to_string(steps)}}));
+      std::vector<double> grid = make_time_grid(*m.schedule, g);  // increasing: t_end .. t_start
+      *ts = std::vector<double>(grid.rbegin(), grid.rend());
+      *xs = std::vector<at::Tensor>(ctx.trajectory().rbegin(), ctx.trajectory().rend());
+    };
+    GuidanceConfig gcfg = parse_guidance(config["guidance"], gc);
+    if (gcfg.spec.compose == GuidanceSpec::Compose::Mixture && !m.denoiser->has_log_density())
+      bad_input("guidance.compose: a mixture needs log-densities; the configured model has none");
+    m.corrector = gcfg.corrector;
+    if (!gcfg.spec.empty()) m.denoiser = make_guided_denoiser(m.denoiser, m.schedule, std::move(gcfg.spec));
+    if ((m.corrector.type == "mala" || m.corrector.type == "hmc") && !m.denoiser->has_log_density())
+      bad_input("guidance.corrector.type: " + m.corrector.type +
+                " needs the log-density of the target (analytic models, products or mixtures of them, or a "
+                "TorchScript energy); use ula or uhmc");
   }
 
   // Initial noise.
@@ -361,6 +371,7 @@ GenerateResult Pipeline::generate(const ProgressFn& progress) const {
   // depends on how x_T was obtained.
   Rng rng(m.seed ^ 0x9E3779B97F4A7C15ull);
   SamplerContext ctx(*m.denoiser, *m.schedule, rng, m.cond, progress);
+  ctx.set_corrector(m.corrector);
   if (!m.trajectory.empty()) ctx.record_trajectory(x_T);
   GenerateResult r;
   r.samples = m.sampler->run(ctx, x_T, m.grid, m.sampler_options);
@@ -368,6 +379,7 @@ GenerateResult Pipeline::generate(const ProgressFn& progress) const {
   if (!at::isfinite(r.samples).all().item<bool>())
     bad_input("sampler '" + m.sampler->name + "' produced non-finite samples; try more steps or other options");
   r.nfe = ctx.nfe();
+  r.notes = ctx.notes();
   r.steps = m.grid.steps;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return r;

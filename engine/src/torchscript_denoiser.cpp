@@ -10,6 +10,7 @@
 #endif
 
 #include "scorch/error.h"
+#include "scorch/guidance.h"
 #include "scorch/io.h"
 #include "scorch/rng.h"
 #include "scorch/schedule.h"
@@ -133,6 +134,26 @@ class TorchScriptDenoiser final : public Denoiser {
 
   std::vector<int64_t> sample_shape() const override { return spec_.shape; }
   bool conditional() const override { return conditional_; }
+  bool has_log_density() const override { return bool(module_.find_method("energy")); }
+
+  // log p_t(x) = -energy(x, t, [cond]), one value per sample.
+  at::Tensor log_density(const at::Tensor& x, double t, const at::Tensor& cond) override {
+    const auto energy = module_.find_method("energy");
+    if (!energy) return Denoiser::log_density(x, t, cond);
+    const at::Tensor t_in =
+        at::full({x.size(0)}, model_time(spec_.time_input, *sched_, t), x.options().dtype(spec_.dtype));
+    std::vector<c10::IValue> args = {x.to(spec_.dtype), t_in};
+    if (conditional_) args.emplace_back(cond.to(x.device()));
+    at::Tensor e;
+    try {
+      e = (*energy)(args).toTensor();
+    } catch (const std::exception& err) {
+      bad_input("model '" + spec_.path + "': energy failed: " + last_line(err.what()));
+    }
+    if (e.dim() != 1 || e.size(0) != x.size(0))
+      bad_input("model '" + spec_.path + "': energy must return one value per sample [B]");
+    return -e.to(x.scalar_type());
+  }
 
  private:
   torch::jit::Module module_;
@@ -166,7 +187,10 @@ std::unique_ptr<Denoiser> load_torchscript_denoiser(const TorchScriptSpec& spec,
   module.eval();
   module.to(spec.device, spec.dtype);
   try {
-    module = torch::jit::freeze(module);
+    // freezing drops every method but forward unless named
+    std::vector<std::string> keep;
+    if (module.find_method("energy")) keep.push_back("energy");
+    module = torch::jit::freeze(module, keep);
   } catch (const std::exception&) {
     // Freezing is an optimisation; modules it cannot handle run unfrozen.
   }
@@ -184,6 +208,55 @@ std::unique_ptr<Denoiser> load_torchscript_denoiser(const TorchScriptSpec& spec,
               shape_string(x.sizes()) + "; expected the input's shape (model.shape)");
   if (!at::isfinite(out).all().item<bool>()) bad_input(what + ": forward returned non-finite values on a dry run");
   return denoiser;
+}
+
+namespace {
+
+class TorchScriptClassifier final : public Classifier {
+ public:
+  TorchScriptClassifier(torch::jit::Module m, std::string path, TimeInput ti, std::shared_ptr<const Schedule> s)
+      : module_(std::move(m)), path_(std::move(path)), time_input_(ti), sched_(std::move(s)) {}
+  at::Tensor log_prob(const at::Tensor& x, double t, const at::Tensor& labels) override {
+    const at::Tensor t_in = at::full({x.size(0)}, model_time(time_input_, *sched_, t), x.options());
+    at::Tensor logits;
+    try {
+      logits = module_.forward({x, t_in}).toTensor();
+    } catch (const std::exception& e) {
+      bad_input("guidance.classifier '" + path_ + "': forward(x, t) failed: " + last_line(e.what()));
+    }
+    if (logits.dim() != 2 || logits.size(0) != x.size(0))
+      bad_input("guidance.classifier '" + path_ + "': forward must return logits [B, classes]");
+    if ((labels < 0).any().item<bool>() || (labels >= logits.size(1)).any().item<bool>())
+      bad_input("guidance.classifier '" + path_ + "': a label is outside its " + std::to_string(logits.size(1)) +
+                " classes");
+    return at::log_softmax(logits.to(x.scalar_type()), 1).gather(1, labels.to(x.device()).unsqueeze(1)).squeeze(1);
+  }
+
+ private:
+  torch::jit::Module module_;
+  std::string path_;
+  TimeInput time_input_;
+  std::shared_ptr<const Schedule> sched_;
+};
+
+}  // namespace
+
+std::shared_ptr<Classifier> load_torchscript_classifier(const std::string& path, TimeInput time_input,
+                                                        std::shared_ptr<const Schedule> schedule, at::ScalarType dtype,
+                                                        c10::Device device) {
+  const std::string what = "guidance.classifier.path '" + path + "'";
+  torch::jit::Module module;
+  try {
+    module = torch::jit::load(path, device);
+  } catch (const std::exception& e) {
+    bad_input(what + ": not a loadable TorchScript file (" + last_line(e.what()) + ")");
+  }
+  const auto method = module.find_method("forward");
+  if (!method || method->function().getSchema().arguments().size() != 3)
+    bad_input(what + ": expected forward(x, t) -> logits [B, classes] (a noise-conditional classifier)");
+  module.eval();
+  module.to(device, dtype);
+  return std::make_shared<TorchScriptClassifier>(module, path, time_input, std::move(schedule));
 }
 
 }  // namespace scorch

@@ -44,6 +44,14 @@ class Denoiser {
   virtual std::vector<int64_t> sample_shape() const = 0;
   // Whether predict() needs cond.
   virtual bool conditional() const { return false; }
+  // Batched network calls the last predict() made (NFE accounting: guidance evaluates
+  // several conditions in one call, composition calls several models).
+  virtual int64_t last_calls() const { return 1; }
+  // log p_t(x) of the noised marginal, up to a constant that does not depend on x, per
+  // sample [B]: analytic models have it exactly, a TorchScript model when it offers
+  // energy(x, t, cond) (then log p = -energy). Needed by mixture composition, MALA and HMC.
+  virtual bool has_log_density() const { return false; }
+  virtual at::Tensor log_density(const at::Tensor& x, double t, const at::Tensor& cond);
 };
 
 }  // namespace scorch

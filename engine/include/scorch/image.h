@@ -14,6 +14,10 @@ bool images_supported();
 // Written atomically; errors name `what` (e.g. "output.png").
 void write_png_grid(const std::string& path, const at::Tensor& samples, int nrow, const std::string& what);
 
+// Reads an image file (PNG, JPEG, ...) as grey values in [0, 1], resized to h x w with
+// area interpolation: [h, w] float32. Errors name `what` (e.g. "guidance.terms[0].mask").
+at::Tensor read_grey_image(const std::string& path, int64_t h, int64_t w, const std::string& what);
+
 // Whether a sample shape (without batch) can be drawn as an image.
 bool is_image_shape(const std::vector<int64_t>& shape);
 

@@ -55,14 +55,27 @@ at::Tensor gmm_logits(const GaussianMixture& m, const at::Tensor& x, double alph
 struct MixtureModel {
   GaussianMixture mixture;
   std::vector<int64_t> shape;
+  // Optional class of each component [K] (int64, classes 0..C-1 each with a component):
+  // the model is then class-conditional, p(x | c) the mixture of class c's components
+  // (weights renormalised) and the label C the whole mixture (the null label).
+  at::Tensor labels;
 };
+
+// The components of class c (weights renormalised).
+GaussianMixture select_components(const GaussianMixture& m, const at::Tensor& index);
 
 // Reads a `gmm` or `empirical` safetensors file (tensor names in docs/file_formats.md);
 // `type` is the expected kind. Every problem is a bad-input Error naming the file.
 MixtureModel load_mixture_model(const std::string& path, const std::string& type);
-void save_gmm(const std::string& path, const GaussianMixture& m, const std::vector<int64_t>& shape);
+void save_gmm(const std::string& path, const GaussianMixture& m, const std::vector<int64_t>& shape,
+              const at::Tensor& labels = {});
 void save_empirical(const std::string& path, const at::Tensor& data, const std::vector<int64_t>& shape,
                     double smoothing = 0.0);
+
+class Classifier;
+// The exact noisy classifier of a labelled mixture (classifier guidance):
+//   log p(c | x_t) = logsumexp_{k in c} l_k - logsumexp_k l_k   (differentiable in x).
+std::shared_ptr<Classifier> make_gmm_classifier(MixtureModel model, std::shared_ptr<const Schedule> schedule);
 
 std::unique_ptr<Denoiser> make_mixture_denoiser(MixtureModel model, std::shared_ptr<const Schedule> schedule);
 

@@ -22,6 +22,7 @@ struct GenerateResult {
   int64_t nfe = 0;
   int steps = 0;
   double seconds = 0.0;
+  std::vector<std::string> notes;  // choices the sampler made, one line each
 };
 
 class Pipeline {

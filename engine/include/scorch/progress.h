@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <limits>
 
 namespace scorch {
 
@@ -12,6 +13,7 @@ struct StepInfo {
   int64_t nfe = 0;
   double t = 0.0;
   double elapsed_s = 0.0;
+  double acceptance = std::numeric_limits<double>::quiet_NaN();  // MCMC corrector acceptance rate at this step (NaN: none)
 };
 
 // Called after every step; returning false cancels the run.

@@ -39,4 +39,11 @@ struct TorchScriptSpec {
 std::unique_ptr<Denoiser> load_torchscript_denoiser(const TorchScriptSpec& spec,
                                                     std::shared_ptr<const Schedule> schedule);
 
+class Classifier;
+// A noise-conditional classifier forward(x, t) -> logits [B, classes] for classifier
+// guidance; t follows `time_input` like a denoiser's.
+std::shared_ptr<Classifier> load_torchscript_classifier(const std::string& path, TimeInput time_input,
+                                                        std::shared_ptr<const Schedule> schedule, at::ScalarType dtype,
+                                                        c10::Device device);
+
 }  // namespace scorch

@@ -1,0 +1,200 @@
+#include "scorch/guidance.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "scorch/error.h"
+#include "scorch/schedule.h"
+
+namespace scorch {
+
+double WeightSchedule::at(double t) const {
+  if (points.empty()) return 0.0;
+  if (t <= points.front().first) return points.front().second;
+  if (t >= points.back().first) return points.back().second;
+  for (size_t j = 1; j < points.size(); ++j)
+    if (t <= points[j].first) {
+      const auto [t0, w0] = points[j - 1];
+      const auto [t1, w1] = points[j];
+      return t1 > t0 ? w0 + (w1 - w0) * (t - t0) / (t1 - t0) : w1;
+    }
+  return points.back().second;
+}
+
+namespace {
+
+class GuidedDenoiser final : public Denoiser {
+ public:
+  GuidedDenoiser(std::shared_ptr<Denoiser> base, std::shared_ptr<const Schedule> schedule, GuidanceSpec spec)
+      : base_(std::move(base)), sched_(std::move(schedule)), g_(std::move(spec)) {}
+
+  std::vector<int64_t> sample_shape() const override { return base_->sample_shape(); }
+  bool conditional() const override { return base_->conditional(); }
+  int64_t last_calls() const override { return calls_; }
+
+  bool has_log_density() const override {
+    if (g_.cfg_scale != 1.0 || !g_.terms.empty() || g_.classifier || !base_->has_log_density()) return false;
+    for (const auto& m : g_.models)
+      if (!m.model->has_log_density()) return false;
+    return true;
+  }
+
+  // product: sum_j w_j log p_j; mixture: logsumexp_j (log pi_j + log p_j); up to constants.
+  at::Tensor log_density(const at::Tensor& x, double t, const at::Tensor& cond) override {
+    if (g_.cfg_scale != 1.0 || !g_.terms.empty() || g_.classifier)
+      bad_input("guidance: classifier-free, classifier and score-mixture guidance have no log-density; "
+                "the mala and hmc correctors need one (use ula or uhmc)");
+    const at::Tensor l0 = base_->log_density(x, t, cond);
+    if (g_.compose == GuidanceSpec::Compose::None) return l0;
+    std::vector<at::Tensor> parts;
+    const bool mix = g_.compose == GuidanceSpec::Compose::Mixture;
+    parts.push_back(mix ? l0 + std::log(g_.base_weight) : g_.base_weight * l0);
+    for (const auto& m : g_.models) {
+      const at::Tensor l = m.model->log_density(x, t, m.model->conditional() ? cond : at::Tensor());
+      parts.push_back(mix ? l + std::log(m.weight) : m.weight * l);
+    }
+    const at::Tensor all = at::stack(parts, 1);
+    return mix ? at::logsumexp(all, 1) : all.sum(1);
+  }
+
+  Prediction predict(const at::Tensor& x, double t, const at::Tensor& cond) override {
+    const double alpha = sched_->alpha(t), sigma = sched_->sigma(t);
+    calls_ = 0;
+    at::Tensor eps = guided_eps(x, t, cond);
+    if (g_.classifier && g_.classifier_scale != 0.0) {
+      eps = eps - g_.classifier_scale * sigma * classifier_grad(x, t, cond);
+      ++calls_;
+    }
+    if (g_.compose != GuidanceSpec::Compose::None) eps = compose(eps, x, t, cond);
+    return from_model_output(PredictionType::Eps, eps, x, alpha, sigma);
+  }
+
+ private:
+  // The batch of (state, labels) pairs one step needs from the base model.
+  struct Batch {
+    std::vector<at::Tensor> xs, labels;
+    // index of (x, labels), adding it unless an identical pair is already there
+    size_t need(const at::Tensor& x, const at::Tensor& l) {
+      for (size_t i = 0; i < xs.size(); ++i)
+        if (xs[i].is_same(x) && (l.defined() == labels[i].defined()) && (!l.defined() || at::equal(l, labels[i])))
+          return i;
+      xs.push_back(x);
+      labels.push_back(l);
+      return xs.size() - 1;
+    }
+  };
+
+  at::Tensor labels_for(const CondSpec& c, const at::Tensor& cond, int64_t b) const {
+    if (c.kind == CondSpec::Same) return cond;
+    const int64_t label = c.kind == CondSpec::Null ? g_.null_label : c.label;
+    return at::full({b}, label, cond.defined() ? cond.options() : at::TensorOptions().dtype(at::kLong));
+  }
+
+  // x*_t of a reference trajectory: the neighbouring stored states in VE variables
+  // y_k = x*_k / alpha_k, interpolated linearly in lambda, times alpha_t.
+  at::Tensor reference_state(const GuidanceTerm& term, double t) const {
+    const auto& ts = term.ref_t;  // decreasing in t
+    size_t j = 1;
+    while (j + 1 < ts.size() && ts[j] > t) ++j;
+    const double l0 = sched_->lambda(ts[j - 1]), l1 = sched_->lambda(ts[j]), l = sched_->lambda(t);
+    const double u = std::clamp(l1 != l0 ? (l - l0) / (l1 - l0) : 1.0, 0.0, 1.0);
+    return sched_->alpha(t) * ((1.0 - u) / sched_->alpha(ts[j - 1]) * term.ref_x[j - 1] +
+                               u / sched_->alpha(ts[j]) * term.ref_x[j]);
+  }
+
+  at::Tensor guided_eps(const at::Tensor& x, double t, const at::Tensor& cond) {
+    const int64_t b = x.size(0);
+    Batch batch;
+    const size_t base = batch.need(x, cond);
+    const bool cfg = g_.cfg_scale != 1.0;
+    const size_t uncond = cfg ? batch.need(x, labels_for({CondSpec::Null, 0}, cond, b)) : 0;
+    struct Active {
+      const GuidanceTerm* term;
+      double w;
+      size_t i, r;
+    };
+    std::vector<Active> active;
+    std::vector<at::Tensor> ref_states;  // keeps reference states alive for is_same
+    for (const auto& term : g_.terms) {
+      const double w = term.weight.at(t);
+      if (w == 0.0 || t < term.t_min || t > term.t_max) continue;
+      at::Tensor xi = x;
+      if (!term.ref_x.empty()) {
+        ref_states.push_back(reference_state(term, t).to(x.options()));
+        xi = ref_states.back();
+      }
+      active.push_back({&term, w, batch.need(xi, labels_for(term.cond, cond, b)),
+                        batch.need(x, labels_for(term.ref_cond, cond, b))});
+    }
+    // One batched call for every pair.
+    std::vector<at::Tensor> eps;
+    if (batch.xs.size() == 1) {
+      eps = {base_->predict(x, t, cond).eps};
+    } else {
+      const at::Tensor xs = at::cat(batch.xs, 0);
+      const at::Tensor ls = cond.defined() || batch.labels[0].defined() ? at::cat(batch.labels, 0) : at::Tensor();
+      eps = base_->predict(xs, t, ls).eps.split(b, 0);
+    }
+    calls_ += base_->last_calls();
+    at::Tensor out = cfg ? eps[uncond] + g_.cfg_scale * (eps[base] - eps[uncond]) : eps[base];
+    for (const auto& a : active) {
+      at::Tensor d = a.w * (eps[a.i] - eps[a.r]);
+      if (a.term->mask.defined()) d = d * a.term->mask.to(x.options());
+      out = out + d;
+    }
+    return out;
+  }
+
+  // grad_x log p(c | x_t, t), with autograd switched back on inside the sampler's inference mode.
+  at::Tensor classifier_grad(const at::Tensor& x, double t, const at::Tensor& cond) {
+    if (!cond.defined()) bad_input("guidance.classifier: needs class labels (set cond)");
+    c10::InferenceMode off(false);
+    at::AutoGradMode grad_on(true);
+    const at::Tensor xi = x.detach().clone().requires_grad_(true);
+    const at::Tensor lp = g_.classifier->log_prob(xi, t, cond.clone());
+    return torch::autograd::grad({lp.sum()}, {xi})[0].detach();
+  }
+
+  at::Tensor compose(const at::Tensor& eps0, const at::Tensor& x, double t, const at::Tensor& cond) {
+    // eps = -sigma score, so sums of scores are sums of eps.
+    std::vector<at::Tensor> eps = {eps0};
+    for (const auto& m : g_.models) {
+      eps.push_back(m.model->predict(x, t, m.model->conditional() ? cond : at::Tensor()).eps);
+      calls_ += m.model->last_calls();
+    }
+    if (g_.compose == GuidanceSpec::Compose::Product) {
+      at::Tensor out = g_.base_weight * eps[0];
+      for (size_t j = 0; j < g_.models.size(); ++j) out = out + g_.models[j].weight * eps[j + 1];
+      return out;
+    }
+    // mixture: responsibilities from the log-densities (base term first)
+    std::vector<at::Tensor> logits = {base_->log_density(x, t, cond) + std::log(g_.base_weight)};
+    for (const auto& m : g_.models)
+      logits.push_back(m.model->log_density(x, t, m.model->conditional() ? cond : at::Tensor()) +
+                       std::log(m.weight));
+    const at::Tensor r = at::softmax(at::stack(logits, 1), 1);  // [B, J]
+    std::vector<int64_t> shape(size_t(x.dim()), 1);
+    shape[0] = x.size(0);
+    at::Tensor out = at::zeros_like(eps0);
+    for (size_t j = 0; j < eps.size(); ++j) out = out + r.select(1, int64_t(j)).view(shape) * eps[j];
+    return out;
+  }
+
+  std::shared_ptr<Denoiser> base_;
+  std::shared_ptr<const Schedule> sched_;
+  GuidanceSpec g_;
+  int64_t calls_ = 1;
+};
+
+}  // namespace
+
+std::unique_ptr<Denoiser> make_guided_denoiser(std::shared_ptr<Denoiser> base, std::shared_ptr<const Schedule> schedule,
+                                               GuidanceSpec spec) {
+  return std::make_unique<GuidedDenoiser>(std::move(base), std::move(schedule), std::move(spec));
+}
+
+}  // namespace scorch
