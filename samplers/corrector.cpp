@@ -34,13 +34,17 @@ at::Tensor expand_as_x(const at::Tensor& a, const at::Tensor& x) {
 
 }  // namespace
 
-at::Tensor run_corrector(SamplerContext& ctx, const CorrectorSpec& c, at::Tensor x, double t, double* acceptance) {
+at::Tensor run_corrector(SamplerContext& ctx, const CorrectorSpec& c, at::Tensor x, double t, double* acceptance,
+                         double* factor) {
   const double sigma = ctx.schedule().sigma(t);
+  auto adapt = [&](const at::Tensor& accept, double target) {
+    if (c.adapt) *factor *= std::exp(accept.to(at::kDouble).mean().item<double>() - target);
+  };
   auto score = [&](const at::Tensor& y) { return ctx.denoise(y, t).eps / -sigma; };
   int64_t proposed = 0, accepted = 0;
   if (c.type == "ula" || c.type == "mala") {
-    const double e = c.step_size * sigma * sigma;
     for (int k = 0; k < c.steps; ++k) {
+      const double e = c.step_size * *factor * sigma * sigma;
       const at::Tensor s = score(x);
       const at::Tensor y = x + e * s + std::sqrt(2.0 * e) * ctx.noise_like(x);
       if (c.type == "ula") {
@@ -56,11 +60,12 @@ at::Tensor run_corrector(SamplerContext& ctx, const CorrectorSpec& c, at::Tensor
       x = at::where(expand_as_x(accept, x), y, x);
       proposed += accept.numel();
       accepted += accept.sum().item<int64_t>();
+      adapt(accept, 0.57);
     }
   } else {
-    const double e = c.step_size * sigma;
     at::Tensor v = ctx.noise_like(x);
     for (int k = 0; k < c.steps; ++k) {
+      const double e = c.step_size * (c.type == "hmc" ? *factor : 1.0) * sigma;
       if (c.type == "hmc")
         v = ctx.noise_like(x);
       else if (k > 0)
@@ -82,6 +87,7 @@ at::Tensor run_corrector(SamplerContext& ctx, const CorrectorSpec& c, at::Tensor
       x = at::where(expand_as_x(accept, x), y, x);
       proposed += accept.numel();
       accepted += accept.sum().item<int64_t>();
+      adapt(accept, 0.65);
     }
   }
   *acceptance = proposed > 0 ? double(accepted) / double(proposed) : std::nan("");

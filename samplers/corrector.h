@@ -9,8 +9,12 @@
 //          accepted with probability min(1, exp(H(x, v) - H(x', v'))), H = -log p + |v|^2 / 2
 //   uhmc   unadjusted HMC: the momentum is kept and partially refreshed,
 //          v = damping v + sqrt(1 - damping^2) xi, then leapfrog, no accept step
-// The step sizes scale with sigma_t (sigma_t^2 for the Langevin ones) so that one
-// step_size suits every noise level. mala and hmc need log p_t (Denoiser::log_density).
+// The step sizes scale with sigma_t (sigma_t^2 for the Langevin ones), times a factor that
+// mala and hmc adapt after every accept step towards the target acceptance rate (0.57 for
+// mala, Roberts & Rosenthal 1998; 0.65 for hmc): f <- f exp(acceptance - target). The
+// factor carries over from step to step, so it grows where the marginal is much wider
+// than sigma_t (at low noise, where sigma_t-sized steps would not mix). `adapt: false`
+// keeps f = 1. mala and hmc need log p_t (Denoiser::log_density).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -28,6 +32,7 @@ struct CorrectorSpec {
   int steps = 1;           // corrector iterations per sampler step
   int leapfrog = 3;        // hmc, uhmc
   double damping = 0.7;    // uhmc momentum persistence
+  bool adapt = true;       // mala, hmc: adapt the step size towards the target acceptance
   double t_min = 0.0;      // window: correct after steps ending at t in [t_min, t_max]
   double t_max = std::numeric_limits<double>::infinity();
   bool active(double t) const { return !type.empty() && t >= t_min && t <= t_max; }
@@ -38,6 +43,8 @@ void check_corrector(const CorrectorSpec& c, const std::string& where);
 
 // Runs c.steps iterations at time t; returns the corrected x and sets *acceptance to the
 // fraction of accepted proposals (NaN for ula and uhmc, which accept everything).
-at::Tensor run_corrector(SamplerContext& ctx, const CorrectorSpec& c, at::Tensor x, double t, double* acceptance);
+// *factor: the adapted step-size factor f, carried from call to call (start at 1).
+at::Tensor run_corrector(SamplerContext& ctx, const CorrectorSpec& c, at::Tensor x, double t, double* acceptance,
+                         double* factor);
 
 }  // namespace scorch

@@ -51,7 +51,7 @@ at::Tensor SamplerContext::end_step(int step, int total, double t, at::Tensor x)
   corrected_ = false;
   double acceptance = std::nan("");
   if (corrector_.active(t)) {
-    x = run_corrector(*this, corrector_, x, t, &acceptance);
+    x = run_corrector(*this, corrector_, x, t, &acceptance, &corrector_factor_);
     corrected_ = true;
   }
   if (record_) trajectory_.push_back(x.clone());

@@ -55,6 +55,7 @@ class SamplerContext {
   Denoiser& model_;
   const Schedule& schedule_;
   CorrectorSpec corrector_;
+  double corrector_factor_ = 1.0;  // the adapted step-size factor, carried across steps
   bool corrected_ = false;
   Rng& rng_;
   at::Tensor cond_;

@@ -31,14 +31,6 @@ void write_gmm(const std::string& path, const at::Tensor& w, const at::Tensor& m
   write_safetensors(path, st);
 }
 
-// Sliced Wasserstein-1 distance with `n` random directions (1-d W1 of sorted projections).
-double sliced_wasserstein(const at::Tensor& a, const at::Tensor& b, int n, uint64_t seed) {
-  const at::Tensor dirs = at::randn({a.size(1), n}, at::detail::createCPUGenerator(seed), f64);
-  const at::Tensor u = dirs / dirs.norm(2, 0, true);
-  const at::Tensor pa = std::get<0>(a.to(at::kDouble).mm(u).sort(0)), pb = std::get<0>(b.to(at::kDouble).mm(u).sort(0));
-  return (pa - pb).abs().mean().item<double>();
-}
-
 const Covariance kAllCovariances[] = {Covariance::Isotropic, Covariance::Diagonal, Covariance::LowRank,
                                       Covariance::Full};
 
@@ -189,8 +181,8 @@ TEST(MixtureModel, Dpmpp2mSamplesKnownMixtures) {
     double sw = 0.0, floor = 0.0;
     for (int j = 0; j < 8; ++j) {
       const at::Tensor ref = exact(100 + j);
-      sw += sliced_wasserstein(x, ref, 128, 5) / 8;
-      floor += sliced_wasserstein(exact(200 + j), ref, 128, 5) / 8;
+      sw += testing::sliced_wasserstein(x, ref, 128, 5) / 8;
+      floor += testing::sliced_wasserstein(exact(200 + j), ref, 128, 5) / 8;
     }
     EXPECT_LT(sw, 1.5 * floor) << "d = " << d << ": sampled " << sw << " vs exact-exact " << floor;
     std::printf("d = %lld: SW sampled %.4f, exact-exact %.4f\n", (long long)d, sw, floor);

@@ -64,4 +64,12 @@ inline at::Tensor sample_gmm(const GaussianMixture& m, int64_t n, uint64_t seed)
   return m.means.index_select(0, comp) + at::bmm(chol.index_select(0, comp), z).squeeze(2);
 }
 
+// Sliced Wasserstein-1 distance with `n` random directions (1-d W1 of sorted projections).
+inline double sliced_wasserstein(const at::Tensor& a, const at::Tensor& b, int n, uint64_t seed) {
+  const at::Tensor dirs = at::randn({a.size(1), n}, at::detail::createCPUGenerator(seed), kF64);
+  const at::Tensor u = dirs / dirs.norm(2, 0, true);
+  const at::Tensor pa = std::get<0>(a.to(at::kDouble).mm(u).sort(0)), pb = std::get<0>(b.to(at::kDouble).mm(u).sort(0));
+  return (pa - pb).abs().mean().item<double>();
+}
+
 }  // namespace scorch::testing
