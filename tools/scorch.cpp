@@ -36,11 +36,13 @@ int run_generate(const std::string& config_path, const std::vector<std::string>&
     progress = [tty](const scorch::StepInfo& s) {
       // One updating line on a terminal; otherwise a line at every 10% of the run.
       // total is 0 when the step count is not known in advance (adaptive step size).
+      char acc[32] = "";
+      if (!std::isnan(s.acceptance)) std::snprintf(acc, sizeof acc, "  accept %.2f", s.acceptance);
       if (tty) {
-        std::fprintf(stderr, "\rstep %d/%d  NFE %lld  %.2fs", s.step, s.total, (long long)s.nfe, s.elapsed_s);
+        std::fprintf(stderr, "\rstep %d/%d  NFE %lld  %.2fs%s", s.step, s.total, (long long)s.nfe, s.elapsed_s, acc);
         if (s.step == s.total) std::fputc('\n', stderr);
       } else if (s.total <= 0 || s.step == s.total || (s.step * 10) / s.total != ((s.step - 1) * 10) / s.total) {
-        std::fprintf(stderr, "step %d/%d  NFE %lld  %.2fs\n", s.step, s.total, (long long)s.nfe, s.elapsed_s);
+        std::fprintf(stderr, "step %d/%d  NFE %lld  %.2fs%s\n", s.step, s.total, (long long)s.nfe, s.elapsed_s, acc);
       }
       return true;
     };

@@ -155,7 +155,7 @@ GuidanceTerm parse_term(const YAML::Node& n, const std::string& where, const Gui
 }
 
 CorrectorSpec parse_corrector(const YAML::Node& n, const std::string& where) {
-  check_keys(n, where, {"type", "step_size", "steps", "leapfrog", "damping", "window"});
+  check_keys(n, where, {"type", "step_size", "steps", "leapfrog", "damping", "adapt", "window"});
   CorrectorSpec c;
   c.type = n["type"] ? n["type"].as<std::string>() : "";
   if (c.type.empty()) bad_input(where + ".type: missing; expected ula | mala | hmc | uhmc");
@@ -163,6 +163,11 @@ CorrectorSpec parse_corrector(const YAML::Node& n, const std::string& where) {
   if (n["steps"]) c.steps = int(integer(n["steps"], where + ".steps"));
   if (n["leapfrog"]) c.leapfrog = int(integer(n["leapfrog"], where + ".leapfrog"));
   if (n["damping"]) c.damping = number(n["damping"], where + ".damping");
+  if (n["adapt"]) {
+    const std::string v = n["adapt"].as<std::string>();
+    if (v != "true" && v != "false") bad_input(where + ".adapt: expected true or false");
+    c.adapt = v == "true";
+  }
   if (n["window"]) std::tie(c.t_min, c.t_max) = interval(n["window"], where + ".window");
   check_corrector(c, where);
   return c;
