@@ -68,6 +68,8 @@ const std::vector<SamplerInfo>& samplers() {
       {"unipc", "UniPC (bh1 | bh2): predictor + free corrector. NFE = steps", unipc_options(), sample_unipc},
       {"teleport", "Exact Gaussian flow map to a skip point, then the `inner` sampler (Wang & Vastola 2024)",
        teleport_options(), sample_teleport},
+      {"msg", "Mixture of score guidance around the `inner` sampler (MotionShop, Yesiltepe et al. 2024)",
+       msg_options(), sample_msg},
   };
   return table;
 }

@@ -15,7 +15,7 @@ namespace scorch {
 
 SamplerContext::SamplerContext(Denoiser& model, const Schedule& schedule, Rng& rng, at::Tensor cond,
                                ProgressFn progress)
-    : model_(model),
+    : model_(&model),
       schedule_(schedule),
       rng_(rng),
       cond_(std::move(cond)),
@@ -23,8 +23,8 @@ SamplerContext::SamplerContext(Denoiser& model, const Schedule& schedule, Rng& r
       start_(std::chrono::steady_clock::now()) {}
 
 Prediction SamplerContext::denoise(const at::Tensor& x, double t) {
-  Prediction p = model_.predict(x, t, cond_);
-  nfe_ += model_.last_calls();
+  Prediction p = model_->predict(x, t, cond_);
+  nfe_ += model_->last_calls();
   // One read of x0 finds NaN and Inf (they survive a sum). Checking x0 alone suffices:
   // x0 and eps determine each other through the finite x, alpha and sigma.
   if (!std::isfinite(p.x0.sum().item<double>())) {

@@ -30,7 +30,15 @@ class SamplerContext {
   // One model evaluation: counts it and fails with the step number on non-finite output.
   Prediction denoise(const at::Tensor& x, double t);
   // log p_t(x) per sample, from the denoiser (MALA and HMC correctors).
-  at::Tensor log_density(const at::Tensor& x, double t) { return model_.log_density(x, t, cond_); }
+  at::Tensor log_density(const at::Tensor& x, double t) { return model_->log_density(x, t, cond_); }
+  // The denoiser and the samples' labels, for wrappers (msg) that guide the model: a
+  // wrapper swaps in its guided denoiser for the inner run and swaps the old one back.
+  Denoiser& model() { return *model_; }
+  const at::Tensor& cond() const { return cond_; }
+  Denoiser* swap_model(Denoiser* m) { std::swap(m, model_); return m; }
+  // The model's null label (model.null_label; -1: none), for guidance terms.
+  int64_t null_label() const { return null_label_; }
+  void set_null_label(int64_t label) { null_label_ = label; }
   at::Tensor noise_like(const at::Tensor& x) { return rng_.normal_like(x); }
   // Uniform(0, 1) numbers shaped like `like`, from the same seeded stream.
   at::Tensor uniform(const at::Tensor& like);
@@ -52,8 +60,9 @@ class SamplerContext {
   const std::vector<std::string>& notes() const { return notes_; }
 
  private:
-  Denoiser& model_;
+  Denoiser* model_;
   const Schedule& schedule_;
+  int64_t null_label_ = -1;
   CorrectorSpec corrector_;
   double corrector_factor_ = 1.0;  // the adapted step-size factor, carried across steps
   bool corrected_ = false;
@@ -112,6 +121,8 @@ at::Tensor sample_dpmpp_3m_sde(SamplerContext&, at::Tensor, const GridSpec&, con
 at::Tensor sample_unipc(SamplerContext&, at::Tensor, const GridSpec&, const Options&);
 at::Tensor sample_teleport(SamplerContext&, at::Tensor, const GridSpec&, const Options&);
 const std::vector<OptionSpec>& teleport_options();
+at::Tensor sample_msg(SamplerContext&, at::Tensor, const GridSpec&, const Options&);
+const std::vector<OptionSpec>& msg_options();
 const std::vector<OptionSpec>& dpm_solver_options();
 // The official singlestep order list for a step budget, e.g. (10, 3) -> 3, 3, 3, 1.
 std::vector<int> dpm_solver_singlestep_orders(int steps, int order);

@@ -197,6 +197,20 @@ TEST(Pipeline, GuidanceFromConfig) {
   fs::remove_all(dir);
 }
 
+// The msg sampler wrapper is the same guidance as guidance.terms, bit for bit.
+TEST(Pipeline, MsgSamplerEqualsGuidanceTerms) {
+  const std::string terms = "[{cond: 3, weight: [[0.0, 0.5], [1.0, 2.0]], window: [0.2, 1.0]}]";
+  const std::vector<std::string> base = {"batch=10", "output.png=", "sampler.steps=5"};
+  std::vector<std::string> a = base, b = base;
+  a.insert(a.end(), {"guidance.scale=1.5", "guidance.terms=" + terms});
+  b.insert(b.end(), {"sampler.name=msg", "sampler.scale=1.5", "sampler.terms=" + terms, "sampler.inner.name=dpmpp_2m"});
+  const GenerateResult ra = Pipeline::from_config(load_config("", a))->generate();
+  const GenerateResult rb = Pipeline::from_config(load_config("", b))->generate();
+  EXPECT_TRUE(at::equal(ra.samples, rb.samples));
+  EXPECT_EQ(ra.nfe, 5);
+  EXPECT_EQ(rb.nfe, 5);
+}
+
 TEST(Pipeline, RejectsBadGuidance) {
   expect_bad({"guidance.scale=3"}, "guidance.scale: classifier-free guidance needs a conditional model");
   expect_bad({"guidance.colour=3"}, "guidance.colour: unknown key");
@@ -204,9 +218,10 @@ TEST(Pipeline, RejectsBadGuidance) {
   expect_bad({"guidance.corrector.type=ula", "guidance.corrector.steps=0"}, "guidance.corrector.steps");
   expect_bad({"guidance.compose.mode=and"}, "guidance.compose.mode");
   expect_bad({"guidance.compose.mode=product"}, "guidance.compose.models");
-  auto bad_default = [](const std::vector<std::string>& sets, const std::string& fragment) {
+  auto bad_default = [](std::vector<std::string> sets, const std::string& fragment) {
+    sets.push_back("batch=10");
     try {
-      Pipeline::from_config(load_config("", sets));
+      Pipeline::from_config(load_config("", sets))->generate();  // sampler options are read by the run
       FAIL() << "accepted " << fragment;
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
@@ -216,6 +231,13 @@ TEST(Pipeline, RejectsBadGuidance) {
   bad_default({"guidance.classifier.path=/nonexistent.pt"}, "guidance.classifier.path");
   bad_default({"guidance.classifier.path=models/fmnist_classifier.pt"}, "noise-conditional classifier");
   bad_default({"guidance.scale=2", "guidance.null_label=-1"}, "guidance.null_label");
+  bad_default({"guidance.terms=[{cond: 3}]"}, "guidance.terms[0].weight: missing");
+  bad_default({"guidance.terms=[{cond: 3, weight: 1, colour: red}]"}, "guidance.terms[0].colour: unknown key");
+  bad_default({"guidance.terms=[{weight: 1, mask: /nonexistent.png}]"}, "guidance.terms[0].mask");
+  bad_default({"guidance.terms=[{weight: 1, window: [0.9, 0.1]}]"}, "guidance.terms[0].window");
+  bad_default({"sampler.name=msg", "sampler.inner.name=msg"}, "msg cannot wrap itself");
+  bad_default({"sampler.name=msg", "sampler.terms=[{cond: x, weight: 1}]"}, "sampler.terms[0].cond");
+  bad_default({"sampler.name=msg", "sampler.terms=[{weight: 1, reference: r.npy}]"}, "sampler.terms[0].reference");
 }
 
 }  // namespace

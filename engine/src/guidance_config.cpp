@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 
 #include "scorch/image.h"
 #include "scorch/io.h"
@@ -79,10 +80,17 @@ WeightSchedule weight_schedule(const YAML::Node& n, const std::string& where) {
 
 bool is_npy(const std::string& path) { return path.size() > 4 && path.substr(path.size() - 4) == ".npy"; }
 
+std::string existing_file(const std::string& file, const std::string& where) {
+  const std::string path = find_input_file(file);
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) bad_input(where + ": file not found: '" + file + "'");
+  return path;
+}
+
 // A spatial mask broadcastable to one sample: an image (grey values in [0, 1], resized to
 // H x W) for image shapes, or a .npy of the sample's shape (or H x W).
 at::Tensor read_mask(const std::string& file, const std::string& where, const std::vector<int64_t>& shape) {
-  const std::string path = find_input_file(file);
+  const std::string path = existing_file(file, where);
   at::Tensor m;
   if (is_npy(path)) {
     m = read_npy(path).to(at::kFloat);
@@ -103,7 +111,7 @@ at::Tensor read_mask(const std::string& file, const std::string& where, const st
 
 // A reference sample [1, *shape]: a .npy ([*shape] or [1, *shape]) or an image in [-1, 1].
 at::Tensor read_reference(const std::string& file, const std::string& where, const std::vector<int64_t>& shape) {
-  const std::string path = find_input_file(file);
+  const std::string path = existing_file(file, where);
   at::Tensor x;
   if (is_npy(path)) {
     x = read_npy(path).to(at::kFloat);
@@ -135,6 +143,7 @@ GuidanceTerm parse_term(const YAML::Node& n, const std::string& where, const Gui
   if (n["window"]) std::tie(term.t_min, term.t_max) = interval(n["window"], where + ".window");
   if (n["mask"]) term.mask = read_mask(n["mask"].as<std::string>(), where + ".mask", ctx.shape);
   if (n["reference"]) {
+    if (!ctx.invert) bad_input(where + ".reference: give reference terms under guidance.terms (the pipeline inverts them)");
     const at::Tensor ref = read_reference(n["reference"].as<std::string>(), where + ".reference", ctx.shape);
     const int steps = n["reference_steps"] ? int(integer(n["reference_steps"], where + ".reference_steps")) : 50;
     if (steps < 1) bad_input(where + ".reference_steps: expected an integer >= 1");
@@ -175,6 +184,15 @@ CorrectorSpec parse_corrector(const YAML::Node& n, const std::string& where) {
 
 }  // namespace
 
+std::vector<GuidanceTerm> parse_guidance_terms(const YAML::Node& node, const std::string& where,
+                                               const GuidanceContext& ctx) {
+  if (!node.IsSequence()) bad_input(where + ": expected a list of terms");
+  std::vector<GuidanceTerm> terms;
+  for (size_t i = 0; i < node.size(); ++i)
+    terms.push_back(parse_term(node[i], where + "[" + std::to_string(i) + "]", ctx));
+  return terms;
+}
+
 GuidanceConfig parse_guidance(const YAML::Node& node, const GuidanceContext& ctx_in) {
   GuidanceConfig out;
   if (!node || node.IsNull()) return out;
@@ -194,11 +212,7 @@ GuidanceConfig parse_guidance(const YAML::Node& node, const GuidanceContext& ctx
       if (ctx.null_label < 0) bad_input("guidance.scale: classifier-free guidance needs guidance.null_label or model.null_label");
     }
   }
-  if (node["terms"]) {
-    if (!node["terms"].IsSequence()) bad_input("guidance.terms: expected a list of terms");
-    for (size_t i = 0; i < node["terms"].size(); ++i)
-      g.terms.push_back(parse_term(node["terms"][i], "guidance.terms[" + std::to_string(i) + "]", ctx));
-  }
+  if (node["terms"]) g.terms = parse_guidance_terms(node["terms"], "guidance.terms", ctx);
   if (const YAML::Node c = node["classifier"]) {
     check_keys(c, "guidance.classifier", {"path", "scale", "time_input"});
     if (!ctx.conditional) bad_input("guidance.classifier: needs a conditional model (class labels from cond)");

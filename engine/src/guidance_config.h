@@ -38,5 +38,8 @@ struct GuidanceConfig {
 };
 
 GuidanceConfig parse_guidance(const YAML::Node& node, const GuidanceContext& ctx);
+// A list of score-mixture terms (guidance.terms, or the msg sampler's `terms`).
+std::vector<GuidanceTerm> parse_guidance_terms(const YAML::Node& node, const std::string& where,
+                                               const GuidanceContext& ctx);
 
 }  // namespace scorch

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <filesystem>
 
 #include "scorch/error.h"
 #include "scorch/io.h"
@@ -11,6 +12,7 @@
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
+#include <opencv2/core/utils/logger.hpp>
 #endif
 
 namespace scorch {
@@ -64,6 +66,10 @@ void write_png_grid(const std::string& path, const at::Tensor& samples, int nrow
 
 at::Tensor read_grey_image(const std::string& path, int64_t h, int64_t w, const std::string& what) {
 #ifdef SCORCH_WITH_OPENCV
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) bad_input(what + ": file not found: '" + path + "'");
+  // OpenCV would print its own warning for an unreadable file; the error below says it once.
+  cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_SILENT);
   cv::Mat img = cv::imread(path, cv::IMREAD_GRAYSCALE);
   if (img.empty()) bad_input(what + ": cannot read '" + path + "' as an image");
   cv::Mat resized;

@@ -17,6 +17,7 @@ std::string to_string(OptionType type) {
     case OptionType::String: return "string";
     case OptionType::IntList: return "[int]";
     case OptionType::Section: return "mapping";
+    case OptionType::Yaml: return "yaml";
   }
   return "?";
 }
@@ -108,6 +109,7 @@ Options Options::parse(const std::string& prefix, const std::vector<OptionSpec>&
         if (!parse_bool(value, &b)) bad_input(key + ": expected true or false, got '" + value + "'");
         break;
       case OptionType::Section:
+      case OptionType::Yaml:
         break;
       case OptionType::IntList: {
         std::vector<int64_t> list;

@@ -145,6 +145,7 @@ struct Pipeline::Impl {
   std::shared_ptr<const Schedule> schedule;
   std::shared_ptr<Denoiser> denoiser;  // the configured model, guided when guidance is set
   CorrectorSpec corrector;
+  int64_t null_label = -1;
   const SamplerInfo* sampler = nullptr;
   Options sampler_options;
   GridSpec grid;
@@ -202,6 +203,7 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
   LoadedModel loaded = load_model(model, "model", m.schedule, dtype, device);
   m.denoiser = std::move(loaded.denoiser);
   const Options& mo = loaded.options;
+  m.null_label = mo.integer("null_label");
   m.shape = m.denoiser->sample_shape();
 
   // Sampler.
@@ -372,6 +374,7 @@ GenerateResult Pipeline::generate(const ProgressFn& progress) const {
   Rng rng(m.seed ^ 0x9E3779B97F4A7C15ull);
   SamplerContext ctx(*m.denoiser, *m.schedule, rng, m.cond, progress);
   ctx.set_corrector(m.corrector);
+  ctx.set_null_label(m.null_label);
   if (!m.trajectory.empty()) ctx.record_trajectory(x_T);
   GenerateResult r;
   r.samples = m.sampler->run(ctx, x_T, m.grid, m.sampler_options);

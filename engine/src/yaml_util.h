@@ -29,6 +29,18 @@ inline std::map<std::string, std::string> scalars(const YAML::Node& node, const 
     const std::string key = kv.first.as<std::string>();
     const std::string name = prefix.empty() ? key : prefix + "." + key;
     if (lists.count(key)) continue;
+    bool nested = false;
+    if (kv.second.IsSequence())
+      for (const auto& item : kv.second) nested = nested || !item.IsScalar();
+    if (nested && !prefix.empty()) {
+      // A list of mappings or lists (a Yaml option) is passed on as flow-style YAML text.
+      YAML::Emitter e;
+      e.SetMapFormat(YAML::Flow);
+      e.SetSeqFormat(YAML::Flow);
+      e << kv.second;
+      out[key] = e.c_str();
+      continue;
+    }
     if (kv.second.IsSequence() && !prefix.empty()) {
       // A flow sequence of scalars is passed on as "[a, b]" for list options.
       std::string text = "[";

@@ -11,7 +11,8 @@
 namespace scorch {
 
 // Section: a nested mapping (e.g. teleport's `inner`), passed on as "name.key" entries.
-enum class OptionType { Int, Number, Bool, String, IntList, Section };
+// Yaml: a nested structure (e.g. msg's list of `terms`), passed on as YAML text.
+enum class OptionType { Int, Number, Bool, String, IntList, Section, Yaml };
 
 struct OptionSpec {
   std::string name;
