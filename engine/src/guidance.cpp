@@ -124,25 +124,37 @@ class GuidedDenoiser final : public Denoiser {
       if (w == 0.0 || t < term.t_min || t > term.t_max) continue;
       at::Tensor xi = x;
       if (!term.ref_x.empty()) {
-        ref_states.push_back(reference_state(term, t).to(x.options()));
+        // one reference for the whole batch
+        ref_states.push_back(reference_state(term, t).to(x.options()).expand_as(x));
         xi = ref_states.back();
       }
       active.push_back({&term, w, batch.need(xi, labels_for(term.cond, cond, b)),
                         batch.need(x, labels_for(term.ref_cond, cond, b))});
     }
     // One batched call for every pair.
-    std::vector<at::Tensor> eps;
+    std::vector<at::Tensor> eps, x0;
     if (batch.xs.size() == 1) {
-      eps = {base_->predict(x, t, cond).eps};
+      const Prediction p = base_->predict(x, t, cond);
+      eps = {p.eps};
+      x0 = {p.x0};
     } else {
       const at::Tensor xs = at::cat(batch.xs, 0);
       const at::Tensor ls = cond.defined() || batch.labels[0].defined() ? at::cat(batch.labels, 0) : at::Tensor();
-      eps = base_->predict(xs, t, ls).eps.split(b, 0);
+      const Prediction p = base_->predict(xs, t, ls);
+      eps = p.eps.split(b, 0);
+      x0 = p.x0.split(b, 0);
     }
     calls_ += base_->last_calls();
     at::Tensor out = cfg ? eps[uncond] + g_.cfg_scale * (eps[base] - eps[uncond]) : eps[base];
     for (const auto& a : active) {
-      at::Tensor d = a.w * (eps[a.i] - eps[a.r]);
+      // A reference term's prediction is carried to x: the noise that would give x the
+      // reference's x0, eps_i = (x - alpha x0(x*_t, c_i)) / sigma. (The raw eps(x*_t) holds
+      // the reference's own noise; at high noise it would replace that of x and the guided
+      // flow diverges.) Then alpha Delta-x0 = -sigma Delta-eps pulls x0 towards the reference's.
+      const at::Tensor eps_i = a.term->ref_x.empty()
+                                   ? eps[a.i]
+                                   : (x - sched_->alpha(t) * x0[a.i]) / sched_->sigma(t);
+      at::Tensor d = a.w * (eps_i - eps[a.r]);
       if (a.term->mask.defined()) d = d * a.term->mask.to(x.options());
       out = out + d;
     }

@@ -51,8 +51,8 @@ std::pair<double, double> interval(const YAML::Node& n, const std::string& where
 
 CondSpec cond_spec(const YAML::Node& n, const std::string& where, const GuidanceContext& ctx) {
   if (!ctx.conditional) bad_input(where + ": the model takes no condition");
-  if (!n.IsScalar()) bad_input(where + ": expected same, null or a class label");
-  const std::string v = n.as<std::string>();
+  if (!n.IsScalar() && !n.IsNull()) bad_input(where + ": expected same, null or a class label");
+  const std::string v = n.IsNull() ? "null" : n.as<std::string>();
   if (v == "same") return {CondSpec::Same, 0};
   if (v == "null" || v == "~") {
     if (ctx.null_label < 0) bad_input(where + ": null needs guidance.null_label or model.null_label");

@@ -7,7 +7,10 @@
 //   mixture of score guidance (MotionShop, Yesiltepe et al. 2024), terms i:
 //                                          eps += sum_i w_i(t) M_i (eps(x_i, c_i) - eps(x, cref_i))
 //       w_i piecewise linear in t and 0 outside the term's window, M_i a spatial mask,
-//       x_i = x or, for a term with a reference sample, the reference's own noised state.
+//       x_i = x or, for a term with a reference sample, the reference's own noised state
+//       x*_t, whose prediction enters as the noise that gives x the same data prediction,
+//       eps_i = (x - alpha_t x0(x*_t, c_i)) / sigma_t (the raw eps(x*_t) carries the
+//       reference's own noise: at high noise it would replace the noise of x).
 //   composition (Du et al. 2023) of the model with more models j (weights w_j, pi_j):
 //       product / negation:  score = w_0 s_0 + sum_j w_j s_j   (a negative w_j is NOT)
 //       mixture (OR):        score = sum_j r_j s_j,  r_j = softmax_j(log pi_j + log p_j,t(x))
