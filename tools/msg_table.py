@@ -8,7 +8,7 @@ evaluates the model on the reference's own inverted trajectory x*_t (null label)
 the sample (null label), in the first steps only (window t >= --t-min, as MotionShop
 guides the first 10% of steps):
     eps = eps(x, c) + w (eps(x*_t, null) - eps(x, null)).
-Rows: w = 0 (unguided), 0.5, 1, 2, 4. Columns: the correlation between the 7 x 7 low-pass
+Rows: w = 0 (unguided), 0.5, 1, 1.5, 2, 3. Columns: the correlation between the 7 x 7 low-pass
 (4 x 4 average) of each sample and of the reference (mean over samples), and label
 consistency by `scorch eval`.
 
@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from quality_table import ROOT, evaluate  # noqa: E402
 
-WEIGHTS = [0.0, 0.5, 1.0, 2.0, 4.0]
+WEIGHTS = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0]
 
 
 def lowpass(x):
@@ -46,7 +46,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=500, help="samples per row (a multiple of 10)")
     ap.add_argument("--ref", type=int, default=0, help="index of the reference in the test set")
-    ap.add_argument("--t-min", type=float, default=0.8, help="the term acts for t >= this")
+    ap.add_argument("--t-min", type=float, default=0.6, help="the term acts for t >= this")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     args = ap.parse_args()
