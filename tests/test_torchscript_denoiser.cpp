@@ -20,6 +20,27 @@ TorchScriptSpec spec(const std::string& name, at::ScalarType dtype = at::kDouble
   return s;
 }
 
+// A model with energy(x, t) offers log p_t = -energy: it agrees with the analytic
+// Gaussian's log-density up to one constant; a model without it has none.
+TEST(TorchScriptDenoiser, EnergyIsTheLogDensity) {
+  std::shared_ptr<const Schedule> sched = make_vp_linear();
+  TorchScriptSpec s = spec("gaussian_energy");
+  auto ts = load_torchscript_denoiser(s, sched);
+  ASSERT_TRUE(ts->has_log_density());
+  EXPECT_FALSE(load_torchscript_denoiser(spec("gaussian_eps"), sched)->has_log_density());
+  const auto f64 = at::TensorOptions().dtype(at::kDouble);
+  GaussianModel g;
+  g.mean = at::tensor({0.5, -1.0, 0.25, 2.0, 0.0, -0.5}, f64);
+  g.eigenvalues = at::tensor({1.0, 0.25, 4.0, 0.5, 2.0, 0.1}, f64);
+  g.eigenvectors = at::eye(6, f64);
+  g.shape = {2, 3};
+  const at::Tensor x = at::randn({5, 2, 3}, at::detail::createCPUGenerator(2), f64);
+  for (double t : {0.9, 0.3}) {
+    const at::Tensor d = ts->log_density(x, t, {}) - gaussian_log_density(g, x, sched->alpha(t), sched->sigma(t));
+    EXPECT_LT((d - d.mean()).abs().max().item<double>(), 1e-4) << t;
+  }
+}
+
 // The fixture computes the exact eps of a diagonal Gaussian: through the
 // TorchScript path it must agree with the analytic Gaussian denoiser (float64).
 TEST(TorchScriptDenoiser, MatchesAnalyticGaussian) {

@@ -28,6 +28,21 @@ class GaussianEps(torch.nn.Module):
         return (x - alpha * x0) / sigma
 
 
+class GaussianEnergy(GaussianEps):
+    """GaussianEps plus energy(x, t) = -log p_t(x) up to a constant: the marginal is
+    N(alpha mean, alpha^2 var + sigma^2) per coordinate."""
+
+    @torch.jit.export
+    def energy(self, x, t):
+        t = t.view(-1, 1, 1)
+        log_alpha = -0.25 * t * t * (20.0 - 0.1) - 0.5 * t * 0.1
+        alpha = torch.exp(log_alpha)
+        sigma = torch.sqrt(-torch.expm1(2.0 * log_alpha))
+        v = alpha * alpha * self.var + sigma * sigma
+        e = 0.5 * (x - alpha * self.mean) ** 2 / v + 0.5 * torch.log(v)
+        return e.sum(dim=(1, 2))
+
+
 class EchoTime(torch.nn.Module):
     """Returns its time input broadcast to x: shows what the engine passes as t."""
 
@@ -69,7 +84,7 @@ def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures"
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)
-    for name, module in [("gaussian_eps", GaussianEps()), ("echo_time", EchoTime()), ("echo_cond", EchoCond()),
+    for name, module in [("gaussian_eps", GaussianEps()), ("gaussian_energy", GaussianEnergy()), ("echo_time", EchoTime()), ("echo_cond", EchoCond()),
                          ("wrong_arity", WrongArity()), ("wrong_shape", WrongShape()),
                          ("nan_output", NanOutput()), ("late_nan", LateNan())]:
         torch.jit.save(torch.jit.script(module.eval()), os.path.join(out, name + ".pt"))
