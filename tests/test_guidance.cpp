@@ -4,12 +4,14 @@
 #include "scorch/guidance.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
 #include <gtest/gtest.h>
 
 #include "samplers/sampler.h"
 #include "scorch/error.h"
 #include "scorch/gaussian.h"
 #include "scorch/mixture_model.h"
+#include "scorch/torchscript_denoiser.h"
 #include "support/random_gaussian.h"
 
 namespace scorch {
@@ -137,15 +139,16 @@ TEST(Guidance, ScoreMixtureTermsMatchFormula) {
 // while still taking labels: the base of classifier guidance.
 class NullView final : public Denoiser {
  public:
-  explicit NullView(std::shared_ptr<Denoiser> m) : m_(std::move(m)) {}
+  NullView(std::shared_ptr<Denoiser> m, int64_t null_label) : m_(std::move(m)), null_(null_label) {}
   Prediction predict(const at::Tensor& x, double t, const at::Tensor&) override {
-    return m_->predict(x, t, at::full({x.size(0)}, 3, at::kLong));
+    return m_->predict(x, t, at::full({x.size(0)}, null_, at::kLong));
   }
   std::vector<int64_t> sample_shape() const override { return m_->sample_shape(); }
   bool conditional() const override { return true; }
 
  private:
   std::shared_ptr<Denoiser> m_;
+  int64_t null_;
 };
 
 // With the exact classifier p(c | x_t) of the labelled mixture, scale 1 turns the
@@ -160,13 +163,42 @@ TEST(Guidance, ExactClassifierGivesTheConditional) {
   GuidanceSpec g;
   g.classifier = make_gmm_classifier(m, sched);
   g.classifier_scale = 1.0;
-  auto guided = make_guided_denoiser(std::make_shared<NullView>(base), sched, g);
+  auto guided = make_guided_denoiser(std::make_shared<NullView>(base, 3), sched, g);
   const at::Tensor x = at::randn({4, 5}, at::detail::createCPUGenerator(4), kF64);
   const at::Tensor c = at::tensor({0, 1, 2, 1}, at::kLong);
   for (double t : {0.9, 0.4, 0.1}) {
     EXPECT_LT(max_abs(guided->predict(x, t, c).eps - base->predict(x, t, c).eps), 1e-10) << "t = " << t;
     EXPECT_EQ(guided->last_calls(), 2);  // the denoiser and the classifier
   }
+}
+
+// The same through a TorchScript classifier (tests/fixtures/gmm_classifier.pt: the exact
+// classifier of two diagonal Gaussians under vp_linear), gradients by autograd through it.
+TEST(Guidance, TorchScriptClassifierGivesTheConditional) {
+  std::shared_ptr<const Schedule> sched = make_vp_linear();
+  MixtureModel m;
+  m.mixture.cov = Covariance::Diagonal;
+  m.mixture.log_weights = at::log(at::tensor({0.4, 0.6}, kF64));
+  m.mixture.means = at::tensor({1.0, -0.5, 0.0, 0.5, 1.5, -1.0, -1.0, 0.5, 0.5, 0.0, -1.0, 1.0}, kF64).view({2, 6});
+  m.mixture.variances = at::tensor({0.5, 0.3, 0.8, 0.4, 0.6, 0.2, 0.3, 0.7, 0.4, 0.9, 0.2, 0.5}, kF64).view({2, 6});
+  m.shape = {2, 3};
+  m.labels = at::tensor({0, 1}, at::kLong);
+  auto base = std::shared_ptr<Denoiser>(make_mixture_denoiser(m, sched));
+  GuidanceSpec g;
+  g.classifier = load_torchscript_classifier(std::string(SCORCH_FIXTURES) + "/gmm_classifier.pt", TimeInput::T,
+                                             sched, at::kDouble, at::kCPU);
+  g.classifier_scale = 1.0;
+  auto guided = make_guided_denoiser(std::make_shared<NullView>(base, 2), sched, g);
+  const at::Tensor x = at::randn({4, 2, 3}, at::detail::createCPUGenerator(9), kF64);
+  const at::Tensor c = at::tensor({0, 1, 1, 0}, at::kLong);
+  for (double t : {0.8, 0.3, 0.05}) {
+    c10::InferenceMode guard;  // as in a pipeline run: the gradient must still work
+    EXPECT_LT(max_abs(guided->predict(x, t, c).eps - base->predict(x, t, c).eps), 1e-5) << "t = " << t;
+  }
+  EXPECT_THROW(load_torchscript_classifier(std::string(SCORCH_FIXTURES) + "/gaussian_eps.pt", TimeInput::T, sched,
+                                           at::kDouble, at::kCPU)
+                   ->log_prob(x, 0.5, c),
+               Error);  // eps [B, 2, 3] is not logits [B, classes]
 }
 
 std::shared_ptr<Denoiser> gaussian_model(const at::Tensor& mean, const at::Tensor& cov,

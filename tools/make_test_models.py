@@ -43,6 +43,29 @@ class GaussianEnergy(GaussianEps):
         return e.sum(dim=(1, 2))
 
 
+class GmmClassifier(torch.nn.Module):
+    """Exact noise-conditional classifier of two diagonal Gaussians (classes 0 and 1, weights
+    0.4 and 0.6, samples [2, 3]) under vp_linear: logits_c = log pi_c + log N(x; alpha mu_c,
+    alpha^2 var_c + sigma^2)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([[[1.0, -0.5, 0.0], [0.5, 1.5, -1.0]],
+                                                   [[-1.0, 0.5, 0.5], [0.0, -1.0, 1.0]]]))
+        self.register_buffer("var", torch.tensor([[[0.5, 0.3, 0.8], [0.4, 0.6, 0.2]],
+                                                  [[0.3, 0.7, 0.4], [0.9, 0.2, 0.5]]]))
+        self.register_buffer("log_w", torch.log(torch.tensor([0.4, 0.6])))
+
+    def forward(self, x, t):
+        t = t.view(-1, 1, 1, 1)
+        log_alpha = -0.25 * t * t * (20.0 - 0.1) - 0.5 * t * 0.1
+        alpha = torch.exp(log_alpha)
+        sigma = torch.sqrt(-torch.expm1(2.0 * log_alpha))
+        v = alpha * alpha * self.var + sigma * sigma  # [B, 2, 2, 3]
+        d = x.unsqueeze(1) - alpha * self.mean
+        return self.log_w - 0.5 * (d * d / v + torch.log(v)).sum(dim=(2, 3))
+
+
 class EchoTime(torch.nn.Module):
     """Returns its time input broadcast to x: shows what the engine passes as t."""
 
@@ -84,7 +107,8 @@ def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures"
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)
-    for name, module in [("gaussian_eps", GaussianEps()), ("gaussian_energy", GaussianEnergy()), ("echo_time", EchoTime()), ("echo_cond", EchoCond()),
+    for name, module in [("gaussian_eps", GaussianEps()), ("gaussian_energy", GaussianEnergy()),
+                         ("gmm_classifier", GmmClassifier()), ("echo_time", EchoTime()), ("echo_cond", EchoCond()),
                          ("wrong_arity", WrongArity()), ("wrong_shape", WrongShape()),
                          ("nan_output", NanOutput()), ("late_nan", LateNan())]:
         torch.jit.save(torch.jit.script(module.eval()), os.path.join(out, name + ".pt"))
