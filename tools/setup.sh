@@ -8,7 +8,7 @@ packages=(
   libtorch-dev python3-torch
   libopenblas0-pthread     # without it LibTorch falls back to the reference BLAS (~30x slower sgemm)
   libopencv-dev libyaml-cpp-dev libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev
-  zlib1g-dev dataset-fashion-mnist
+  zlib1g-dev dataset-fashion-mnist wamerican
 )
 
 missing=()
