@@ -305,11 +305,18 @@ TEST(Guidance, ProductOfMixturesNeedsCorrectors) {
   hmc.type = "hmc";
   hmc.step_size = 0.5;
   hmc.steps = 5;
-  const double with_mala = sw_of(mala), with_hmc = sw_of(hmc);
-  std::printf("SW to the exact product: plain %.4f, mala %.4f, hmc %.4f, floor %.4f\n", plain, with_mala, with_hmc, floor);
+  CorrectorSpec ula = mala, uhmc = hmc;
+  ula.type = "ula";
+  uhmc.type = "uhmc";
+  const double with_mala = sw_of(mala), with_hmc = sw_of(hmc), with_ula = sw_of(ula), with_uhmc = sw_of(uhmc);
+  std::printf("SW to the exact product: plain %.4f, mala %.4f, hmc %.4f, ula %.4f, uhmc %.4f, floor %.4f\n", plain,
+              with_mala, with_hmc, with_ula, with_uhmc, floor);
   EXPECT_GT(plain, 2.0 * floor);
   EXPECT_LT(with_mala, 1.5 * floor);
   EXPECT_LT(with_hmc, 1.5 * floor);
+  // the unadjusted ones (no accept step, so no step-size adaptation) still remove most of the gap
+  EXPECT_LT(with_ula, 0.5 * plain);
+  EXPECT_LT(with_uhmc, 0.5 * plain);
 }
 
 // Mixture (OR) of two separated Gaussians with pi = (0.3, 0.7): the proportions come back within 0.02.

@@ -89,7 +89,7 @@ def main():
             npy, labels, sec, _ = generate(f"w{w}", cfg)
             corr = correlation(np.load(npy), ref)
             r = evaluate(scorch, npy, labels)
-            rows.append(f"| {w:g} | {corr:.3f} | {r['accuracy']:.3f} | {r['fd']:.2f} |")
+            rows.append(f"| {w:g} | {corr:.3f} | {r['accuracy']:.3f} | {r['fd']:.2f} | ![w = {w:g}](img/msg_w{w:g}.png) |")
             print(rows[-1], flush=True)
             generate(f"grid{w}", cfg, n=20, png=os.path.join(ROOT, "docs", "img", f"msg_w{w:g}.png"))
 
@@ -114,17 +114,15 @@ def main():
         f"**Structure transfer by mixture of score guidance.** Reference: test image {args.ref} (label "
         f"{int(y_test[args.ref])}), inverted with 50 DDIM steps at load. One term "
         "eps += w (eps(x*_t, null) - eps(x, null)) for t >= "
-        f"{args.t_min} (the first steps, as MotionShop guides the first 10%); `configs/default.yaml` otherwise "
+        f"{args.t_min} (the first steps only, as MotionShop guides only the first 10% of its steps); "
+        "`configs/default.yaml` otherwise "
         f"(dpmpp_2m, {args.steps} steps, labels 0-9 in equal shares), {args.n} samples per row. Correlation: "
         "between the 7 x 7 low-pass (4 x 4 means) of each sample and of the reference, averaged. Label "
         "consistency and FD by `scorch eval`.",
         "",
-        "| MSG weight w | low-pass correlation with the reference | label consistency | FD |",
-        "|---|---|---|---|",
+        "| MSG weight w | low-pass correlation with the reference | label consistency | FD | samples (2 per class) |",
+        "|---|---|---|---|---|",
     ] + rows + [
-        "",
-        "Grids (two per class, rows 0-9): " + ", ".join(
-            f"[w = {w:g}](img/msg_w{w:g}.png)" for w in WEIGHTS) + ".",
         "",
         f"**Cost of guidance** ({cost_n} samples, {args.steps} steps; NFE counts batched calls: every "
         "condition of one step goes through the network in one call):",

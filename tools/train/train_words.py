@@ -1,0 +1,92 @@
+#!/usr/bin/python3
+"""Trains the character-level masked-diffusion word model (models/words_mdm.pt).
+
+A small time-independent transformer (RADD, Ou et al. 2024: absorbing diffusion needs no
+time input) predicts the clean character at every position from the partially masked
+word; loss: the lambda-DCE objective of RADD, -sum over masked positions of log p(x0) / lambda,
+with the masking ratio lambda ~ U(0, 1) per word (stratified over the batch).
+Exported as TorchScript forward(tokens [B, 12] int64, t [B]) -> log-probabilities [B, 12, 27]
+(the vocabulary a-z and '.', the mask id 27 excluded; t is ignored).
+
+Usage: /usr/bin/python3 tools/train/train_words.py [--minutes 30] [--out models/words_mdm.pt]
+"""
+import argparse
+import math
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import words_data  # noqa: E402
+
+V, L = 27, words_data.LENGTH
+
+
+class WordModel(torch.nn.Module):
+    def __init__(self, d=128, layers=4, heads=4, ff=384):
+        super().__init__()
+        self.tok = torch.nn.Embedding(V + 1, d)
+        self.pos = torch.nn.Parameter(torch.randn(L, d) * 0.02)
+        layer = torch.nn.TransformerEncoderLayer(d, heads, ff, dropout=0.0, batch_first=True, norm_first=True,
+                                                 activation="gelu")
+        self.body = torch.nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = torch.nn.LayerNorm(d)
+        self.head = torch.nn.Linear(d, V)
+
+    def forward(self, tokens, t):
+        h = self.body(self.tok(tokens) + self.pos)
+        return torch.log_softmax(self.head(self.norm(h)), dim=-1)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--out", default="models/words_mdm.pt")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    train, held = words_data.split()
+    data = torch.tensor([words_data.encode(w) for w in train])
+    print(f"{len(train)} training words, {len(held)} held out", flush=True)
+    model = WordModel()
+    print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters", flush=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    start, it, smooth = time.time(), 0, None
+    budget = args.minutes * 60
+    while True:
+        elapsed = time.time() - start
+        if elapsed > budget:
+            break
+        frac = elapsed / budget
+        lr = args.lr * min(1.0, (it + 1) / 200) * 0.5 * (1 + math.cos(math.pi * frac))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x0 = data[torch.randint(len(data), (args.batch,))]
+        # stratified masking ratios in (0, 1]
+        lam = ((torch.arange(args.batch) + torch.rand(1)) / args.batch).clamp_min(1e-3)
+        masked = torch.rand(args.batch, L) < lam[:, None]
+        xt = torch.where(masked, torch.full_like(x0, words_data.MASK), x0)
+        logp = model(xt, lam)
+        nll = -logp.gather(-1, x0[..., None]).squeeze(-1)
+        loss = ((nll * masked).sum(1) / lam).mean() / L
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        smooth = loss.item() if smooth is None else 0.98 * smooth + 0.02 * loss.item()
+        it += 1
+        if it % 200 == 0:
+            print(f"iter {it}  loss {smooth:.4f}  lr {lr:.2e}  {time.time() - start:.0f} s", flush=True)
+    print(f"done: {it} iterations in {time.time() - start:.0f} s, smoothed loss {smooth:.4f}", flush=True)
+    model.eval()
+    scripted = torch.jit.script(model)
+    scripted.save(args.out)
+    print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
