@@ -1,0 +1,167 @@
+#include "scorch/discrete.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <torch/script.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "scorch/error.h"
+
+namespace scorch {
+
+double DiscreteSchedule::inverse_alpha(double a) const {
+  // alpha is decreasing on [0, 1]: bisection to double precision
+  double lo = 0.0, hi = 1.0;
+  for (int i = 0; i < 100; ++i) {
+    const double mid = 0.5 * (lo + hi);
+    (alpha(mid) > a ? lo : hi) = mid;
+  }
+  return 0.5 * (lo + hi);
+}
+
+namespace {
+
+class LogLinear final : public DiscreteSchedule {
+ public:
+  explicit LogLinear(double eps) : eps_(eps) {}
+  double alpha(double t) const override { return 1.0 - (1.0 - eps_) * t; }
+  double alpha_rate(double) const override { return 1.0 - eps_; }
+  std::string name() const override { return "loglinear"; }
+
+ private:
+  double eps_;
+};
+
+class Cosine final : public DiscreteSchedule {
+ public:
+  explicit Cosine(double eps) : eps_(eps) {}
+  double alpha(double t) const override { return eps_ + (1.0 - eps_) * std::cos(M_PI * t / 2.0); }
+  double alpha_rate(double t) const override { return (1.0 - eps_) * (M_PI / 2.0) * std::sin(M_PI * t / 2.0); }
+  std::string name() const override { return "cosine"; }
+
+ private:
+  double eps_;
+};
+
+// alpha = exp(-sigma_bar(t)) for a total-noise function sigma_bar.
+class TotalNoise final : public DiscreteSchedule {
+ public:
+  TotalNoise(bool geometric, double lo, double hi) : geometric_(geometric), lo_(lo), hi_(hi) {}
+  double sigma_bar(double t) const {
+    return geometric_ ? std::pow(lo_, 1.0 - t) * std::pow(hi_, t) : lo_ + t * (hi_ - lo_);
+  }
+  double alpha(double t) const override { return std::exp(-sigma_bar(t)); }
+  double alpha_rate(double t) const override {
+    const double rate = geometric_ ? sigma_bar(t) * (std::log(hi_) - std::log(lo_)) : hi_ - lo_;
+    return alpha(t) * rate;
+  }
+  std::string name() const override { return geometric_ ? "geometric" : "linear"; }
+
+ private:
+  bool geometric_;
+  double lo_, hi_;
+};
+
+}  // namespace
+
+std::unique_ptr<DiscreteSchedule> make_discrete_schedule(const std::string& type, double eps, double sigma_min,
+                                                         double sigma_max) {
+  if (type == "loglinear" || type == "cosine") {
+    if (!(eps >= 0.0 && eps < 1.0)) bad_input("schedule.eps: expected a number in [0, 1)");
+    if (type == "loglinear") return std::make_unique<LogLinear>(eps);
+    return std::make_unique<Cosine>(eps);
+  }
+  if (type == "linear" || type == "geometric") {
+    if (!(sigma_min > 0.0 && sigma_max > sigma_min))
+      bad_input("schedule.sigma_min / sigma_max: expected 0 < sigma_min < sigma_max");
+    return std::make_unique<TotalNoise>(type == "geometric", sigma_min, sigma_max);
+  }
+  bad_input("schedule.type: expected loglinear | cosine | linear | geometric for a token model, got '" + type + "'");
+}
+
+at::Tensor uniform64(at::IntArrayRef sizes, at::Generator& gen) {
+  return at::rand(sizes, gen, at::TensorOptions().dtype(at::kDouble));
+}
+
+at::Tensor sample_categorical(const at::Tensor& probs, at::Generator& gen) {
+  // Inverse CDF in float64: the same law as the float64 Gumbel race, with one uniform per
+  // draw. A float64 cumulative sum keeps weights of 1e-8 next to a weight near 1 (float32
+  // would round them away, which is the temperature-lowering bug of float32 samplers).
+  const at::Tensor w = probs.to(at::kDouble).clamp_min(0.0);
+  const at::Tensor c = w.cumsum(-1);
+  std::vector<int64_t> shape = w.sizes().vec();
+  shape.back() = 1;
+  const at::Tensor u = uniform64(shape, gen) * c.narrow(-1, w.size(-1) - 1, 1);
+  return at::searchsorted(c.contiguous(), u.contiguous(), /*out_int32=*/false, /*right=*/true)
+      .clamp_max_(w.size(-1) - 1)
+      .squeeze(-1);
+}
+
+at::Tensor sample_categorical(const at::Tensor& probs, at::Generator& gen, int64_t draws) {
+  const at::Tensor c = probs.to(at::kDouble).clamp_min(0.0).cumsum(0);
+  const at::Tensor u = uniform64({draws}, gen) * c[-1];
+  return at::searchsorted(c, u, false, true).clamp_max_(probs.size(0) - 1);
+}
+
+namespace {
+
+class TorchScriptTokens final : public TokenDenoiser {
+ public:
+  TorchScriptTokens(torch::jit::Module m, TokenSpec spec, std::string path)
+      : module_(std::move(m)), spec_(spec), path_(std::move(path)) {}
+  at::Tensor log_probs(const at::Tensor& tokens, const at::Tensor& t) override {
+    c10::InferenceMode guard;
+    at::Tensor out;
+    try {
+      out = module_.forward({tokens, t.to(at::kFloat)}).toTensor();
+    } catch (const std::exception& e) {
+      std::string msg = e.what();
+      bad_input("model '" + path_ + "': forward(tokens, t) failed: " + msg.substr(0, msg.find('\n')));
+    }
+    if (out.dim() != 3 || out.size(0) != tokens.size(0) || out.size(1) != spec_.length || out.size(2) != spec_.vocab)
+      bad_input("model '" + path_ + "': forward returned " + std::to_string(out.dim()) +
+                "-d output; expected log-probabilities [B, L, V] = [B, " + std::to_string(spec_.length) + ", " +
+                std::to_string(spec_.vocab) + "]");
+    return out;
+  }
+  const TokenSpec& spec() const override { return spec_; }
+
+ private:
+  torch::jit::Module module_;
+  TokenSpec spec_;
+  std::string path_;
+};
+
+}  // namespace
+
+std::unique_ptr<TokenDenoiser> load_token_denoiser(const std::string& path, const TokenSpec& spec) {
+  const std::string what = "model.path '" + path + "'";
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) bad_input(what + ": file not found");
+  if (spec.vocab < 2) bad_input("model.vocab: expected at least 2 tokens");
+  if (spec.length < 1) bad_input("model.length: expected a positive sequence length");
+  if (spec.transition == Transition::Absorbing && spec.mask_id < spec.vocab)
+    bad_input("model.mask_id: the mask token must be outside the vocabulary 0.." + std::to_string(spec.vocab - 1));
+  torch::jit::Module module;
+  try {
+    module = torch::jit::load(path);
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    bad_input(what + ": not a loadable TorchScript file (" + msg.substr(0, msg.find('\n')) + ")");
+  }
+  const auto method = module.find_method("forward");
+  if (!method || method->function().getSchema().arguments().size() != 3)
+    bad_input(what + ": expected forward(tokens, t) -> log-probabilities [B, L, V]");
+  module.eval();
+  auto model = std::make_unique<TorchScriptTokens>(module, spec, path);
+  // dry run on an all-mask (or all-zero) sequence
+  const at::Tensor x = at::full({1, spec.length}, spec.transition == Transition::Absorbing ? spec.mask_id : 0,
+                                at::TensorOptions().dtype(at::kLong));
+  const at::Tensor out = model->log_probs(x, at::ones({1}, at::kDouble));
+  if (!at::isfinite(out).all().item<bool>()) bad_input(what + ": forward returned non-finite values on a dry run");
+  return model;
+}
+
+}  // namespace scorch

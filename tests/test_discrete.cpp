@@ -1,0 +1,218 @@
+// Discrete diffusion: schedules, float64 categorical sampling, and every discrete sampler
+// against the exact law of a Markov chain (the forward-backward oracle as the denoiser).
+#include "scorch/discrete.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+
+#include "samplers/discrete/discrete_sampler.h"
+#include "scorch/error.h"
+#include "support/markov_oracle.h"
+
+namespace scorch {
+namespace {
+
+const auto kF64 = at::TensorOptions().dtype(at::kDouble);
+
+TEST(Discrete, SchedulesRatesAndInverse) {
+  for (const char* name : {"loglinear", "cosine", "linear", "geometric"}) {
+    const auto s = make_discrete_schedule(name);
+    EXPECT_GT(s->alpha(0.0), 0.99) << name;
+    EXPECT_LT(s->alpha(1.0), 0.01) << name;
+    for (double t : {0.1, 0.5, 0.9}) {
+      const double h = 1e-6, fd = -(s->alpha(t + h) - s->alpha(t - h)) / (2 * h);
+      EXPECT_NEAR(s->alpha_rate(t), fd, 1e-6 * (1 + fd)) << name << " t=" << t;
+      EXPECT_NEAR(s->inverse_alpha(s->alpha(t)), t, 1e-12) << name;
+    }
+  }
+  EXPECT_THROW(make_discrete_schedule("quadratic"), Error);
+  EXPECT_THROW(make_discrete_schedule("linear", 1e-3, 5.0, 1.0), Error);
+}
+
+// A 4-state chain with clear structure (sticky, a rare transition 0 -> 3). Every transition
+// has positive probability: parallel samplers may put any two tokens side by side.
+testing::MarkovOracle chain(int64_t length, Transition tr = Transition::Absorbing, const DiscreteSchedule* s = nullptr) {
+  const at::Tensor pi = at::tensor({0.4, 0.3, 0.2, 0.1}, kF64);
+  const at::Tensor P = at::tensor({0.55, 0.3, 0.1, 0.05, 0.1, 0.5, 0.2, 0.2, 0.2, 0.2, 0.5, 0.1, 0.3, 0.1, 0.1, 0.5}, kF64)
+                           .view({4, 4});
+  return testing::MarkovOracle(pi, P, length, tr, s);
+}
+
+// The oracle's conditionals equal brute-force enumeration over all 4^5 sequences.
+TEST(Discrete, OracleMatchesEnumeration) {
+  const auto sched = make_discrete_schedule("loglinear");
+  for (Transition tr : {Transition::Absorbing, Transition::Uniform}) {
+    auto oracle = chain(5, tr, sched.get());
+    const at::Tensor x = tr == Transition::Absorbing ? at::tensor({4, 2, 4, 4, 0}, at::kLong).view({1, 5})
+                                                     : at::tensor({1, 2, 3, 0, 0}, at::kLong).view({1, 5});
+    const double t = 0.6, a = sched->alpha(t);
+    at::Tensor post = at::zeros({5, 4}, kF64);
+    for (int64_t code = 0; code < 1024; ++code) {
+      int64_t s[5], c = code;
+      for (int i = 0; i < 5; ++i, c /= 4) s[i] = c % 4;
+      double w = oracle.marginal(0)[s[0]].item<double>();
+      for (int i = 1; i < 5; ++i) w *= oracle.pair(0)[s[i - 1]][s[i]].item<double>() / oracle.marginal(0)[s[i - 1]].item<double>();
+      for (int i = 0; i < 5; ++i) {
+        const int64_t xi = x[0][i].item<int64_t>();
+        w *= tr == Transition::Absorbing ? (xi == 4 || xi == s[i] ? 1.0 : 0.0) : a * (xi == s[i]) + (1 - a) / 4;
+      }
+      for (int i = 0; i < 5; ++i) post[i][s[i]] += w;
+    }
+    post = post / post.sum(1, true);
+    const at::Tensor got = oracle.log_probs(x, at::full({1}, t, kF64)).exp()[0];
+    EXPECT_LT((got - post).abs().max().item<double>(), 1e-12);
+  }
+}
+
+struct Result {
+  at::Tensor x;
+  double calls;
+};
+
+Result run(const std::string& name, testing::MarkovOracle& model, const DiscreteSchedule& sched, int64_t n,
+           std::map<std::string, std::string> opts, uint64_t seed = 1) {
+  const DiscreteSamplerInfo& info = find_discrete_sampler(name);
+  const Options o = parse_discrete_options(info, opts);
+  DiscreteContext ctx(model, sched, seed, o);
+  const at::Tensor x0 = discrete_prior(ctx, n);
+  Result r{info.run(ctx, x0, o), ctx.calls()};
+  return r;
+}
+
+// Largest total variation over positions of the marginals, and of the pair law pooled over
+// adjacent positions, between samples [N, L] and the chain.
+std::pair<double, double> tv_to_chain(const at::Tensor& x, const testing::MarkovOracle& m) {
+  const int64_t n = x.size(0), l = x.size(1);
+  double marg = 0.0;
+  at::Tensor pair_emp = at::zeros({16}, kF64), pair_ref = at::zeros({4, 4}, kF64);
+  for (int64_t i = 0; i < l; ++i) {
+    const at::Tensor h = at::bincount(x.select(1, i), {}, 4).to(at::kDouble) / double(n);
+    marg = std::max(marg, 0.5 * (h - m.marginal(i)).abs().sum().item<double>());
+    if (i + 1 < l) {
+      pair_emp += at::bincount(x.select(1, i) * 4 + x.select(1, i + 1), {}, 16).to(at::kDouble);
+      pair_ref += m.pair(i);
+    }
+  }
+  pair_emp = pair_emp / pair_emp.sum();
+  pair_ref = (pair_ref / double(l - 1)).flatten();
+  return {marg, 0.5 * (pair_emp - pair_ref).abs().sum().item<double>()};
+}
+
+// With many steps every sampler draws the chain: marginal and pair TV below 0.02 at 20k
+// samples (the sampling noise is about 0.007). The gap at 4 steps is printed (docs/benchmarks.md).
+TEST(Discrete, EverySamplerMatchesTheChain) {
+  const auto sched = make_discrete_schedule("loglinear");
+  auto oracle = chain(6);
+  const int64_t n = 20000;
+  struct Case {
+    std::string name;
+    std::map<std::string, std::string> opts;
+  };
+  const std::vector<Case> cases = {{"euler", {}},
+                                   {"tweedie", {}},
+                                   {"cached", {}},
+                                   {"first_hitting", {}},
+                                   {"maskgit", {{"choice_temperature", "1e9"}}},
+                                   {"remdm", {{"strategy", "cap"}, {"eta", "0.05"}}},
+                                   {"remdm", {{"strategy", "rescale"}, {"eta", "0.5"}}},
+                                   {"remdm", {{"strategy", "conf"}}},
+                                   {"lsd", {}},
+                                   {"tweedie", {{"blocks", "2"}}}};
+  for (const auto& c : cases) {
+    auto many = c.opts, few = c.opts;
+    many["steps"] = "200";
+    few["steps"] = "4";
+    const Result r = run(c.name, oracle, *sched, n, many);
+    EXPECT_TRUE(((r.x >= 0) & (r.x < 4)).all().item<bool>()) << c.name << ": masks left";
+    const auto [marg, pair] = tv_to_chain(r.x, oracle);
+    EXPECT_LT(marg, 0.02) << c.name;
+    EXPECT_LT(pair, 0.02) << c.name;
+    const auto [marg4, pair4] = tv_to_chain(run(c.name, oracle, *sched, n, few).x, oracle);
+    std::printf("%-14s %-22s 200 steps: TV marginal %.4f pair %.4f (%.1f calls) | 4 steps: %.4f %.4f\n",
+                c.name.c_str(), c.opts.empty() ? "" : (c.opts.begin()->first + "=" + c.opts.begin()->second).c_str(),
+                marg, pair, r.calls, marg4, pair4);
+  }
+}
+
+// Uniform-state diffusion: tweedie with Duo's posterior on the uniform oracle.
+TEST(Discrete, UniformStateTweedieMatchesTheChain) {
+  const auto sched = make_discrete_schedule("cosine", 1e-4);
+  auto oracle = chain(6, Transition::Uniform, sched.get());
+  const Result r = run("tweedie", oracle, *sched, 20000, {{"steps", "200"}, {"t_end", "0.001"}});
+  const auto [marg, pair] = tv_to_chain(r.x, oracle);
+  EXPECT_LT(marg, 0.02);
+  EXPECT_LT(pair, 0.02);
+  EXPECT_THROW(run("maskgit", oracle, *sched, 10, {}), Error);
+  EXPECT_THROW(run("euler", oracle, *sched, 10, {}), Error);
+}
+
+// cached: n (1 - (1 - 1/n)^L) model calls per sequence (RADD) within 5%, same law as euler.
+TEST(Discrete, CachedCallsAndLaw) {
+  const auto sched = make_discrete_schedule("loglinear");
+  auto oracle = chain(64);
+  for (int steps : {16, 64, 256}) {
+    const Result r = run("cached", oracle, *sched, 2000, {{"steps", std::to_string(steps)}});
+    const double expected = steps * (1.0 - std::pow(1.0 - 1.0 / steps, 64));
+    EXPECT_NEAR(r.calls, expected, 0.05 * expected) << steps << " steps";
+    const Result e = run("euler", oracle, *sched, 2000, {{"steps", std::to_string(steps)}}, 2);
+    EXPECT_DOUBLE_EQ(e.calls, steps);
+    const auto [mc, pc] = tv_to_chain(r.x, oracle);
+    const auto [me, pe] = tv_to_chain(e.x, oracle);
+    EXPECT_LT(std::abs(pc - pe), 0.02) << steps;
+    EXPECT_LT(mc, 0.06);
+    (void)me;
+  }
+}
+
+// 10,000 tokens of probability 1e-8 next to one of 1 - 1e-4: 1e6 float64 draws hit them
+// about 100 times (within 4 standard deviations). The float32 exponential race of the
+// reference samplers (argmax w / E, E = -log u, u a float32 uniform) cannot: E >= 2^-24,
+// so a small token beats the big one only when E_big > 5.96 and its own E is at the
+// floor; simulated exactly (the minimum of the 10,000 small E's drawn through the maximum
+// of their float32 uniforms), it hits a few times at most.
+TEST(Discrete, Float64SamplingKeepsRareTokens) {
+  at::Tensor p = at::full({10001}, 1e-8, kF64);
+  p[0] = 1.0 - 1e-4;
+  at::Generator gen = at::detail::createCPUGenerator(5);
+  const at::Tensor draws = sample_categorical(p, gen, 1000000);
+  const double hits = (draws > 0).sum().item<double>();
+  EXPECT_NEAR(hits, 100.0, 4.0 * std::sqrt(100.0));
+  const double grid = std::ldexp(1.0, -24);  // float32 uniforms are multiples of 2^-24 in [0, 1)
+  auto f32_uniform = [&](const at::Tensor& u) { return at::floor(u / grid) * grid; };
+  const at::Tensor u_max = f32_uniform(at::pow(at::rand({1000000}, gen, kF64), 1e-4));  // max of 1e4 uniforms
+  const at::Tensor e_small = -at::log(u_max.to(at::kFloat)), e_big = -at::log(f32_uniform(at::rand({1000000}, gen, kF64)).to(at::kFloat));
+  const int64_t f32_hits = (1e-8f / e_small > float(1.0 - 1e-4) / e_big).sum().item<int64_t>();
+  std::printf("rare tokens in 1e6 draws: float64 %.0f (expected 100), float32 race %lld\n", hits, (long long)f32_hits);
+  EXPECT_LT(f32_hits, 100 - 4 * 10);
+}
+
+// Ordinary categoricals pass a chi-square test at the 1% level (5 degrees of freedom: 15.09),
+// for one distribution and for rows of a batch.
+TEST(Discrete, CategoricalChiSquare) {
+  const at::Tensor p = at::tensor({0.1, 0.2, 0.3, 0.15, 0.15, 0.1}, kF64);
+  at::Generator gen = at::detail::createCPUGenerator(6);
+  auto chi2 = [&](const at::Tensor& x) {
+    const at::Tensor obs = at::bincount(x.flatten(), {}, 6).to(at::kDouble), exp = p * double(x.numel());
+    return ((obs - exp).square() / exp).sum().item<double>();
+  };
+  EXPECT_LT(chi2(sample_categorical(p, gen, 60000)), 15.09);
+  EXPECT_LT(chi2(sample_categorical(p.expand({200, 300, 6}) * 3.0, gen)), 15.09);  // unnormalised weights
+}
+
+TEST(Discrete, RejectsBadOptions) {
+  const auto sched = make_discrete_schedule("loglinear");
+  auto oracle = chain(6);
+  EXPECT_THROW(find_discrete_sampler("ddim"), Error);
+  EXPECT_THROW(run("euler", oracle, *sched, 4, {{"steps", "0"}}), Error);
+  EXPECT_THROW(run("euler", oracle, *sched, 4, {{"blocks", "7"}}), Error);
+  EXPECT_THROW(run("euler", oracle, *sched, 4, {{"top_p", "0"}}), Error);
+  EXPECT_THROW(run("euler", oracle, *sched, 4, {{"temperature", "-1"}}), Error);
+  EXPECT_THROW(run("remdm", oracle, *sched, 4, {{"strategy", "loop"}}), Error);
+  EXPECT_THROW(run("lsd", oracle, *sched, 4, {{"coefficients", "/nonexistent.yaml"}}), Error);
+}
+
+}  // namespace
+}  // namespace scorch
