@@ -101,7 +101,7 @@ std::pair<double, double> tv_to_chain(const at::Tensor& x, const testing::Markov
   return {marg, 0.5 * (pair_emp - pair_ref).abs().sum().item<double>()};
 }
 
-// With many steps every sampler draws the chain: marginal and pair TV below 0.02 at 20k
+// With 100 steps every sampler draws the chain: marginal and pair TV below 0.02 at 20k
 // samples (the sampling noise is about 0.007). The gap at 4 steps is printed (docs/benchmarks.md).
 TEST(Discrete, EverySamplerMatchesTheChain) {
   const auto sched = make_discrete_schedule("loglinear");
@@ -123,7 +123,7 @@ TEST(Discrete, EverySamplerMatchesTheChain) {
                                    {"tweedie", {{"blocks", "2"}}}};
   for (const auto& c : cases) {
     auto many = c.opts, few = c.opts;
-    many["steps"] = "200";
+    many["steps"] = "100";
     few["steps"] = "4";
     const Result r = run(c.name, oracle, *sched, n, many);
     EXPECT_TRUE(((r.x >= 0) & (r.x < 4)).all().item<bool>()) << c.name << ": masks left";
@@ -131,7 +131,7 @@ TEST(Discrete, EverySamplerMatchesTheChain) {
     EXPECT_LT(marg, 0.02) << c.name;
     EXPECT_LT(pair, 0.02) << c.name;
     const auto [marg4, pair4] = tv_to_chain(run(c.name, oracle, *sched, n, few).x, oracle);
-    std::printf("%-14s %-22s 200 steps: TV marginal %.4f pair %.4f (%.1f calls) | 4 steps: %.4f %.4f\n",
+    std::printf("%-14s %-22s 100 steps: TV marginal %.4f pair %.4f (%.1f calls) | 4 steps: %.4f %.4f\n",
                 c.name.c_str(), c.opts.empty() ? "" : (c.opts.begin()->first + "=" + c.opts.begin()->second).c_str(),
                 marg, pair, r.calls, marg4, pair4);
   }
@@ -141,7 +141,7 @@ TEST(Discrete, EverySamplerMatchesTheChain) {
 TEST(Discrete, UniformStateTweedieMatchesTheChain) {
   const auto sched = make_discrete_schedule("cosine", 1e-4);
   auto oracle = chain(6, Transition::Uniform, sched.get());
-  const Result r = run("tweedie", oracle, *sched, 20000, {{"steps", "200"}, {"t_end", "0.001"}});
+  const Result r = run("tweedie", oracle, *sched, 20000, {{"steps", "100"}, {"t_end", "0.001"}});
   const auto [marg, pair] = tv_to_chain(r.x, oracle);
   EXPECT_LT(marg, 0.02);
   EXPECT_LT(pair, 0.02);
@@ -157,13 +157,15 @@ TEST(Discrete, CachedCallsAndLaw) {
     const Result r = run("cached", oracle, *sched, 2000, {{"steps", std::to_string(steps)}});
     const double expected = steps * (1.0 - std::pow(1.0 - 1.0 / steps, 64));
     EXPECT_NEAR(r.calls, expected, 0.05 * expected) << steps << " steps";
+    if (steps != 64) continue;
+    // the same law as euler (which calls the model at every step)
     const Result e = run("euler", oracle, *sched, 2000, {{"steps", std::to_string(steps)}}, 2);
     EXPECT_DOUBLE_EQ(e.calls, steps);
     const auto [mc, pc] = tv_to_chain(r.x, oracle);
     const auto [me, pe] = tv_to_chain(e.x, oracle);
-    EXPECT_LT(std::abs(pc - pe), 0.02) << steps;
-    EXPECT_LT(mc, 0.06);
-    (void)me;
+    EXPECT_LT(pc, 0.02);
+    EXPECT_LT(pe, 0.02);
+    EXPECT_LT(std::max(mc, me), 0.06);  // 2000 samples, the worst of 64 positions
   }
 }
 

@@ -202,7 +202,7 @@ at::Tensor sample_first_hitting(DiscreteContext& ctx, at::Tensor x, const Option
     const at::Tensor p = ctx.probs(x, t, rows);                              // [b, L, V]
     const at::Tensor pick = (ctx.uniform({rows.size(0), x.size(1)}) + 1.0) * masked.index_select(0, rows);
     const at::Tensor pos = pick.argmax(1);                                   // one masked position per row
-    const at::Tensor pp = p.index_select(1, pos).diagonal(0, 0, 1).t();      // [b, V]
+    const at::Tensor pp = p.gather(1, pos.view({-1, 1, 1}).expand({-1, 1, p.size(2)})).squeeze(1);  // [b, V]
     x.index_put_({rows, pos}, ctx.sample(pp));
   }
   return x;
