@@ -1,5 +1,6 @@
 // The scorch binary, run as users run it: exit status, one error line, and no
 // output file left behind on failure.
+#include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -8,6 +9,8 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+
+#include "scorch/io.h"
 
 namespace fs = std::filesystem;
 
@@ -19,6 +22,7 @@ const std::string kFixtures = SCORCH_FIXTURES;
 struct Result {
   int status;
   std::string err;
+  std::string out;
 };
 
 class Cli : public ::testing::Test {
@@ -31,16 +35,20 @@ class Cli : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  // Runs `scorch args` in the test's directory; captures stderr.
+  // Runs `scorch args` in the test's directory; captures stderr and stdout.
   Result run(const std::string& args) {
-    const std::string err = (dir_ / "stderr.txt").string();
-    const std::string cmd = "cd '" + dir_.string() + "' && '" + kCli + "' " + args + " 2> '" + err + "' > /dev/null";
+    const std::string err = (dir_ / "stderr.txt").string(), out = (dir_ / "stdout.txt").string();
+    const std::string cmd = "cd '" + dir_.string() + "' && '" + kCli + "' " + args + " 2> '" + err + "' > '" + out + "'";
     const int raw = std::system(cmd.c_str());
-    std::ifstream in(err);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    fs::remove(err);
-    return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, ss.str()};
+    auto slurp = [](const std::string& path) {
+      std::ifstream in(path);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      fs::remove(path);
+      return ss.str();
+    };
+    const std::string e = slurp(err);
+    return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, e, slurp(out)};
   }
   // Files the run left in the directory.
   std::vector<std::string> files() const {
@@ -133,6 +141,29 @@ TEST_F(Cli, UnwritableOutputDirectory) {
 }  // namespace
 
 namespace {
+
+// A token model: one decoded sample per line on stdout, tokens in output.npy.
+TEST_F(Cli, GenerateTokens) {
+  const std::string fx = std::string(SCORCH_FIXTURES) + "/uniform_tokens.pt";
+  const std::string base = "generate --config configs/words.yaml --set model.path=" + fx +
+                           " --set model.vocab=abcde --set model.length=4 --set model.mask_id=5 --set batch=6";
+  const Result r = run(base + " --set output.npy=tok.npy --set output.text=tok.txt --set sampler.name=cached");
+  ASSERT_EQ(r.status, 0) << r.err;
+  int lines = 0;
+  for (char c : r.out) lines += c == '\n';
+  EXPECT_EQ(lines, 6);
+  EXPECT_NE(r.err.find("model calls per sequence"), std::string::npos) << r.err;
+  const at::Tensor tok = scorch::read_npy((dir_ / "tok.npy").string());
+  EXPECT_EQ(tok.sizes(), at::IntArrayRef({6, 4}));
+  EXPECT_TRUE(((tok >= 0) & (tok < 5)).all().item<bool>());
+  EXPECT_TRUE(fs::exists(dir_ / "tok.txt"));
+  expect_bad(base + " --set sampler.name=ddim", "unknown discrete sampler 'ddim'");
+  expect_bad(base + " --set model.vocab=", "model.vocab");
+  expect_bad(base + " --set model.length=5", "model.length");
+  expect_bad(base + " --set schedule.type=vp_linear", "schedule.type");
+  expect_bad(base + " --set sampler.steps=0", "sampler.steps");
+  expect_bad(base + " --set output.png=x.png", "output.png");
+}
 
 // scorch fit empirical | gmm | gaussian, then sampling from each written model.
 TEST_F(Cli, FitThenGenerate) {

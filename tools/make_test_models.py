@@ -66,6 +66,13 @@ class GmmClassifier(torch.nn.Module):
         return self.log_w - 0.5 * (d * d / v + torch.log(v)).sum(dim=(2, 3))
 
 
+class UniformTokens(torch.nn.Module):
+    """Token denoiser forward(tokens [B, 4], t [B]) -> log-probabilities [B, 4, 5], uniform."""
+
+    def forward(self, tokens, t):
+        return torch.full((tokens.shape[0], 4, 5), -1.6094379124341003)
+
+
 class EchoTime(torch.nn.Module):
     """Returns its time input broadcast to x: shows what the engine passes as t."""
 
@@ -108,7 +115,7 @@ def main():
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)
     for name, module in [("gaussian_eps", GaussianEps()), ("gaussian_energy", GaussianEnergy()),
-                         ("gmm_classifier", GmmClassifier()), ("echo_time", EchoTime()), ("echo_cond", EchoCond()),
+                         ("gmm_classifier", GmmClassifier()), ("uniform_tokens", UniformTokens()), ("echo_time", EchoTime()), ("echo_cond", EchoCond()),
                          ("wrong_arity", WrongArity()), ("wrong_shape", WrongShape()),
                          ("nan_output", NanOutput()), ("late_nan", LateNan())]:
         torch.jit.save(torch.jit.script(module.eval()), os.path.join(out, name + ".pt"))

@@ -15,6 +15,7 @@
 
 #include "../samplers/sampler.h"
 #include "scorch/config.h"
+#include "scorch/discrete_pipeline.h"
 #include "scorch/error.h"
 #include "scorch/eval.h"
 #include "scorch/io.h"
@@ -27,8 +28,24 @@ namespace {
 
 const std::string kFashionMnistDir = "/usr/share/datasets/fashion-mnist";
 
+// A token model: samples go to stdout as text, one per line.
+int run_generate_tokens(const YAML::Node& config, bool quiet) {
+  const auto pipeline = scorch::TokenPipeline::from_config(config);
+  const scorch::TokenResult r = pipeline->generate();
+  const auto written = pipeline->write_outputs(r);
+  for (const auto& line : pipeline->decode(r.tokens)) std::printf("%s\n", line.c_str());
+  if (!quiet) {
+    std::fprintf(stderr, "%s: %d steps, %.1f model calls per sequence, %.2fs", pipeline->sampler_name().c_str(),
+                 pipeline->steps(), r.calls, r.seconds);
+    for (const auto& f : written) std::fprintf(stderr, ", wrote %s", f.c_str());
+    std::fputc('\n', stderr);
+  }
+  return 0;
+}
+
 int run_generate(const std::string& config_path, const std::vector<std::string>& sets, bool quiet) {
   const YAML::Node config = scorch::load_config(config_path, sets);
+  if (scorch::is_token_config(config)) return run_generate_tokens(config, quiet);
   const auto pipeline = scorch::Pipeline::from_config(config);
   const bool tty = isatty(STDERR_FILENO);
   scorch::ProgressFn progress;

@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "scorch/error.h"
+#include "scorch/io.h"
 
 namespace scorch {
 
@@ -118,12 +119,13 @@ class TorchScriptTokens final : public TokenDenoiser {
       out = module_.forward({tokens, t.to(at::kFloat)}).toTensor();
     } catch (const std::exception& e) {
       std::string msg = e.what();
-      bad_input("model '" + path_ + "': forward(tokens, t) failed: " + msg.substr(0, msg.find('\n')));
+      bad_input("model '" + path_ + "': forward(tokens, t) failed for tokens [" + std::to_string(tokens.size(0)) + ", " +
+                std::to_string(tokens.size(1)) + "] (model.length?): " + msg.substr(0, msg.find('\n')));
     }
     if (out.dim() != 3 || out.size(0) != tokens.size(0) || out.size(1) != spec_.length || out.size(2) != spec_.vocab)
-      bad_input("model '" + path_ + "': forward returned " + std::to_string(out.dim()) +
-                "-d output; expected log-probabilities [B, L, V] = [B, " + std::to_string(spec_.length) + ", " +
-                std::to_string(spec_.vocab) + "]");
+      bad_input("model '" + path_ + "': forward returned " + shape_string(out.sizes()) +
+                "; expected log-probabilities [B, L, V] = [" + std::to_string(tokens.size(0)) + ", " +
+                std::to_string(spec_.length) + ", " + std::to_string(spec_.vocab) + "] (model.length, model.vocab)");
     return out;
   }
   const TokenSpec& spec() const override { return spec_; }

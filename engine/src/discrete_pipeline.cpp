@@ -1,0 +1,161 @@
+#include "scorch/discrete_pipeline.h"
+
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <fstream>
+
+#include "../../samplers/discrete/discrete_sampler.h"
+#include "scorch/error.h"
+#include "scorch/io.h"
+#include "yaml_util.h"
+
+namespace scorch {
+
+bool is_token_config(const YAML::Node& config) {
+  const YAML::Node m = config["model"];
+  return m && m.IsMap() && m["type"] && m["type"].IsScalar() && m["type"].as<std::string>() == "tokens";
+}
+
+struct TokenPipeline::Impl {
+  std::unique_ptr<TokenDenoiser> model;
+  std::unique_ptr<DiscreteSchedule> schedule;
+  const DiscreteSamplerInfo* sampler = nullptr;
+  Options sampler_options;
+  std::string vocab_chars, pad;
+  uint64_t seed = 0;
+  int64_t batch = 1;
+  std::string npy, text;
+};
+
+TokenPipeline::TokenPipeline() : impl_(std::make_unique<Impl>()) {}
+TokenPipeline::~TokenPipeline() = default;
+
+std::unique_ptr<TokenPipeline> TokenPipeline::from_config(const YAML::Node& config) {
+  std::unique_ptr<TokenPipeline> p(new TokenPipeline());
+  Impl& m = *p->impl_;
+  for (const auto& kv : config) {
+    const std::string key = kv.first.as<std::string>();
+    if (key != "model" && key != "schedule" && key != "sampler" && key != "output" && key != "seed" && key != "batch")
+      bad_input(key + ": unknown config key for a token model; valid keys are: model, schedule, sampler, output, seed, batch");
+  }
+  const Options top = Options::parse("", {{"seed", OptionType::Int, "0", "", {}}, {"batch", OptionType::Int, "16", "", {}}},
+                                     scalars(config, ""));
+  if (top.integer("seed") < 0) bad_input("seed: expected a non-negative integer");
+  m.seed = uint64_t(top.integer("seed"));
+  m.batch = top.integer("batch");
+  if (m.batch <= 0) bad_input("batch: expected a positive integer");
+
+  const Options mo = Options::parse(
+      "model",
+      {{"type", OptionType::String, "", "", {"tokens"}},
+       {"path", OptionType::String, "", "TorchScript forward(tokens, t) -> log-probabilities [B, L, V]", {}},
+       {"vocab", OptionType::String, "", "the characters of tokens 0..V-1, or V", {}},
+       {"mask_id", OptionType::Int, "-1", "the mask token (default V)", {}},
+       {"length", OptionType::Int, "0", "sequence length L", {}},
+       {"transition", OptionType::String, "absorbing", "", {"absorbing", "uniform"}},
+       {"pad", OptionType::String, "", "printing: cut each sample at this character", {}}},
+      scalars(config["model"], "model"));
+  TokenSpec spec;
+  const std::string vocab = mo.str("vocab");
+  if (vocab.empty()) bad_input("model.vocab: missing; give the characters of the tokens (or their number)");
+  const bool numeric = vocab.find_first_not_of("0123456789") == std::string::npos;
+  spec.vocab = numeric ? std::stoll(vocab) : int64_t(vocab.size());
+  m.vocab_chars = numeric ? std::string() : vocab;
+  spec.transition = mo.str("transition") == "uniform" ? Transition::Uniform : Transition::Absorbing;
+  spec.mask_id = mo.integer("mask_id") >= 0 ? mo.integer("mask_id") : spec.vocab;
+  spec.length = mo.integer("length");
+  m.pad = mo.str("pad");
+  if (m.pad.size() > 1) bad_input("model.pad: expected one character");
+  if (mo.str("path").empty()) bad_input("model.path: missing");
+  m.model = load_token_denoiser(find_input_file(mo.str("path")), spec);
+
+  std::map<std::string, std::string> sraw = scalars(config["schedule"], "schedule");
+  const std::string stype = sraw.count("type") ? sraw["type"] : "loglinear";
+  sraw.erase("type");
+  const Options so = Options::parse("schedule",
+                                    {{"eps", OptionType::Number, "0.001", "", {}},
+                                     {"sigma_min", OptionType::Number, "0.0001", "", {}},
+                                     {"sigma_max", OptionType::Number, "20", "", {}}},
+                                    sraw);
+  m.schedule = make_discrete_schedule(stype, so.number("eps"), so.number("sigma_min"), so.number("sigma_max"));
+
+  std::map<std::string, std::string> raw = scalars(config["sampler"], "sampler");
+  const std::string name = raw.count("name") ? raw["name"] : "tweedie";
+  raw.erase("name");
+  m.sampler = &find_discrete_sampler(name);
+  if (spec.transition == Transition::Uniform && !m.sampler->uniform_ok)
+    bad_input("sampler.name: " + name + " needs an absorbing model; uniform-state models use tweedie");
+  m.sampler_options = parse_discrete_options(*m.sampler, raw);
+
+  const Options oo = Options::parse("output",
+                                    {{"npy", OptionType::String, "", "tokens [batch, L], int64", {}},
+                                     {"text", OptionType::String, "", "the decoded samples, one per line", {}},
+                                     {"png", OptionType::String, "", "(continuous models only)", {}}},
+                                    scalars(config["output"], "output"));
+  if (!oo.str("png").empty()) bad_input("output.png: a token model has no image output; use output.text or output.npy");
+  m.npy = oo.str("npy");
+  m.text = oo.str("text");
+  if (!m.npy.empty()) check_writable(m.npy, "output.npy");
+  if (!m.text.empty()) check_writable(m.text, "output.text");
+  return p;
+}
+
+TokenResult TokenPipeline::generate() const {
+  const Impl& m = *impl_;
+  const auto start = std::chrono::steady_clock::now();
+  DiscreteContext ctx(*m.model, *m.schedule, m.seed, m.sampler_options);
+  TokenResult r;
+  r.tokens = m.sampler->run(ctx, discrete_prior(ctx, m.batch), m.sampler_options);
+  r.calls = ctx.calls();
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return r;
+}
+
+std::vector<std::string> TokenPipeline::decode(const at::Tensor& tokens) const {
+  const Impl& m = *impl_;
+  std::vector<std::string> lines;
+  const at::Tensor t = tokens.to(at::kLong).contiguous();
+  for (int64_t i = 0; i < t.size(0); ++i) {
+    std::string s;
+    for (int64_t j = 0; j < t.size(1); ++j) {
+      const int64_t v = t[i][j].item<int64_t>();
+      if (!m.vocab_chars.empty())
+        s += v >= 0 && v < int64_t(m.vocab_chars.size()) ? m.vocab_chars[size_t(v)] : '?';
+      else
+        s += (j ? " " : "") + std::to_string(v);
+    }
+    if (!m.pad.empty() && s.find(m.pad[0]) != std::string::npos) s = s.substr(0, s.find(m.pad[0]));
+    lines.push_back(s);
+  }
+  return lines;
+}
+
+std::vector<std::string> TokenPipeline::write_outputs(const TokenResult& r) const {
+  const Impl& m = *impl_;
+  std::vector<std::string> written;
+  try {
+    if (!m.npy.empty()) {
+      write_npy(m.npy, r.tokens, "output.npy");
+      written.push_back(m.npy);
+    }
+    if (!m.text.empty()) {
+      const auto lines = decode(r.tokens);
+      write_atomically(m.text, "output.text", [&](const std::string& tmp) {
+        std::ofstream f(tmp);
+        for (const auto& l : lines) f << l << "\n";
+        if (!f) throw std::runtime_error("write failed");
+      });
+      written.push_back(m.text);
+    }
+  } catch (...) {
+    for (const auto& f : written) std::remove(f.c_str());
+    throw;
+  }
+  return written;
+}
+
+const std::string& TokenPipeline::sampler_name() const { return impl_->sampler->name; }
+int TokenPipeline::steps() const { return int(impl_->sampler_options.integer("steps")); }
+
+}  // namespace scorch
