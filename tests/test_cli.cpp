@@ -165,6 +165,38 @@ TEST_F(Cli, GenerateTokens) {
   expect_bad(base + " --set output.png=x.png", "output.png");
 }
 
+// distill-lsd on a model whose answer is known: with uniform p the teacher's transitions
+// over a student step are exactly euler's (log-linear: probability (t_i - t_i+1) / t_i), so
+// the fitted coefficients stay at 1 (within the estimate's noise); the lsd sampler reads them.
+TEST_F(Cli, DistillLsd) {
+  const std::string fx = std::string(SCORCH_FIXTURES) + "/uniform_tokens.pt";
+  {
+    std::ofstream f((dir_ / "tok.yaml").string());
+    f << "model: {type: tokens, path: " << fx << ", vocab: abcde, length: 4}\nschedule: {type: loglinear}\n";
+  }
+  const Result r = run("distill-lsd --config tok.yaml --steps 4 --teacher-steps 64 --batch 2000 --iters 200 --out c.yaml");
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::ifstream in((dir_ / "c.yaml").string());
+  std::string line;
+  std::getline(in, line);
+  ASSERT_EQ(line.rfind("coefficients: [", 0), 0u) << line;
+  std::stringstream ss(line.substr(15));
+  double c;
+  char sep;
+  int n = 0;
+  while (ss >> c) {
+    EXPECT_NEAR(c, 1.0, 0.1) << "step " << n;
+    ++n;
+    ss >> sep;
+  }
+  EXPECT_EQ(n, 4);
+  const Result g = run("generate --config tok.yaml --set sampler.name=lsd --set sampler.steps=4 --set sampler.coefficients=c.yaml");
+  EXPECT_EQ(g.status, 0) << g.err;
+  expect_bad("generate --config tok.yaml --set sampler.name=lsd --set sampler.steps=5 --set sampler.coefficients=c.yaml",
+             "sampler.steps = 5");
+  expect_bad("distill-lsd --config tok.yaml --steps 4 --teacher-steps 30 --out d.yaml", "--teacher-steps");
+}
+
 // scorch fit empirical | gmm | gaussian, then sampling from each written model.
 TEST_F(Cli, FitThenGenerate) {
   const std::string data = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";

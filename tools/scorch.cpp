@@ -214,6 +214,17 @@ int main(int argc, char** argv) {
   ev->add_option("--reference", reference, "test | train (Fashion-MNIST) | a .npy or IDX file")->capture_default_str();
   ev->add_option("--k", k, "k of the k-NN precision and recall")->capture_default_str()->check(CLI::PositiveNumber);
   ev->add_flag("--json", json, "one JSON line instead of text");
+  std::string lsd_config, lsd_out;
+  scorch::LsdDistillOptions lo;
+  CLI::App* lsd = app.add_subcommand("distill-lsd", "learn the lsd sampler's coefficients for a token model");
+  lsd->add_option("--config", lsd_config, "the token model's config (model, schedule)")->required();
+  lsd->add_option("--steps", lo.steps, "student steps")->capture_default_str();
+  lsd->add_option("--teacher-steps", lo.teacher_steps, "steps of the euler teacher")->capture_default_str();
+  lsd->add_option("--batch", lo.batch, "teacher sequences")->capture_default_str();
+  lsd->add_option("--iters", lo.iters, "Adam iterations per step")->capture_default_str();
+  lsd->add_flag("--learn-step-sizes", lo.learn_step_sizes, "LSD+: also learn a per-step scale of the step size");
+  lsd->add_option("--seed", lo.seed, "seed of the teacher")->capture_default_str();
+  lsd->add_option("--out", lsd_out, "YAML for sampler.coefficients")->required();
   FitArgs fa;
   CLI::App* fit = app.add_subcommand("fit", "write an analytic model file from data (IDX .gz or .npy)");
   fit->add_option("kind", fa.kind, "gaussian | gmm | empirical")->required();
@@ -248,6 +259,17 @@ int main(int argc, char** argv) {
     }
     if (app.got_subcommand("eval")) return run_eval(samples_path, labels_path, classifier_path, reference, k, json);
     if (app.got_subcommand("fit")) return run_fit(fa, quiet);
+    if (app.got_subcommand("distill-lsd")) {
+      const auto start = std::chrono::steady_clock::now();
+      const scorch::LsdDistillResult r = scorch::distill_lsd(scorch::load_config(lsd_config, {}), lo);
+      scorch::write_lsd_yaml(lsd_out, r, lo);
+      for (size_t i = 0; i < r.loss_after.size(); ++i)
+        std::fprintf(stderr, "step %zu: c = %.4f  d = %.4f  -log P %.4f -> %.4f\n", i + 1, r.coefficients[i],
+                     r.step_scales[i], r.loss_before[i], r.loss_after[i]);
+      std::fprintf(stderr, "distill-lsd: %d steps in %.1f s, wrote %s\n", lo.steps,
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), lsd_out.c_str());
+      return 0;
+    }
     return run_generate(config_path, sets, quiet);
   } catch (const scorch::Error& e) {
     std::fprintf(stderr, "scorch: error: %s\n", e.what());

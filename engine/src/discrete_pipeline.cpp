@@ -1,6 +1,8 @@
 #include "scorch/discrete_pipeline.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <torch/csrc/autograd/autograd.h>
 
 #include <chrono>
 #include <fstream>
@@ -157,5 +159,110 @@ std::vector<std::string> TokenPipeline::write_outputs(const TokenResult& r) cons
 
 const std::string& TokenPipeline::sampler_name() const { return impl_->sampler->name; }
 int TokenPipeline::steps() const { return int(impl_->sampler_options.integer("steps")); }
+
+LsdDistillResult distill_lsd(const YAML::Node& config, const LsdDistillOptions& o) {
+  if (o.steps < 2) bad_input("--steps: expected at least 2 student steps");
+  if (o.teacher_steps < o.steps || o.teacher_steps % o.steps != 0)
+    bad_input("--teacher-steps: expected a multiple of --steps");
+  if (o.batch < 1 || o.iters < 1) bad_input("--batch / --iters: expected positive integers");
+  YAML::Node cfg = YAML::Clone(config);
+  cfg["sampler"] = YAML::Node(YAML::NodeType::Map);
+  cfg["sampler"]["name"] = "euler";
+  cfg["output"] = YAML::Node(YAML::NodeType::Map);
+  const auto p = TokenPipeline::from_config(cfg);
+  const TokenPipeline::Impl& m = *p->impl_;
+  if (m.model->spec().transition != Transition::Absorbing) bad_input("distill-lsd: needs an absorbing (mask) model");
+  const DiscreteSchedule& ns = *m.schedule;
+  const int64_t mask = m.model->spec().mask_id, vocab = m.model->spec().vocab;
+
+  // Teacher: euler with teacher_steps steps, states kept at the student's grid times.
+  DiscreteContext ctx(*m.model, ns, o.seed, parse_discrete_options(find_discrete_sampler("euler"), {}));
+  at::Tensor x = discrete_prior(ctx, o.batch);
+  const std::vector<double> tt = ctx.grid(o.teacher_steps), ts = ctx.grid(o.steps);
+  const int every = o.teacher_steps / o.steps;
+  std::vector<at::Tensor> states = {x}, probs;
+  const at::Tensor all = at::ones({1, x.size(1)}, at::kBool);
+  for (int k = 0; k < o.teacher_steps; ++k) {
+    const double t = tt[size_t(k)], s = tt[size_t(k) + 1];
+    const at::Tensor pk = ctx.probs(x, at::full({x.size(0)}, t, at::kDouble));
+    if (k % every == 0) probs.push_back(pk);
+    const double r = std::min(1.0, ns.alpha_rate(t) * (t - s) / (1.0 - ns.alpha(t)));
+    const at::Tensor masked = x == mask;
+    const at::Tensor go = masked & (ctx.uniform({x.size(0), x.size(1)}) < r);
+    x = at::where(go, ctx.sample(pk), x);
+    if ((k + 1) % every == 0) states.push_back(x);
+  }
+  (void)all;
+
+  LsdDistillResult res;
+  c10::InferenceMode off(false);
+  at::AutoGradMode grad_on(true);
+  // Student step i (the last one forces every mask open, so it has nothing to learn).
+  for (int i = 0; i < o.steps; ++i) {
+    if (i + 1 == o.steps) {
+      res.coefficients.push_back(1.0);
+      res.step_scales.push_back(1.0);
+      continue;
+    }
+    const double t = ts[size_t(i)], s = ts[size_t(i) + 1], a = ns.alpha(t);
+    const double base = (t - s) * ns.alpha_rate(t) / a, shift = std::log(std::expm1(-std::log(a)));
+    const at::Tensor xi = states[size_t(i)], xn = states[size_t(i) + 1];
+    const at::Tensor sel = at::nonzero((xi == mask).flatten()).squeeze(1);
+    const at::Tensor logp = (probs[size_t(i)].clone().reshape({-1, vocab}).index_select(0, sel).clamp_min(1e-300).log() - shift);
+    const at::Tensor target = xn.flatten().index_select(0, sel);
+    const at::Tensor opened = target != mask;
+    const at::Tensor tok = target.clamp_max(vocab - 1).unsqueeze(1);
+    auto loss_of = [&](const at::Tensor& c, const at::Tensor& d) {
+      const at::Tensor w = d * base * at::exp(c * logp);                  // [n, V]
+      const at::Tensor stay = (1.0 - w.sum(1)).clamp_min(1e-12);
+      const at::Tensor lp = at::where(opened, at::log(w.gather(1, tok).squeeze(1).clamp_min(1e-300)), at::log(stay));
+      return -lp.mean();
+    };
+    at::Tensor c = at::ones({}, at::kDouble).requires_grad_(true);
+    at::Tensor log_d = at::zeros({}, at::kDouble).requires_grad_(o.learn_step_sizes);
+    res.loss_before.push_back(loss_of(c, log_d.exp()).item<double>());
+    // Adam on (c, log d): one or two scalars per step, the model outputs fixed
+    double m1[2] = {0, 0}, m2[2] = {0, 0};
+    for (int it = 1; it <= o.iters; ++it) {
+      const at::Tensor loss = loss_of(c, log_d.exp());
+      std::vector<at::Tensor> params = {c};
+      if (o.learn_step_sizes) params.push_back(log_d);
+      const auto grads = torch::autograd::grad({loss}, params);
+      for (size_t j = 0; j < params.size(); ++j) {
+        const double g = grads[j].item<double>();
+        m1[j] = 0.9 * m1[j] + 0.1 * g;
+        m2[j] = 0.999 * m2[j] + 0.001 * g * g;
+        const double step = 0.02 * (m1[j] / (1 - std::pow(0.9, it))) / (std::sqrt(m2[j] / (1 - std::pow(0.999, it))) + 1e-12);
+        at::NoGradGuard ng;
+        params[j].sub_(step);
+      }
+    }
+    res.loss_after.push_back(loss_of(c, log_d.exp()).item<double>());
+    res.coefficients.push_back(c.item<double>());
+    res.step_scales.push_back(log_d.exp().item<double>());
+  }
+  return res;
+}
+
+void write_lsd_yaml(const std::string& path, const LsdDistillResult& r, const LsdDistillOptions& o) {
+  check_writable(path, "--out");
+  YAML::Emitter e;
+  e << YAML::BeginMap;
+  e << YAML::Key << "coefficients" << YAML::Value << YAML::Flow << r.coefficients;
+  if (o.learn_step_sizes) e << YAML::Key << "step_scales" << YAML::Value << YAML::Flow << r.step_scales;
+  e << YAML::Key << "made_by" << YAML::Value
+    << ("scorch distill-lsd --steps " + std::to_string(o.steps) + " --teacher-steps " +
+        std::to_string(o.teacher_steps) + " --batch " + std::to_string(o.batch) + " --iters " +
+        std::to_string(o.iters) + (o.learn_step_sizes ? " --learn-step-sizes" : "") + " --seed " +
+        std::to_string(o.seed));
+  e << YAML::Key << "loss_before" << YAML::Value << YAML::Flow << r.loss_before;
+  e << YAML::Key << "loss_after" << YAML::Value << YAML::Flow << r.loss_after;
+  e << YAML::EndMap;
+  write_atomically(path, "--out", [&](const std::string& tmp) {
+    std::ofstream f(tmp);
+    f << e.c_str() << "\n";
+    if (!f) throw std::runtime_error("write failed");
+  });
+}
 
 }  // namespace scorch

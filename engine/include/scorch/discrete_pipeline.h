@@ -18,6 +18,30 @@ struct TokenResult {
   double seconds = 0.0;
 };
 
+// LSD distillation (Fu et al. 2025): learns the per-step log-score coefficients c_i of the
+// `lsd` sampler for `steps` student steps (and, with learn_step_sizes, a per-step scale d_i
+// of the step's rate, LSD+) by maximising the likelihood of a `teacher_steps`-step euler
+// teacher's transitions between the student's grid times: at each student time t_i the
+// teacher's state x_i and its state x_{i+1} at t_{i+1}; the student's one-step kernel
+//   P(unmask to v) = d_i (t_i - t_{i+1}) sigma(t_i) s_v^c_i,  s_v = p_v / (e^sigma_bar - 1),
+//   P(stay masked) = 1 - sum_v P(v),
+// scores -log P(x_{i+1} | x_i) over the masked positions of x_i (the model runs once per
+// student step on the teacher's states; only c and d are trained, with LibTorch autograd).
+struct LsdDistillOptions {
+  int steps = 8;
+  int teacher_steps = 256;
+  int64_t batch = 512;
+  int iters = 300;
+  bool learn_step_sizes = false;
+  uint64_t seed = 0;
+};
+struct LsdDistillResult {
+  std::vector<double> coefficients, step_scales;
+  std::vector<double> loss_before, loss_after;  // per step: mean -log P at c = 1 (d = 1) and at the fit
+};
+class TokenPipeline;
+LsdDistillResult distill_lsd(const YAML::Node& config, const LsdDistillOptions& options);
+
 class TokenPipeline {
  public:
   // Validates every key and loads the model; problems are bad-input Errors naming the key.
@@ -32,10 +56,14 @@ class TokenPipeline {
   int steps() const;
 
  private:
+  friend LsdDistillResult distill_lsd(const YAML::Node& config, const LsdDistillOptions& options);
   TokenPipeline();
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// Writes the YAML the lsd sampler reads (coefficients, step_scales, and how they were made).
+void write_lsd_yaml(const std::string& path, const LsdDistillResult& r, const LsdDistillOptions& o);
 
 // Whether a config describes a token model (model.type: tokens).
 bool is_token_config(const YAML::Node& config);
