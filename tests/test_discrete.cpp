@@ -9,6 +9,8 @@
 #include <cstdio>
 
 #include "samplers/discrete/discrete_sampler.h"
+#include "scorch/config.h"
+#include "scorch/discrete_pipeline.h"
 #include "scorch/error.h"
 #include "support/markov_oracle.h"
 
@@ -202,6 +204,16 @@ TEST(Discrete, CategoricalChiSquare) {
   };
   EXPECT_LT(chi2(sample_categorical(p, gen, 60000)), 15.09);
   EXPECT_LT(chi2(sample_categorical(p.expand({200, 300, 6}) * 3.0, gen)), 15.09);  // unnormalised weights
+}
+
+// The shipped word model passes the load-time validation and generates through the pipeline.
+TEST(Discrete, ShippedWordModelRuns) {
+  const auto p = TokenPipeline::from_config(load_config("configs/words.yaml", {"batch=4", "sampler.steps=4"}));
+  const TokenResult r = p->generate();
+  EXPECT_EQ(r.tokens.sizes(), at::IntArrayRef({4, 12}));
+  EXPECT_TRUE(((r.tokens >= 0) & (r.tokens < 27)).all().item<bool>());
+  EXPECT_DOUBLE_EQ(r.calls, 4.0);
+  EXPECT_EQ(p->decode(r.tokens).size(), 4u);
 }
 
 TEST(Discrete, RejectsBadOptions) {
