@@ -4,6 +4,9 @@
 #include <cmath>
 
 #include "mixture_score.h"
+#ifdef SCORCH_WITH_CUDA_KERNELS
+#include "mixture_score_cuda.h"
+#endif
 
 namespace scorch {
 
@@ -36,6 +39,20 @@ MixturePosterior mixture_posterior_reference(const IsotropicMixture& m, const at
 
 MixturePosterior mixture_posterior(const IsotropicMixture& m, const at::Tensor& x, double alpha, double sigma,
                                    int64_t block) {
+#ifdef SCORCH_WITH_CUDA_KERNELS
+  if (x.is_cuda() && x.scalar_type() == at::kFloat) {
+    const at::Tensor xc = x.contiguous(), mu = m.means.to(x.options()).contiguous();
+    const at::Tensor lw = m.log_weights.to(x.options()).contiguous(), var = m.variances.to(x.options()).contiguous();
+    MixturePosterior r;
+    r.x0 = at::empty_like(xc);
+    r.log_density = at::empty({x.size(0)}, x.options());
+    const int err = mixture_posterior_cuda(xc.data_ptr<float>(), mu.data_ptr<float>(), lw.data_ptr<float>(),
+                                           var.data_ptr<float>(), x.size(0), mu.size(0), x.size(1), alpha, sigma,
+                                           r.x0.data_ptr<float>(), r.log_density.data_ptr<float>(), nullptr);
+    TORCH_CHECK(err == 0, "mixture_posterior_cuda: CUDA error ", err);
+    return r;
+  }
+#endif
   if (!x.device().is_cpu()) return mixture_posterior_reference(m, x, alpha, sigma);
   const int64_t n = x.size(0), k = m.means.size(0);
   if (block <= 0) block = std::clamp<int64_t>((int64_t(1) << 20) / std::max<int64_t>(n, 1), 256, 4096);

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# On the GPU machine (the `device` tool): builds against that machine's LibTorch (CUDA),
+# runs every test (the CUDA kernel test runs there instead of skipping) under
+# compute-sanitizer memcheck for the kernel test, and writes the logs under $OUT.
+# Usage (from the repository root, with .deps carried; ../shared/gpu/README.md):
+#   bash tools/gpu_check.sh
+set -euo pipefail
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT" /tmp/root
+for f in .deps/debs/*.deb; do dpkg -x "$f" /tmp/root; done
+prefix="$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)');/tmp/root/usr"
+cmake -S . -B /tmp/b -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" \
+  -DCMAKE_CUDA_ARCHITECTURES=90 -DSCORCH_WITH_OPENCV=OFF 2>&1 | tee "$OUT/configure.log"
+cmake --build /tmp/b -j16 2>&1 | tail -50 | tee "$OUT/build.log"
+nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/device.txt"
+ctest --test-dir /tmp/b -j8 --output-on-failure 2>&1 | tee "$OUT/ctest.log" || true
+/tmp/b/bin/scorch_tests --gtest_filter='MixtureScore.Cuda*' 2>&1 | tee "$OUT/cuda_kernel_test.log" || true
+if command -v compute-sanitizer >/dev/null; then
+  compute-sanitizer --tool memcheck /tmp/b/bin/scorch_tests --gtest_filter='MixtureScore.Cuda*' \
+    2>&1 | tail -20 | tee "$OUT/memcheck.log" || true
+fi
