@@ -69,4 +69,12 @@ YAML::Node load_config(const std::string& path, const std::vector<std::string>& 
   return root;
 }
 
+YAML::Node load_config_text(const std::string& text, const std::vector<std::string>& overrides) {
+  YAML::Node root = parse_yaml(text, "config");
+  if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  if (!root.IsMap()) bad_input("config: the top level must be a mapping");
+  for (const auto& o : overrides) apply_override(root, o);
+  return root;
+}
+
 }  // namespace scorch

@@ -15,6 +15,9 @@ YAML::Node parse_yaml(const std::string& text, const std::string& source);
 // override "dotted.key=value", whose value parses as a YAML scalar or flow sequence.
 YAML::Node load_config(const std::string& path, const std::vector<std::string>& overrides);
 
+// The same from YAML text (the C API's config_yaml).
+YAML::Node load_config_text(const std::string& text, const std::vector<std::string>& overrides);
+
 // The text of configs/default.yaml, compiled in.
 const char* default_config_text();
 
