@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from update_doc_section import update_benchmarks  # noqa: E402
 from quality_table import ROOT, evaluate  # noqa: E402
 
 WEIGHTS = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0]
@@ -130,10 +131,7 @@ def main():
         "| configuration | NFE | wall time (s) | time vs unguided |",
         "|---|---|---|---|",
     ] + [f"| {l} | {n} | {s:.1f} | {s / base_sec:.2f}x |" for l, n, s in costs]
-    subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "tools", "update_doc_section.py"),
-                    os.path.join(ROOT, "docs", "benchmarks.md"), "guidance"], input="\n".join(lines) + "\n",
-                   text=True, check=True)
-    print("updated docs/benchmarks.md (guidance)")
+    update_benchmarks("guidance", lines)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ import time
 
 import numpy as np
 
+from update_doc_section import update_benchmarks
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLERS = ["ddim", "euler", "heun", "dpmpp_2m", "dpmpp_3m", "dpmpp_2s", "dpm_solver_3s", "unipc",
             "dpmpp_2m_sde", "dpmpp_3m_sde", "euler_ancestral"]
@@ -107,10 +109,7 @@ def main():
                                             [f"sampler.name={sampler}", f"sampler.steps={steps}"])
                 lines.append(row(sampler, steps * NFE_PER_STEP.get(sampler, 1), evaluate(scorch, npy, labels), sec))
                 print(lines[-1], flush=True)
-    text = "\n".join(lines) + "\n"
-    subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "tools", "update_doc_section.py"),
-                    os.path.join(ROOT, "docs", "benchmarks.md"), "quality"], input=text, text=True, check=True)
-    print("updated docs/benchmarks.md (quality)")
+    update_benchmarks("quality", lines)
 
 
 if __name__ == "__main__":

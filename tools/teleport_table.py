@@ -16,6 +16,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from update_doc_section import update_benchmarks  # noqa: E402
 from quality_table import ROOT, evaluate, generate  # noqa: E402
 
 PLAIN_NFE = [5, 6, 8, 10, 12, 15, 20]
@@ -82,10 +83,7 @@ def main():
                 else:
                     shown = skip
                 row("teleport + dpmpp_2m", shown, inner, nfe, evaluate(scorch, npy, labels))
-    text = "\n".join(lines) + "\n"
-    subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "tools", "update_doc_section.py"),
-                    os.path.join(ROOT, "docs", "benchmarks.md"), "teleport"], input=text, text=True, check=True)
-    print("updated docs/benchmarks.md (teleport)")
+    update_benchmarks("teleport", lines)
 
 
 if __name__ == "__main__":

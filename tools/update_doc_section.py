@@ -9,10 +9,10 @@ import os
 import sys
 
 
-def main():
-    path, name = sys.argv[1], sys.argv[2]
+def update(path, name, body):
+    """Replaces (or appends) the section NAME of the Markdown file PATH with BODY."""
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    body = sys.stdin.read().rstrip("\n")
+    body = body.rstrip("\n")
     text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
     block = f"{begin}\n{body}\n{end}"
     if begin in text and end in text:
@@ -23,6 +23,17 @@ def main():
     with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+def update_benchmarks(name, lines):
+    """Writes `lines` as the section NAME of docs/benchmarks.md."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    update(os.path.join(root, "docs", "benchmarks.md"), name, "\n".join(lines))
+    print(f"updated docs/benchmarks.md ({name})")
+
+
+def main():
+    update(sys.argv[1], sys.argv[2], sys.stdin.read())
 
 
 if __name__ == "__main__":

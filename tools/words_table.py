@@ -20,6 +20,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools", "train"))
 import words_data  # noqa: E402
 
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+from update_doc_section import update_benchmarks  # noqa: E402
+
 SAMPLERS = ["euler", "tweedie", "cached", "first_hitting", "maskgit", "remdm", "lsd"]
 STEPS = [4, 8, 16, 32, 64]
 
@@ -78,10 +81,7 @@ def main():
             lines.append(f"| {sampler} | {steps if sampler != 'first_hitting' else '-'} | {len(valid) / len(words):.3f} | "
                          f"{len(new) / max(1, len(valid)):.3f} | {distinct} | {calls:.1f} | {sec:.1f} |")
             print(lines[-1], flush=True)
-    subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "tools", "update_doc_section.py"),
-                    os.path.join(ROOT, "docs", "benchmarks.md"), "words"], input="\n".join(lines) + "\n",
-                   text=True, check=True)
-    print("updated docs/benchmarks.md (words)")
+    update_benchmarks("words", lines)
 
 
 if __name__ == "__main__":
