@@ -63,6 +63,14 @@ TEST(Npy, RejectsBadFiles) {
   std::string header = "{'descr': '<c16', 'fortran_order': False, 'shape': (1,), }\n";
   write_bytes(p, std::string("\x93NUMPY\x01\x00", 8) + char(header.size()) + char(0) + header + std::string(16, 0));
   EXPECT_THROW(read_npy(p), Error);
+  // a shape claiming 2^62 elements over 16 bytes: an error before anything is allocated
+  // (fuzz/fuzz_npy found the allocation), also when the product overflows
+  for (const char* shape : {"(4611686018427387904,)", "(4294967296, 4294967296, 16)"}) {
+    header = std::string("{'descr': '<f8', 'fortran_order': False, 'shape': ") + shape + ", }\n";
+    write_bytes(p, std::string("\x93NUMPY\x01\x00", 8) + char(header.size()) + char(0) + header + std::string(16, 0));
+    EXPECT_THROW(parse_npy(std::string("\x93NUMPY\x01\x00", 8) + char(header.size()) + char(0) + header + std::string(16, 0), "t"), Error);
+    EXPECT_THROW(read_npy(p), Error);
+  }
   std::remove(p.c_str());
 }
 

@@ -83,8 +83,16 @@ const DType kDTypes[] = {
 };
 
 at::Tensor from_bytes(const char* data, size_t nbytes, at::ScalarType type, const std::vector<int64_t>& shape) {
+  // The size the shape claims, checked against the bytes before anything is allocated (a
+  // file claiming a huge shape must not allocate it; found by fuzz/fuzz_npy).
+  const size_t item = c10::elementSize(type);
+  size_t count = 1;
+  for (int64_t s : shape) {
+    if (s < 0 || (s > 0 && count > nbytes / item / size_t(s) + 1)) throw std::length_error("size mismatch");
+    count *= size_t(s);
+  }
+  if (count * item != nbytes) throw std::length_error("size mismatch");
   at::Tensor t = at::empty(shape, at::TensorOptions().dtype(type));
-  if (size_t(t.nbytes()) != nbytes) throw std::length_error("size mismatch");
   if (nbytes) std::memcpy(t.data_ptr(), data, nbytes);
   return t;
 }
@@ -113,8 +121,10 @@ std::vector<int64_t> parse_shape(const std::string& text, const std::string& wha
 }
 
 at::Tensor read_npy(const std::string& path) {
-  const std::string what = "npy file '" + path + "'";
-  const std::string buf = read_all(path, "npy file");
+  return parse_npy(read_all(path, "npy file"), "npy file '" + path + "'");
+}
+
+at::Tensor parse_npy(const std::string& buf, const std::string& what) {
   if (buf.size() < 10 || std::memcmp(buf.data(), "\x93NUMPY", 6) != 0) bad_input(what + ": not a .npy file");
   const int major = static_cast<unsigned char>(buf[6]);
   size_t header_len, offset;
@@ -203,8 +213,10 @@ void write_npy(const std::string& path, const at::Tensor& tensor, const std::str
 }
 
 SafeTensors read_safetensors(const std::string& path) {
-  const std::string what = "safetensors file '" + path + "'";
-  const std::string buf = read_all(path, "model.path");
+  return parse_safetensors(read_all(path, "model.path"), "safetensors file '" + path + "'");
+}
+
+SafeTensors parse_safetensors(const std::string& buf, const std::string& what) {
   if (buf.size() < 8) bad_input(what + ": too short to be safetensors");
   uint64_t n;
   std::memcpy(&n, buf.data(), 8);

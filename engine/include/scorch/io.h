@@ -22,6 +22,8 @@ void check_writable(const std::string& path, const std::string& what);
 
 // NumPy .npy (format 1.0-3.0, little-endian, C order): f4, f8, i8, i4, u1, b1.
 at::Tensor read_npy(const std::string& path);
+// The same from the file's bytes; `what` names the source in errors (the fuzz harnesses).
+at::Tensor parse_npy(const std::string& bytes, const std::string& what);
 void write_npy(const std::string& path, const at::Tensor& tensor, const std::string& what = "npy");
 
 // safetensors: 8-byte little-endian header length, JSON header
@@ -30,6 +32,7 @@ struct SafeTensors {
   std::map<std::string, at::Tensor> tensors;
   std::map<std::string, std::string> metadata;
 };
+SafeTensors parse_safetensors(const std::string& bytes, const std::string& what);
 SafeTensors read_safetensors(const std::string& path);
 void write_safetensors(const std::string& path, const SafeTensors& st, const std::string& what = "safetensors");
 
