@@ -25,6 +25,7 @@ SamplerContext::SamplerContext(Denoiser& model, const Schedule& schedule, Rng& r
 Prediction SamplerContext::denoise(const at::Tensor& x, double t) {
   Prediction p = model_->predict(x, t, cond_);
   nfe_ += model_->last_calls();
+  if (p.x0.size(0) == x.size(0)) last_x0_ = p.x0;  // probes on a sub-batch are no preview
   // One read of x0 finds NaN and Inf (they survive a sum). Checking x0 alone suffices:
   // x0 and eps determine each other through the finite x, alpha and sigma.
   if (!std::isfinite(p.x0.sum().item<double>())) {
@@ -57,7 +58,7 @@ at::Tensor SamplerContext::end_step(int step, int total, double t, at::Tensor x)
   if (record_) trajectory_.push_back(x.clone());
   if (!progress_) return x;
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  if (!progress_(StepInfo{step, total, nfe_, t, elapsed, acceptance}))
+  if (!progress_(StepInfo{step, total, nfe_, t, elapsed, acceptance, last_x0_}))
     cancelled("cancelled after step " + std::to_string(step) + " of " + std::to_string(total));
   return x;
 }

@@ -64,6 +64,7 @@ class SamplerContext {
   const Schedule& schedule_;
   int64_t null_label_ = -1;
   CorrectorSpec corrector_;
+  at::Tensor last_x0_;  // the latest prediction, for progress previews
   double corrector_factor_ = 1.0;  // the adapted step-size factor, carried across steps
   bool corrected_ = false;
   Rng& rng_;

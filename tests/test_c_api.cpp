@@ -55,6 +55,37 @@ TEST(CApi, GeneratesWithShapeAndNfe) {
   scorch_pipeline_free(p);
 }
 
+// The preview gets the latest x0 after every step, shaped [batch, *shape]; the last one
+// is the result's data prediction (close to the samples at t_end).
+TEST(CApi, PreviewOfX0EveryStep) {
+  struct Seen {
+    int calls = 0;
+    std::vector<int64_t> shape;
+    std::vector<float> last;
+  } seen;
+  scorch_pipeline_params params = scorch_pipeline_params_init();
+  params.config_path = kGaussian.c_str();
+  const char* sets[] = {"batch=2", "output.png=", "sampler.name=dpmpp_2m", "sampler.steps=6"};
+  params.overrides = sets;
+  params.n_overrides = 4;
+  params.user = &seen;
+  params.preview = [](void* user, int, const float* x0, int rank, const int64_t* shape) {
+    auto* s = static_cast<Seen*>(user);
+    ++s->calls;
+    s->shape.assign(shape, shape + rank);
+    s->last.assign(x0, x0 + 2 * 784);
+  };
+  scorch_pipeline* p = nullptr;
+  ASSERT_EQ(scorch_pipeline_create(&params, &p), SCORCH_OK);
+  const std::vector<float> x = samples(p);
+  EXPECT_EQ(seen.calls, 6);
+  EXPECT_EQ(seen.shape, (std::vector<int64_t>{2, 1, 28, 28}));
+  double err = 0;
+  for (size_t i = 0; i < x.size(); ++i) err = std::max(err, double(std::abs(x[i] - seen.last[i])));
+  EXPECT_LT(err, 0.2);  // the last preview is x0 at the last evaluated time, the samples are at t_end
+  scorch_pipeline_free(p);
+}
+
 TEST(CApi, ConfigFromTextAndLogCallback) {
   std::ifstream in(kGaussian);
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

@@ -120,6 +120,11 @@ scorch_status scorch_generate(scorch_pipeline* p, scorch_result** out) {
     const scorch_pipeline_params& params = p->params;
     const scorch::ProgressFn progress = [p, &params](const scorch::StepInfo& info) {
       if (p->cancel.exchange(false)) return false;
+      if (params.preview && info.x0.defined()) {
+        const at::Tensor x0 = info.x0.to(at::kCPU).to(at::kFloat).contiguous();
+        const std::vector<int64_t> shape = x0.sizes().vec();
+        params.preview(params.user, info.step, x0.data_ptr<float>(), int(shape.size()), shape.data());
+      }
       return !params.progress || params.progress(params.user, info.step, info.total, info.nfe);
     };
     if (p->cancel.exchange(false)) scorch::cancelled("cancelled before the first step");

@@ -39,6 +39,9 @@ typedef struct scorch_result scorch_result;     /* samples of one generation */
 
 /* Called after every sampler step; return false to cancel. */
 typedef bool (*scorch_progress_fn)(void* user, int step, int total, int64_t nfe);
+/* Optional preview after every step: the latest data prediction x0 (float32, C order,
+ * `rank` dimensions in `shape`, [batch, *sample shape]), valid during the call only. */
+typedef void (*scorch_preview_fn)(void* user, int step, const float* x0, int rank, const int64_t* shape);
 /* Receives the library's notes (e.g. teleport's skip point), one line each. */
 typedef void (*scorch_log_fn)(void* user, const char* line);
 
@@ -49,6 +52,7 @@ typedef struct {
   int n_overrides;
   scorch_progress_fn progress;
   scorch_log_fn log;
+  scorch_preview_fn preview;      /* NULL: no preview (it costs a copy of x0 per step) */
   void* user;                     /* passed to the callbacks */
 } scorch_pipeline_params;
 
