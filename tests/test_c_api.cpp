@@ -16,15 +16,25 @@ namespace {
 
 const std::string kGaussian = std::string(SCORCH_SOURCE_DIR) + "/configs/fmnist_gaussian.yaml";
 
-scorch_pipeline* create(std::vector<const char*> sets, const char* path = kGaussian.c_str()) {
-  scorch_pipeline_params p = scorch_pipeline_params_init();
-  p.config_path = path;
-  p.overrides = sets.data();
-  p.n_overrides = int(sets.size());
+// Parameters for the Gaussian config with `--set` overrides (kept alive with the params).
+struct GaussianParams {
+  std::vector<const char*> sets;
+  scorch_pipeline_params params = scorch_pipeline_params_init();
+  explicit GaussianParams(std::vector<const char*> s, void* user = nullptr) : sets(std::move(s)) {
+    params.config_path = kGaussian.c_str();
+    params.overrides = sets.data();
+    params.n_overrides = int(sets.size());
+    params.user = user;
+  }
+};
+
+scorch_pipeline* create_from(const scorch_pipeline_params& params) {
   scorch_pipeline* out = nullptr;
-  EXPECT_EQ(scorch_pipeline_create(&p, &out), SCORCH_OK) << scorch_last_error(nullptr);
+  EXPECT_EQ(scorch_pipeline_create(&params, &out), SCORCH_OK) << scorch_last_error(nullptr);
   return out;
 }
+
+scorch_pipeline* create(std::vector<const char*> sets) { return create_from(GaussianParams(std::move(sets)).params); }
 
 std::vector<float> samples(scorch_pipeline* p, int64_t* nfe = nullptr) {
   scorch_result* r = nullptr;
@@ -63,20 +73,15 @@ TEST(CApi, PreviewOfX0EveryStep) {
     std::vector<int64_t> shape;
     std::vector<float> last;
   } seen;
-  scorch_pipeline_params params = scorch_pipeline_params_init();
-  params.config_path = kGaussian.c_str();
-  const char* sets[] = {"batch=2", "output.png=", "sampler.name=dpmpp_2m", "sampler.steps=6"};
-  params.overrides = sets;
-  params.n_overrides = 4;
-  params.user = &seen;
-  params.preview = [](void* user, int, const float* x0, int rank, const int64_t* shape) {
+  GaussianParams gp({"batch=2", "output.png=", "sampler.name=dpmpp_2m", "sampler.steps=6"}, &seen);
+  gp.params.preview = [](void* user, int, const float* x0, int rank, const int64_t* shape) {
     auto* s = static_cast<Seen*>(user);
     ++s->calls;
     s->shape.assign(shape, shape + rank);
     s->last.assign(x0, x0 + 2 * 784);
   };
-  scorch_pipeline* p = nullptr;
-  ASSERT_EQ(scorch_pipeline_create(&params, &p), SCORCH_OK);
+  scorch_pipeline* p = create_from(gp.params);
+  ASSERT_NE(p, nullptr);
   const std::vector<float> x = samples(p);
   EXPECT_EQ(seen.calls, 6);
   EXPECT_EQ(seen.shape, (std::vector<int64_t>{2, 1, 28, 28}));
@@ -147,20 +152,15 @@ TEST(CApi, CancelFromCallbackAndFromAnotherThread) {
     std::atomic<int> steps{0};
     int stop_at = 3;
   } st;
-  scorch_pipeline_params params = scorch_pipeline_params_init();
-  params.config_path = kGaussian.c_str();
-  const char* sets[] = {"batch=2", "output.png=", "sampler.steps=200", "sampler.name=euler"};
-  params.overrides = sets;
-  params.n_overrides = 4;
-  params.user = &st;
-  params.progress = [](void* user, int step, int, int64_t) {
+  GaussianParams gp({"batch=2", "output.png=", "sampler.steps=200", "sampler.name=euler"}, &st);
+  gp.params.progress = [](void* user, int step, int, int64_t) {
     auto* s = static_cast<State*>(user);
     s->steps = step;
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
     return step < s->stop_at;
   };
-  scorch_pipeline* p = nullptr;
-  ASSERT_EQ(scorch_pipeline_create(&params, &p), SCORCH_OK);
+  scorch_pipeline* p = create_from(gp.params);
+  ASSERT_NE(p, nullptr);
   scorch_result* r = nullptr;
   EXPECT_EQ(scorch_generate(p, &r), SCORCH_CANCELLED);
   EXPECT_EQ(r, nullptr);
@@ -198,20 +198,15 @@ TEST(CApi, ThreadsAndBusy) {
   struct Gate {
     std::atomic<bool> running{false}, release{false};
   } gate;
-  scorch_pipeline_params params = scorch_pipeline_params_init();
-  params.config_path = kGaussian.c_str();
-  const char* sets[] = {"batch=1", "output.png="};
-  params.overrides = sets;
-  params.n_overrides = 2;
-  params.user = &gate;
-  params.progress = [](void* user, int, int, int64_t) {
+  GaussianParams gp({"batch=1", "output.png="}, &gate);
+  gp.params.progress = [](void* user, int, int, int64_t) {
     auto* g = static_cast<Gate*>(user);
     g->running = true;
     while (!g->release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     return true;
   };
-  scorch_pipeline* c = nullptr;
-  ASSERT_EQ(scorch_pipeline_create(&params, &c), SCORCH_OK);
+  scorch_pipeline* c = create_from(gp.params);
+  ASSERT_NE(c, nullptr);
   scorch_result* r = nullptr;
   std::thread t3([&] {
     scorch_result* mine = nullptr;

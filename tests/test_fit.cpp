@@ -15,6 +15,16 @@ using testing::kF64;
 
 double max_abs(const at::Tensor& a) { return a.abs().max().item<double>(); }
 
+GmmFitOptions options(int64_t k, Covariance cov, int em_iters) {
+  GmmFitOptions o;
+  o.k = k;
+  o.cov = cov;
+  o.rank = 2;
+  o.em_iters = em_iters;
+  o.reg = 1e-6;
+  return o;
+}
+
 // N = 40000 samples of a 6-d Gaussian: mean and covariance to within 5 standard errors
 // (|Sigma| <= 2.1, so the errors are about 2.1 sqrt(2 / N) = 0.015).
 TEST(Fit, GaussianRecoversMeanAndCovariance) {
@@ -55,13 +65,7 @@ TEST(Fit, GmmRecoversKnownMixtures) {
     truth.means = truth.means * 6.0;  // well separated
     truth.log_weights = at::log(at::tensor({0.5, 0.3, 0.2}, kF64));
     const at::Tensor x = testing::sample_gmm(truth, 30000, 11);
-    GmmFitOptions o;
-    o.k = 3;
-    o.cov = cov;
-    o.rank = 2;
-    o.em_iters = 10;
-    o.reg = 1e-6;
-    const GmmFit fit = fit_gmm(x, o);
+    const GmmFit fit = fit_gmm(x, options(3, cov, 10));
     const GaussianMixture& m = fit.mixture;
     ASSERT_EQ(m.cov, cov);
     const at::Tensor match = std::get<1>(at::cdist(truth.means, m.means).min(1));  // truth k -> fitted
@@ -83,13 +87,7 @@ TEST(Fit, EmLikelihoodIsMonotone) {
   for (Covariance cov : {Covariance::Isotropic, Covariance::Diagonal, Covariance::LowRank, Covariance::Full}) {
     const GaussianMixture truth = testing::random_gmm(cov, 20, 4, 5, 2);
     const at::Tensor x = testing::sample_gmm(truth, 5000, 21);
-    GmmFitOptions o;
-    o.k = 4;
-    o.cov = cov;
-    o.rank = 2;
-    o.em_iters = 15;
-    o.reg = 1e-6;
-    const std::vector<double> ll = fit_gmm(x, o).log_likelihood;
+    const std::vector<double> ll = fit_gmm(x, options(4, cov, 15)).log_likelihood;
     ASSERT_EQ(ll.size(), 15u);
     for (size_t i = 1; i < ll.size(); ++i) EXPECT_GE(ll[i], ll[i - 1] - 1e-4) << covariance_name(cov) << " iteration " << i;
     EXPECT_GT(ll.back(), ll.front()) << covariance_name(cov);
