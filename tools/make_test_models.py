@@ -73,6 +73,19 @@ class UniformTokens(torch.nn.Module):
         return torch.full((tokens.shape[0], 4, 5), -1.6094379124341003)
 
 
+class TemperedTokens(torch.nn.Module):
+    """Token denoiser over 5 tokens (mask id 5), any length: every masked position gets
+    softmax(beta z), z = (-1.5, -0.75, 0, 0.75, 1.5), beta = 1 + (fraction of unmasked positions).
+    Its predictions sharpen as tokens are revealed by a known law, so the LSD coefficient that
+    matches a teacher's later predictions is known in closed form (tests/test_cli.cpp)."""
+
+    def forward(self, tokens, t):
+        unmasked = (tokens != 5).to(torch.float32).mean(1)
+        beta = (1.0 + unmasked).view(-1, 1, 1)
+        z = torch.linspace(-1.5, 1.5, 5).view(1, 1, 5)
+        return torch.log_softmax(beta * z, -1).expand(tokens.shape[0], tokens.shape[1], 5).contiguous()
+
+
 class EchoTime(torch.nn.Module):
     """Returns its time input broadcast to x: shows what the engine passes as t."""
 
@@ -115,7 +128,7 @@ def main():
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)
     for name, module in [("gaussian_eps", GaussianEps()), ("gaussian_energy", GaussianEnergy()),
-                         ("gmm_classifier", GmmClassifier()), ("uniform_tokens", UniformTokens()), ("echo_time", EchoTime()), ("echo_cond", EchoCond()),
+                         ("gmm_classifier", GmmClassifier()), ("uniform_tokens", UniformTokens()), ("tempered_tokens", TemperedTokens()), ("echo_time", EchoTime()), ("echo_cond", EchoCond()),
                          ("wrong_arity", WrongArity()), ("wrong_shape", WrongShape()),
                          ("nan_output", NanOutput()), ("late_nan", LateNan())]:
         torch.jit.save(torch.jit.script(module.eval()), os.path.join(out, name + ".pt"))

@@ -264,7 +264,7 @@ int main(int argc, char** argv) {
       const scorch::LsdDistillResult r = scorch::distill_lsd(scorch::load_config(lsd_config, {}), lo);
       scorch::write_lsd_yaml(lsd_out, r, lo);
       for (size_t i = 0; i < r.loss_after.size(); ++i)
-        std::fprintf(stderr, "step %zu: c = %.4f  d = %.4f  -log P %.4f -> %.4f\n", i + 1, r.coefficients[i],
+        std::fprintf(stderr, "step %zu: c = %.4f  d = %.4f  reverse KL %.4f -> %.4f nats per position\n", i + 1, r.coefficients[i],
                      r.step_scales[i], r.loss_before[i], r.loss_after[i]);
       std::fprintf(stderr, "distill-lsd: %d steps in %.1f s, wrote %s\n", lo.steps,
                    std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), lsd_out.c_str());

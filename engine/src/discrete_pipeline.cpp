@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <functional>
 
 #include "../../samplers/discrete/discrete_sampler.h"
 #include "scorch/error.h"
@@ -175,71 +176,88 @@ LsdDistillResult distill_lsd(const YAML::Node& config, const LsdDistillOptions& 
   const DiscreteSchedule& ns = *m.schedule;
   const int64_t mask = m.model->spec().mask_id, vocab = m.model->spec().vocab;
 
-  // Teacher: euler with teacher_steps steps, states kept at the student's grid times.
+  // Teacher: euler with teacher_steps steps. It keeps, for student step i (t_i -> t_{i+1}),
+  //   p_i  the model at the teacher's state at t_i (what the student sees), x_i and x_{i+1},
+  // and per position p*, the distribution the teacher drew that position's token from (at
+  // the teacher step that unmasked it, with every token revealed before it as context).
   DiscreteContext ctx(*m.model, ns, o.seed, parse_discrete_options(find_discrete_sampler("euler"), {}));
   at::Tensor x = discrete_prior(ctx, o.batch);
   const std::vector<double> tt = ctx.grid(o.teacher_steps), ts = ctx.grid(o.steps);
   const int every = o.teacher_steps / o.steps;
-  std::vector<at::Tensor> states = {x}, probs;
-  const at::Tensor all = at::ones({1, x.size(1)}, at::kBool);
+  std::vector<at::Tensor> states, student_p;
+  at::Tensor drawn;  // p*
   for (int k = 0; k < o.teacher_steps; ++k) {
     const double t = tt[size_t(k)], s = tt[size_t(k) + 1];
     const at::Tensor pk = ctx.probs(x, at::full({x.size(0)}, t, at::kDouble));
-    if (k % every == 0) probs.push_back(pk);
-    const double r = std::min(1.0, ns.alpha_rate(t) * (t - s) / (1.0 - ns.alpha(t)));
-    const at::Tensor masked = x == mask;
-    const at::Tensor go = masked & (ctx.uniform({x.size(0), x.size(1)}) < r);
+    const at::Tensor masked = (x == mask).unsqueeze(-1);
+    if (k % every == 0) {
+      states.push_back(x);
+      student_p.push_back(pk);
+    }
+    drawn = drawn.defined() ? at::where(masked, pk, drawn) : pk;
+    const double r = k + 1 == o.teacher_steps ? 1.0 : std::min(1.0, ns.alpha_rate(t) * (t - s) / (1.0 - ns.alpha(t)));
+    const at::Tensor go = masked.squeeze(-1) & (ctx.uniform({x.size(0), x.size(1)}) < r);
     x = at::where(go, ctx.sample(pk), x);
-    if ((k + 1) % every == 0) states.push_back(x);
   }
-  (void)all;
+  states.push_back(x);
 
   LsdDistillResult res;
   c10::InferenceMode off(false);
   at::AutoGradMode grad_on(true);
-  // Student step i (the last one forces every mask open, so it has nothing to learn).
-  for (int i = 0; i < o.steps; ++i) {
-    if (i + 1 == o.steps) {
-      res.coefficients.push_back(1.0);
-      res.step_scales.push_back(1.0);
-      continue;
+  // Adam on one scalar parameter (the model outputs are fixed tensors).
+  auto minimise = [&](at::Tensor param, const std::function<at::Tensor(const at::Tensor&)>& loss_of) {
+    double m1 = 0, m2 = 0;
+    for (int it = 1; it <= o.iters; ++it) {
+      const double g = torch::autograd::grad({loss_of(param)}, {param})[0].item<double>();
+      m1 = 0.9 * m1 + 0.1 * g;
+      m2 = 0.999 * m2 + 0.001 * g * g;
+      at::NoGradGuard ng;
+      param.sub_(0.02 * (m1 / (1 - std::pow(0.9, it))) / (std::sqrt(m2 / (1 - std::pow(0.999, it))) + 1e-12));
     }
-    const double t = ts[size_t(i)], s = ts[size_t(i) + 1], a = ns.alpha(t);
-    const double base = (t - s) * ns.alpha_rate(t) / a, shift = std::log(std::expm1(-std::log(a)));
+  };
+  for (int i = 0; i < o.steps; ++i) {
     const at::Tensor xi = states[size_t(i)], xn = states[size_t(i) + 1];
     const at::Tensor sel = at::nonzero((xi == mask).flatten()).squeeze(1);
-    const at::Tensor logp = (probs[size_t(i)].clone().reshape({-1, vocab}).index_select(0, sel).clamp_min(1e-300).log() - shift);
-    const at::Tensor target = xn.flatten().index_select(0, sel);
-    const at::Tensor opened = target != mask;
-    const at::Tensor tok = target.clamp_max(vocab - 1).unsqueeze(1);
-    auto loss_of = [&](const at::Tensor& c, const at::Tensor& d) {
-      const at::Tensor w = d * base * at::exp(c * logp);                  // [n, V]
-      const at::Tensor stay = (1.0 - w.sum(1)).clamp_min(1e-12);
-      const at::Tensor lp = at::where(opened, at::log(w.gather(1, tok).squeeze(1).clamp_min(1e-300)), at::log(stay));
-      return -lp.mean();
+    if (sel.numel() == 0) bad_input("distill-lsd: the teacher left no masked position at student step " + std::to_string(i + 1));
+    const at::Tensor log_p = student_p[size_t(i)].reshape({-1, vocab}).index_select(0, sel).clamp_min(1e-300).log();
+    const at::Tensor log_target = drawn.reshape({-1, vocab}).index_select(0, sel).clamp_min(1e-30).log();
+    // c_i: reverse KL of the student's token distribution q_c ∝ p_i^c to the teacher's p*,
+    //   L(c) = mean over the positions masked at t_i of sum_v q_c(v) (log q_c(v) - log p*(v)).
+    // Its minimiser over all q is the normalised geometric mean of the p* over the teacher's
+    // continuations: a student that draws the tokens of one step independently cannot express
+    // the correlation the teacher builds by revealing them one after another, and this fit
+    // makes it commit to the tokens that stay likely whichever neighbours the teacher reveals
+    // first. (A forward KL or likelihood fit gives c = 1 for any consistent model: E p* = p_i.)
+    auto kl_of = [&](const at::Tensor& c) {
+      const at::Tensor log_q = at::log_softmax(c * log_p, -1);
+      return (log_q.exp() * (log_q - log_target)).sum(-1).mean();
     };
     at::Tensor c = at::ones({}, at::kDouble).requires_grad_(true);
-    at::Tensor log_d = at::zeros({}, at::kDouble).requires_grad_(o.learn_step_sizes);
-    res.loss_before.push_back(loss_of(c, log_d.exp()).item<double>());
-    // Adam on (c, log d): one or two scalars per step, the model outputs fixed
-    double m1[2] = {0, 0}, m2[2] = {0, 0};
-    for (int it = 1; it <= o.iters; ++it) {
-      const at::Tensor loss = loss_of(c, log_d.exp());
-      std::vector<at::Tensor> params = {c};
-      if (o.learn_step_sizes) params.push_back(log_d);
-      const auto grads = torch::autograd::grad({loss}, params);
-      for (size_t j = 0; j < params.size(); ++j) {
-        const double g = grads[j].item<double>();
-        m1[j] = 0.9 * m1[j] + 0.1 * g;
-        m2[j] = 0.999 * m2[j] + 0.001 * g * g;
-        const double step = 0.02 * (m1[j] / (1 - std::pow(0.9, it))) / (std::sqrt(m2[j] / (1 - std::pow(0.999, it))) + 1e-12);
-        at::NoGradGuard ng;
-        params[j].sub_(step);
-      }
-    }
-    res.loss_after.push_back(loss_of(c, log_d.exp()).item<double>());
+    res.loss_before.push_back(kl_of(c).item<double>());
+    minimise(c, kl_of);
+    res.loss_after.push_back(kl_of(c).item<double>());
     res.coefficients.push_back(c.item<double>());
-    res.step_scales.push_back(log_d.exp().item<double>());
+    // d_i (LSD+): with c_i fixed, the likelihood of the teacher's unmasking events under the
+    // student's one-step kernel P(v) = d_i (t_i - t_{i+1}) sigma(t_i) s_v^c_i, P(stay) = 1 - sum_v P(v).
+    // The last step unmasks everything, so it has no rate to learn.
+    double d_fit = 1.0;
+    if (o.learn_step_sizes && i + 1 < o.steps) {
+      const double t = ts[size_t(i)], s = ts[size_t(i) + 1], a = ns.alpha(t);
+      const double base = (t - s) * ns.alpha_rate(t) / a, shift = std::log(std::expm1(-std::log(a)));
+      const at::Tensor w0 = base * at::exp(c.detach() * (log_p - shift));  // [n, V]
+      const at::Tensor next = xn.flatten().index_select(0, sel);
+      const at::Tensor opened = next != mask;
+      const at::Tensor log_w_tok = at::log(w0.gather(1, next.clamp_max(vocab - 1).unsqueeze(1)).squeeze(1).clamp_min(1e-300));
+      const at::Tensor w_sum = w0.sum(1);
+      auto nll_of = [&](const at::Tensor& log_d) {
+        const at::Tensor stay = (1.0 - log_d.exp() * w_sum).clamp_min(1e-12);
+        return -at::where(opened, log_d + log_w_tok, at::log(stay)).mean();
+      };
+      at::Tensor log_d = at::zeros({}, at::kDouble).requires_grad_(true);
+      minimise(log_d, nll_of);
+      d_fit = std::exp(log_d.item<double>());
+    }
+    res.step_scales.push_back(d_fit);
   }
   return res;
 }

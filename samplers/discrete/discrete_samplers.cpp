@@ -273,7 +273,8 @@ at::Tensor sample_remdm(DiscreteContext& ctx, at::Tensor x, const Options& o) {
 // lsd (Fu et al. 2025): tau-leaping with a learned coefficient c_i on the log-score of step i,
 //   P(x_s = v) = (t - s) sigma(t) s_v^c_i,   s_v = p_v / (e^sigma_bar - 1),  sigma(t) = alpha_rate / alpha,
 // and optionally learned step sizes (LSD+: a scale d_i of step i's rate, `step_scales`) or
-// times; c_i = d_i = 1 is euler. From a YAML file (`coefficients: [...]`, optional
+// times; the last step unmasks every remaining position from p^c_n normalised (the reference
+// drops the mask column of s^c). c_i = d_i = 1 is euler. From a YAML file (`coefficients: [...]`, optional
 // `step_scales: [...]`, `times: [1, ..., t_end]`), written by `scorch distill-lsd`.
 at::Tensor sample_lsd(DiscreteContext& ctx, at::Tensor x, const Options& o) {
   absorbing_only(ctx, "lsd");
@@ -304,7 +305,8 @@ at::Tensor sample_lsd(DiscreteContext& ctx, at::Tensor x, const Options& o) {
   for (int k = 0; k < steps; ++k) {
     const double tk = t[size_t(k)], sk = t[size_t(k) + 1];
     const at::Tensor p = ctx.probs(x, times(tk, x.size(0)));
-    if (k + 1 == steps) return unmask_step(ctx, x, p, all, times(1.0, x.size(0)), true);
+    if (k + 1 == steps)
+      return unmask_step(ctx, x, at::softmax(coef[size_t(k)] * at::log(p.clamp_min(1e-300)), -1), all, times(1.0, x.size(0)), true);
     const double a = ns.alpha(tk), rate = ns.alpha_rate(tk) / a, log_score_shift = std::log(std::expm1(-std::log(a)));
     const at::Tensor w = scale[size_t(k)] * (tk - sk) * rate * at::exp(coef[size_t(k)] * (at::log(p.clamp_min(1e-300)) - log_score_shift));
     const at::Tensor stay = (1.0 - w.sum(-1, true)).clamp_min(0.0);

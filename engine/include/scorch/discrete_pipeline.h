@@ -20,13 +20,15 @@ struct TokenResult {
 
 // LSD distillation (Fu et al. 2025): learns the per-step log-score coefficients c_i of the
 // `lsd` sampler for `steps` student steps (and, with learn_step_sizes, a per-step scale d_i
-// of the step's rate, LSD+) by maximising the likelihood of a `teacher_steps`-step euler
-// teacher's transitions between the student's grid times: at each student time t_i the
-// teacher's state x_i and its state x_{i+1} at t_{i+1}; the student's one-step kernel
-//   P(unmask to v) = d_i (t_i - t_{i+1}) sigma(t_i) s_v^c_i,  s_v = p_v / (e^sigma_bar - 1),
-//   P(stay masked) = 1 - sum_v P(v),
-// scores -log P(x_{i+1} | x_i) over the masked positions of x_i (the model runs once per
-// student step on the teacher's states; only c and d are trained, with LibTorch autograd).
+// of the step's rate, LSD+) from a `teacher_steps`-step euler teacher run on `batch`
+// sequences. For each student step i (t_i -> t_{i+1}) and each position masked in the
+// teacher's state at t_i, the student's token distribution q_c ∝ p_i^c (p_i: the model at
+// that state) is matched to the teacher's later, better-informed distribution p* (the one
+// the teacher drew that position's token from, whenever it unmasked it) by the reverse KL,
+// mean KL(q_c || p*); then d_i maximises the likelihood of the teacher's unmasking
+// events under the student's one-step kernel
+//   P(unmask to v) = d_i (t_i - t_{i+1}) sigma(t_i) s_v^c_i,  s_v = p_v / (e^sigma_bar - 1).
+// Only c and d are trained (LibTorch autograd, Adam); the model runs once per teacher step.
 struct LsdDistillOptions {
   int steps = 8;
   int teacher_steps = 256;
@@ -37,7 +39,7 @@ struct LsdDistillOptions {
 };
 struct LsdDistillResult {
   std::vector<double> coefficients, step_scales;
-  std::vector<double> loss_before, loss_after;  // per step: mean -log P at c = 1 (d = 1) and at the fit
+  std::vector<double> loss_before, loss_after;  // per step: the reverse KL (nats per position) at c = 1 and at the fit
 };
 class TokenPipeline;
 LsdDistillResult distill_lsd(const YAML::Node& config, const LsdDistillOptions& options);
