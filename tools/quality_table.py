@@ -8,7 +8,13 @@ samples of the analytic Gaussian of the data (a ceiling). Columns: FD in the eva
 classifier's feature space, label consistency, k-NN precision and recall, against the
 Fashion-MNIST test set.
 
-Usage: /usr/bin/python3 tools/quality_table.py [--n 10000] [--samplers ddim,dpmpp_2m,...] [--build build]
+Every measured row is kept in docs/quality_rows.json (its sample count, metrics and wall
+time), so the table can be built over several runs: a run measures only the rows whose kept
+sample count is below --n, cheapest first, stops starting new rows after --max-minutes, and
+always rewrites the table from everything kept (each row says its sample count).
+
+Usage: /usr/bin/python3 tools/quality_table.py [--n 10000] [--samplers ddim,dpmpp_2m,...]
+                                                [--max-minutes M] [--build build]
 """
 import argparse
 import json
@@ -56,9 +62,28 @@ def evaluate(scorch, npy, labels):
     return json.loads(run(cmd))
 
 
-def row(label, nfe, r, seconds):
+CACHE = os.path.join(ROOT, "docs", "quality_rows.json")
+
+
+def row(label, nfe, n, r, seconds):
     acc = "-" if r["accuracy"] < 0 else f"{r['accuracy']:.3f}"
-    return f"| {label} | {nfe} | {r['fd']:.2f} | {acc} | {r['precision']:.3f} | {r['recall']:.3f} | {seconds:.0f} |"
+    return (f"| {label} | {nfe} | {n} | {r['fd']:.2f} | {acc} | {r['precision']:.3f} | {r['recall']:.3f} | "
+            f"{seconds:.0f} |")
+
+
+def load_cache():
+    if not os.path.exists(CACHE):
+        return {}
+    with open(CACHE) as f:
+        return json.load(f)
+
+
+def save_cache(cache):
+    tmp = CACHE + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(cache, f, indent=1, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, CACHE)
 
 
 def main():
@@ -67,48 +92,63 @@ def main():
     ap.add_argument("--samplers", default=",".join(SAMPLERS))
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--no-reference", action="store_true", help="skip the 1000-step DDIM row")
+    ap.add_argument("--max-minutes", type=float, default=0, help="start no new row after this many minutes (0: no limit)")
     args = ap.parse_args()
     scorch = os.path.join(args.build, "bin", "scorch")
     os.chdir(ROOT)
     sys.path.insert(0, os.path.join(ROOT, "tools", "train"))
     import fmnist_data  # noqa: E402
 
+    # The rows in table order: (key, label, NFE, how to make the samples). Cost: model calls per sample.
+    rows = [("floor", "training set (floor)", "-", None, 0),
+            ("gaussian", "analytic Gaussian (ceiling)", 100, ("configs/fmnist_gaussian.yaml", "heun", 50), 0)]
+    if not args.no_reference:
+        rows.append(("ddim1000", "ddim, 1000 steps (reference)", 1000, ("configs/default.yaml", "ddim", 1000), 1000))
+    for sampler in args.samplers.split(","):
+        for nfe in NFES:
+            steps = nfe // NFE_PER_STEP.get(sampler, 1)
+            if steps >= 2:
+                rows.append((f"{sampler}{nfe}", sampler, steps * NFE_PER_STEP.get(sampler, 1),
+                             ("configs/default.yaml", sampler, steps), nfe))
+    cache = load_cache()
+    start = time.time()
+    todo = sorted((r for r in rows if cache.get(r[0], {}).get("n", 0) < args.n), key=lambda r: r[4])
+    with tempfile.TemporaryDirectory() as tmp:
+        for key, label, nfe, how, _ in todo:
+            if args.max_minutes and time.time() - start > 60 * args.max_minutes:
+                print(f"--max-minutes reached; {key} and later rows keep their earlier measurement", flush=True)
+                break
+            if how is None:
+                x, y = fmnist_data.load("train")
+                np.save(os.path.join(tmp, "train.npy"), x[: args.n].numpy())
+                np.save(os.path.join(tmp, "train.labels.npy"), y[: args.n].numpy())
+                r, sec = evaluate(scorch, os.path.join(tmp, "train.npy"), os.path.join(tmp, "train.labels.npy")), 0
+            else:
+                config, sampler, steps = how
+                npy, labels, sec = generate(scorch, tmp, key, args.n, [f"sampler.name={sampler}", f"sampler.steps={steps}"],
+                                            config=config)
+                r = evaluate(scorch, npy, labels)
+            cache[key] = {"n": args.n, "seconds": sec, "date": time.strftime("%Y-%m-%d", time.gmtime()), **r}
+            save_cache(cache)
+            print(row(label, nfe, args.n, r, sec), flush=True)
+
+    counts = sorted({cache[r[0]]["n"] for r in rows if r[0] in cache})
     lines = [
         "## Sample quality: Fashion-MNIST U-Net",
         "",
-        f"Produced by `/usr/bin/python3 tools/quality_table.py --n {args.n}` on {os.cpu_count()} cores, "
-        f"{time.strftime('%Y-%m-%d', time.gmtime())}. {args.n} class-conditional samples per row (labels 0-9 in "
-        "equal shares, no guidance), `configs/default.yaml`'s model and schedule, seed 0; metrics by `scorch eval` "
-        "against the 10k test images in the feature space of `models/fmnist_classifier.pt`. Seconds: wall time of "
-        "`scorch generate`.",
+        f"Produced by `/usr/bin/python3 tools/quality_table.py --n {args.n}` on {os.cpu_count()} cores "
+        f"(rows kept in `docs/quality_rows.json`; sample counts here: {', '.join(map(str, counts))}). "
+        "Class-conditional samples (labels 0-9 in equal shares, no guidance), `configs/default.yaml`'s model and "
+        "schedule, seed 0; metrics by `scorch eval` against the 10k test images in the feature space of "
+        "`models/fmnist_classifier.pt`. n: samples in the row. Seconds: wall time of `scorch generate`.",
         "",
-        "| samples | NFE | FD | label consistency | precision | recall | seconds |",
-        "|---|---|---|---|---|---|---|",
+        "| samples | NFE | n | FD | label consistency | precision | recall | seconds |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    with tempfile.TemporaryDirectory() as tmp:
-        x, y = fmnist_data.load("train")
-        np.save(os.path.join(tmp, "train.npy"), x[: args.n].numpy())
-        np.save(os.path.join(tmp, "train.labels.npy"), y[: args.n].numpy())
-        r = evaluate(scorch, os.path.join(tmp, "train.npy"), os.path.join(tmp, "train.labels.npy"))
-        lines.append(row("training set (floor)", "-", r, 0))
-        print(lines[-1], flush=True)
-        npy, labels, sec = generate(scorch, tmp, "gauss", args.n, ["sampler.name=heun", "sampler.steps=50"],
-                                    config="configs/fmnist_gaussian.yaml")
-        lines.append(row("analytic Gaussian (ceiling)", 100, evaluate(scorch, npy, None), sec))
-        print(lines[-1], flush=True)
-        if not args.no_reference:
-            npy, labels, sec = generate(scorch, tmp, "ref", args.n, ["sampler.name=ddim", "sampler.steps=1000"])
-            lines.append(row("ddim, 1000 steps (reference)", 1000, evaluate(scorch, npy, labels), sec))
-            print(lines[-1], flush=True)
-        for sampler in args.samplers.split(","):
-            for nfe in NFES:
-                steps = nfe // NFE_PER_STEP.get(sampler, 1)
-                if steps < 2:
-                    continue
-                npy, labels, sec = generate(scorch, tmp, f"{sampler}{nfe}", args.n,
-                                            [f"sampler.name={sampler}", f"sampler.steps={steps}"])
-                lines.append(row(sampler, steps * NFE_PER_STEP.get(sampler, 1), evaluate(scorch, npy, labels), sec))
-                print(lines[-1], flush=True)
+    for key, label, nfe, _, _ in rows:
+        if key in cache:
+            c = cache[key]
+            lines.append(row(label, nfe, c["n"], c, c["seconds"]))
     update_benchmarks("quality", lines)
 
 
