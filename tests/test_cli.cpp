@@ -221,11 +221,13 @@ static std::vector<double> yaml_list(const fs::path& file, const std::string& ke
 // teacher on the log-linear schedule each position is still masked at grid time t_k with
 // probability t_k, so given that one position is masked, m = t_k + (1 - t_k) / L in
 // expectation; a position masked at t_a is unmasked in teacher step k >= a with probability
-// (t_k - t_k+1) / t_a (the last step takes what is left), from softmax(beta' z). The reverse
-// KL to those distributions is minimised by their geometric mean, softmax(E[beta'] z), which
-// is q_c for c = E[beta'] / beta_a: exact up to the teacher's sampling noise and the spread of
-// m across sequences (L = 64), hence the 0.005 tolerance. With --learn-step-sizes the fitted d makes the student's unmasking probability
-// the teacher's (t_a - b) / t_a (within 3%).
+// (t_k - t_k+1) / t_a (the last step takes what is left), from softmax(beta' z). With
+// --target step a position still masked at the student's next time b keeps the distribution
+// at b instead. The reverse KL to those distributions is minimised by their geometric mean,
+// softmax(E[beta'] z), which is q_c for c = E[beta'] / beta_a: exact up to the teacher's
+// sampling noise and the spread of m across sequences (L = 64), hence the 0.005 tolerance.
+// With --learn-step-sizes the fitted d makes the student's unmasking probability the
+// teacher's (t_a - b) / t_a (within 3%).
 TEST_F(Cli, DistillLsdRecoversKnownSharpening) {
   const std::string fx = std::string(SCORCH_FIXTURES) + "/tempered_tokens.pt";
   {
@@ -234,35 +236,41 @@ TEST_F(Cli, DistillLsdRecoversKnownSharpening) {
       << "schedule: {type: loglinear, eps: 0.001}\n";
   }
   const int n = 4, K = 128, L = 64;
-  const Result r = run("distill-lsd --config tok.yaml --steps 4 --teacher-steps 128 --batch 1000 --iters 400 "
-                       "--learn-step-sizes --out c.yaml");
-  ASSERT_EQ(r.status, 0) << r.err;
-  const std::vector<double> c = yaml_list(dir_ / "c.yaml", "coefficients"), d = yaml_list(dir_ / "c.yaml", "step_scales");
-  ASSERT_EQ(c.size(), size_t(n));
-  ASSERT_EQ(d.size(), size_t(n));
   const double t_end = 1e-5, eps = 0.001;
   auto grid = [&](int k) { return 1.0 + (t_end - 1.0) * k / K; };
+  auto beta = [&](double t) { return 2.0 - (t + (1.0 - t) / L); };
   const std::vector<double> z = {-1.5, -0.75, 0.0, 0.75, 1.5};
-  for (int i = 0; i < n; ++i) {
-    const int ka = i * K / n, kb = (i + 1) * K / n;
-    const double ta = grid(ka), b = grid(kb);
-    auto beta = [&](double t) { return 2.0 - (t + (1.0 - t) / L); };
-    double mean_beta = 0.0;  // E beta' given masked at t_a
-    for (int k = ka; k < K; ++k) {
-      const bool last = k + 1 == K;  // the teacher's last step unmasks everything left
-      mean_beta += (last ? grid(k) : grid(k) - grid(k + 1)) / ta * beta(grid(k));
+  for (const std::string target : {"final", "step"}) {
+    SCOPED_TRACE("--target " + target);
+    const Result r = run("distill-lsd --config tok.yaml --steps 4 --teacher-steps 128 --batch 1000 --iters 400 "
+                         "--learn-step-sizes --target " + target + " --out c.yaml");
+    ASSERT_EQ(r.status, 0) << r.err;
+    const std::vector<double> c = yaml_list(dir_ / "c.yaml", "coefficients"), d = yaml_list(dir_ / "c.yaml", "step_scales");
+    ASSERT_EQ(c.size(), size_t(n));
+    ASSERT_EQ(d.size(), size_t(n));
+    for (int i = 0; i < n; ++i) {
+      const int ka = i * K / n, kb = (i + 1) * K / n;
+      const double ta = grid(ka), b = grid(kb);
+      const int k_end = target == "final" ? K : kb;
+      double mean_beta = 0.0;  // E beta' given masked at t_a
+      for (int k = ka; k < k_end; ++k) {
+        const bool last = k + 1 == K;  // the teacher's last step unmasks everything left
+        mean_beta += (last ? grid(k) : grid(k) - grid(k + 1)) / ta * beta(grid(k));
+      }
+      if (k_end < K) mean_beta += b / ta * beta(b);
+      EXPECT_NEAR(c[size_t(i)], mean_beta / beta(ta), 0.005) << "step " << i + 1;
+      if (i + 1 == n) continue;
+      // P(unmask) = d (t_a - b) sigma(t_a) sum_v (p_v / (e^sigma_bar - 1))^c, p = softmax(beta_a z).
+      const double alpha = 1.0 - (1.0 - eps) * ta, shift = std::log((1.0 - alpha) / alpha);
+      double norm = 0.0, sum_pc = 0.0;
+      for (double zv : z) norm += std::exp(beta(ta) * zv);
+      for (double zv : z) sum_pc += std::exp(c[size_t(i)] * (beta(ta) * zv - std::log(norm) - shift));
+      const double unmask = d[size_t(i)] * (ta - b) * (1.0 - eps) / alpha * sum_pc;
+      EXPECT_NEAR(unmask / ((ta - b) / ta), 1.0, 0.03) << "step " << i + 1;
     }
-    EXPECT_NEAR(c[size_t(i)], mean_beta / beta(ta), 0.005) << "step " << i + 1;
-    if (i + 1 == n) continue;
-    // P(unmask) = d (t_a - b) sigma(t_a) sum_v (p_v / (e^sigma_bar - 1))^c, p = softmax(beta_a z).
-    const double alpha = 1.0 - (1.0 - eps) * ta, shift = std::log((1.0 - alpha) / alpha);
-    double norm = 0.0, sum_pc = 0.0;
-    for (double zv : z) norm += std::exp(beta(ta) * zv);
-    for (double zv : z) sum_pc += std::exp(c[size_t(i)] * (beta(ta) * zv - std::log(norm) - shift));
-    const double unmask = d[size_t(i)] * (ta - b) * (1.0 - eps) / alpha * sum_pc;
-    EXPECT_NEAR(unmask / ((ta - b) / ta), 1.0, 0.03) << "step " << i + 1;
+    EXPECT_GT(c[0], 1.1);  // the known answer is a real sharpening, not the trivial c = 1
   }
-  EXPECT_GT(c[0], 1.3);  // the known answer is a real sharpening, not the trivial c = 1
+  expect_bad("distill-lsd --config tok.yaml --steps 4 --teacher-steps 128 --target later --out e.yaml", "--target");
 }
 
 // scorch fit empirical | gmm | gaussian, then sampling from each written model.

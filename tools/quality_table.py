@@ -10,8 +10,9 @@ Fashion-MNIST test set.
 
 Every measured row is kept in docs/quality_rows.json (its sample count, metrics and wall
 time), so the table can be built over several runs: a run measures only the rows whose kept
-sample count is below --n, cheapest first, stops starting new rows after --max-minutes, and
-always rewrites the table from everything kept (each row says its sample count).
+sample count is below --n (the anchors first, then the samplers in --samplers order, the
+1000-step reference last), starts no new row after --max-minutes, and always rewrites the
+table from everything kept (each row says its sample count).
 
 Usage: /usr/bin/python3 tools/quality_table.py [--n 10000] [--samplers ddim,dpmpp_2m,...]
                                                 [--max-minutes M] [--build build]
@@ -99,12 +100,13 @@ def main():
     sys.path.insert(0, os.path.join(ROOT, "tools", "train"))
     import fmnist_data  # noqa: E402
 
-    # The rows in table order: (key, label, NFE, how to make the samples). Cost: model calls per sample.
+    # The rows in table order: (key, label, NFE, how to make the samples, nominal NFE).
     rows = [("floor", "training set (floor)", "-", None, 0),
             ("gaussian", "analytic Gaussian (ceiling)", 100, ("configs/fmnist_gaussian.yaml", "heun", 50), 0)]
     if not args.no_reference:
         rows.append(("ddim1000", "ddim, 1000 steps (reference)", 1000, ("configs/default.yaml", "ddim", 1000), 1000))
-    for sampler in args.samplers.split(","):
+    order = args.samplers.split(",")
+    for sampler in [x for x in SAMPLERS if x in order] + [x for x in order if x not in SAMPLERS]:
         for nfe in NFES:
             steps = nfe // NFE_PER_STEP.get(sampler, 1)
             if steps >= 2:
@@ -112,7 +114,10 @@ def main():
                              ("configs/default.yaml", sampler, steps), nfe))
     cache = load_cache()
     start = time.time()
-    todo = sorted((r for r in rows if cache.get(r[0], {}).get("n", 0) < args.n), key=lambda r: r[4])
+    def priority(r):  # anchors, then the samplers in --samplers order, the 1000-step reference last
+        sampler = r[3][1] if r[3] and r[0] != "gaussian" else ""
+        return (r[0] == "ddim1000", order.index(sampler) if sampler in order else -1)
+    todo = sorted((r for r in rows if cache.get(r[0], {}).get("n", 0) < args.n), key=priority)
     with tempfile.TemporaryDirectory() as tmp:
         for key, label, nfe, how, _ in todo:
             if args.max_minutes and time.time() - start > 60 * args.max_minutes:

@@ -223,6 +223,9 @@ int main(int argc, char** argv) {
   lsd->add_option("--batch", lo.batch, "teacher sequences")->capture_default_str();
   lsd->add_option("--iters", lo.iters, "Adam iterations per step")->capture_default_str();
   lsd->add_flag("--learn-step-sizes", lo.learn_step_sizes, "LSD+: also learn a per-step scale of the step size");
+  lsd->add_option("--target", lo.target,
+                  "final: match the distribution the teacher draws each token from; step: the teacher's at the end "
+                  "of the student's step")->capture_default_str();
   lsd->add_option("--seed", lo.seed, "seed of the teacher")->capture_default_str();
   lsd->add_option("--out", lsd_out, "YAML for sampler.coefficients")->required();
   FitArgs fa;

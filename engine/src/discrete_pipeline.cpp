@@ -177,24 +177,32 @@ LsdDistillResult distill_lsd(const YAML::Node& config, const LsdDistillOptions& 
   const int64_t mask = m.model->spec().mask_id, vocab = m.model->spec().vocab;
 
   // Teacher: euler with teacher_steps steps. It keeps, for student step i (t_i -> t_{i+1}),
-  //   p_i  the model at the teacher's state at t_i (what the student sees), x_i and x_{i+1},
-  // and per position p*, the distribution the teacher drew that position's token from (at
-  // the teacher step that unmasked it, with every token revealed before it as context).
+  //   p_i   the model at the teacher's state at t_i (what the student sees), x_i and x_{i+1},
+  //   p*_i  per position, the target of the fit: with target "final" the distribution the
+  //         teacher drew that position's token from (at the teacher step that unmasked it,
+  //         whenever that was); with target "step" the same, but a position still masked at
+  //         t_{i+1} takes the teacher's distribution at t_{i+1}.
   DiscreteContext ctx(*m.model, ns, o.seed, parse_discrete_options(find_discrete_sampler("euler"), {}));
   at::Tensor x = discrete_prior(ctx, o.batch);
   const std::vector<double> tt = ctx.grid(o.teacher_steps), ts = ctx.grid(o.steps);
   const int every = o.teacher_steps / o.steps;
-  std::vector<at::Tensor> states, student_p;
-  at::Tensor drawn;  // p*
+  if (o.target != "final" && o.target != "step") bad_input("--target: expected final or step, got '" + o.target + "'");
+  std::vector<at::Tensor> states, student_p, target;
   for (int k = 0; k < o.teacher_steps; ++k) {
     const double t = tt[size_t(k)], s = tt[size_t(k) + 1];
     const at::Tensor pk = ctx.probs(x, at::full({x.size(0)}, t, at::kDouble));
     const at::Tensor masked = (x == mask).unsqueeze(-1);
     if (k % every == 0) {
+      // "step": positions still masked at t_i close student step i - 1 with the distribution at t_i
+      if (o.target == "step" && !target.empty()) target.back() = at::where(masked, pk, target.back());
       states.push_back(x);
       student_p.push_back(pk);
+      target.push_back(pk);
     }
-    drawn = drawn.defined() ? at::where(masked, pk, drawn) : pk;
+    // every position masked now takes this step's distribution as the latest one: in the
+    // current student step's target ("step"), in every earlier one too ("final")
+    for (size_t j = o.target == "step" ? target.size() - 1 : 0; j < target.size(); ++j)
+      target[j] = at::where(masked, pk, target[j]);
     const double r = k + 1 == o.teacher_steps ? 1.0 : std::min(1.0, ns.alpha_rate(t) * (t - s) / (1.0 - ns.alpha(t)));
     const at::Tensor go = masked.squeeze(-1) & (ctx.uniform({x.size(0), x.size(1)}) < r);
     x = at::where(go, ctx.sample(pk), x);
@@ -220,14 +228,14 @@ LsdDistillResult distill_lsd(const YAML::Node& config, const LsdDistillOptions& 
     const at::Tensor sel = at::nonzero((xi == mask).flatten()).squeeze(1);
     if (sel.numel() == 0) bad_input("distill-lsd: the teacher left no masked position at student step " + std::to_string(i + 1));
     const at::Tensor log_p = student_p[size_t(i)].reshape({-1, vocab}).index_select(0, sel).clamp_min(1e-300).log();
-    const at::Tensor log_target = drawn.reshape({-1, vocab}).index_select(0, sel).clamp_min(1e-30).log();
-    // c_i: reverse KL of the student's token distribution q_c ∝ p_i^c to the teacher's p*,
-    //   L(c) = mean over the positions masked at t_i of sum_v q_c(v) (log q_c(v) - log p*(v)).
-    // Its minimiser over all q is the normalised geometric mean of the p* over the teacher's
+    const at::Tensor log_target = target[size_t(i)].reshape({-1, vocab}).index_select(0, sel).clamp_min(1e-30).log();
+    // c_i: reverse KL of the student's token distribution q_c ∝ p_i^c to the teacher's p*_i,
+    //   L(c) = mean over the positions masked at t_i of sum_v q_c(v) (log q_c(v) - log p*_i(v)).
+    // Its minimiser over all q is the normalised geometric mean of the p*_i over the teacher's
     // continuations: a student that draws the tokens of one step independently cannot express
     // the correlation the teacher builds by revealing them one after another, and this fit
     // makes it commit to the tokens that stay likely whichever neighbours the teacher reveals
-    // first. (A forward KL or likelihood fit gives c = 1 for any consistent model: E p* = p_i.)
+    // first. (A forward KL or likelihood fit gives c = 1 for any consistent model: E p*_i = p_i.)
     auto kl_of = [&](const at::Tensor& c) {
       const at::Tensor log_q = at::log_softmax(c * log_p, -1);
       return (log_q.exp() * (log_q - log_target)).sum(-1).mean();
@@ -271,8 +279,8 @@ void write_lsd_yaml(const std::string& path, const LsdDistillResult& r, const Ls
   e << YAML::Key << "made_by" << YAML::Value
     << ("scorch distill-lsd --steps " + std::to_string(o.steps) + " --teacher-steps " +
         std::to_string(o.teacher_steps) + " --batch " + std::to_string(o.batch) + " --iters " +
-        std::to_string(o.iters) + (o.learn_step_sizes ? " --learn-step-sizes" : "") + " --seed " +
-        std::to_string(o.seed));
+        std::to_string(o.iters) + (o.learn_step_sizes ? " --learn-step-sizes" : "") + " --target " + o.target +
+        " --seed " + std::to_string(o.seed));
   e << YAML::Key << "loss_before" << YAML::Value << YAML::Flow << r.loss_before;
   e << YAML::Key << "loss_after" << YAML::Value << YAML::Flow << r.loss_after;
   e << YAML::EndMap;

@@ -23,9 +23,12 @@ struct TokenResult {
 // of the step's rate, LSD+) from a `teacher_steps`-step euler teacher run on `batch`
 // sequences. For each student step i (t_i -> t_{i+1}) and each position masked in the
 // teacher's state at t_i, the student's token distribution q_c ∝ p_i^c (p_i: the model at
-// that state) is matched to the teacher's later, better-informed distribution p* (the one
-// the teacher drew that position's token from, whenever it unmasked it) by the reverse KL,
-// mean KL(q_c || p*); then d_i maximises the likelihood of the teacher's unmasking
+// that state) is matched to the teacher's later, better-informed distribution p*_i by the
+// reverse KL, mean KL(q_c || p*_i). target "final": p*_i is the distribution the teacher drew
+// that position's token from, whenever it unmasked it (mode-seeking: c stays above 1 as the
+// student's steps shrink); target "step": the same for positions unmasked before t_{i+1},
+// the teacher's distribution at t_{i+1} for the others (c -> 1 as the steps shrink). Then d_i
+// maximises the likelihood of the teacher's unmasking
 // events under the student's one-step kernel
 //   P(unmask to v) = d_i (t_i - t_{i+1}) sigma(t_i) s_v^c_i,  s_v = p_v / (e^sigma_bar - 1).
 // Only c and d are trained (LibTorch autograd, Adam); the model runs once per teacher step.
@@ -35,6 +38,7 @@ struct LsdDistillOptions {
   int64_t batch = 512;
   int iters = 300;
   bool learn_step_sizes = false;
+  std::string target = "final";  // final | step
   uint64_t seed = 0;
 };
 struct LsdDistillResult {
