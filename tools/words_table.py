@@ -48,7 +48,7 @@ def main():
         "New: valid words that are not in the training list (the 10% held out). Calls: model calls per word "
         "(`cached` re-runs the model only for words that changed; `first_hitting` makes one call per letter or "
         "pad, 12, whatever the steps). `lsd`: coefficients from `scorch distill-lsd --steps N --teacher-steps 256 "
-        "--batch 512 --learn-step-sizes` (configs/lsd/).",
+        "--batch 512 --learn-step-sizes --target final` (configs/lsd/).",
         "",
         "| sampler | steps | valid | new among valid | distinct | calls per word | seconds |",
         "|---|---|---|---|---|---|---|",
