@@ -117,9 +117,9 @@ def main():
     def priority(r):  # anchors, then the samplers in --samplers order, the 1000-step reference last
         sampler = r[3][1] if r[3] and r[0] != "gaussian" else ""
         return (r[0] == "ddim1000", order.index(sampler) if sampler in order else -1)
-    todo = sorted((r for r in rows if cache.get(r[0], {}).get("n", 0) < args.n), key=priority)
+    pending = sorted((r for r in rows if cache.get(r[0], {}).get("n", 0) < args.n), key=priority)
     with tempfile.TemporaryDirectory() as tmp:
-        for key, label, nfe, how, _ in todo:
+        for key, label, nfe, how, _ in pending:
             if args.max_minutes and time.time() - start > 60 * args.max_minutes:
                 print(f"--max-minutes reached; {key} and later rows keep their earlier measurement", flush=True)
                 break

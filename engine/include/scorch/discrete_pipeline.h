@@ -28,8 +28,7 @@ struct TokenResult {
 // that position's token from, whenever it unmasked it (mode-seeking: c stays above 1 as the
 // student's steps shrink); target "step": the same for positions unmasked before t_{i+1},
 // the teacher's distribution at t_{i+1} for the others (c -> 1 as the steps shrink). Then d_i
-// maximises the likelihood of the teacher's unmasking
-// events under the student's one-step kernel
+// maximises the likelihood of the teacher's unmasking events under the student's kernel
 //   P(unmask to v) = d_i (t_i - t_{i+1}) sigma(t_i) s_v^c_i,  s_v = p_v / (e^sigma_bar - 1).
 // Only c and d are trained (LibTorch autograd, Adam); the model runs once per teacher step.
 struct LsdDistillOptions {
