@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
 #include "scorch/io.h"
@@ -81,6 +82,23 @@ TEST_F(Cli, GenerateWithNoArgumentsWritesPng) {
   in.read(magic, 8);
   EXPECT_EQ(std::string(magic + 1, 3), "PNG");
   EXPECT_EQ(files().size(), 1u);  // no temporary left
+}
+
+// The CLI keeps freed memory for reuse (tools/scorch.cpp, keep_freed_memory); glibc's
+// defaults (SCORCH_SYSTEM_MALLOC=1) must give the same bytes, only slower.
+TEST_F(Cli, AllocatorSettingsLeaveSamplesBitIdentical) {
+  const std::string args = "generate -q --set output.png= --set sampler.steps=2 --set output.npy=";
+  ASSERT_EQ(run(args + "kept.npy").status, 0);
+  ASSERT_EQ(std::system(("cd '" + dir_.string() + "' && SCORCH_SYSTEM_MALLOC=1 '" + kCli + "' " + args + "glibc.npy")
+                            .c_str()),
+            0);
+  auto bytes = [&](const char* name) {
+    std::ifstream in(dir_ / name, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string kept = bytes("kept.npy");
+  EXPECT_GT(kept.size(), 28u * 28u * 4u);
+  EXPECT_EQ(kept, bytes("glibc.npy"));
 }
 
 TEST_F(Cli, SamplersListsTheTable) {

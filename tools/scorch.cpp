@@ -4,11 +4,15 @@
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 #include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <thread>
 #include <algorithm>
@@ -27,6 +31,23 @@
 namespace {
 
 const std::string kFashionMnistDir = "/usr/share/datasets/fashion-mnist";
+
+// glibc returns large freed blocks to the kernel (munmap above the mmap threshold, and
+// madvise when it trims an arena's top), so every model call faults its activation memory
+// in again, zeroed page by page. With LibTorch's CPU tensors of a few MiB this cost a third
+// of a 1000-sample DDIM run's CPU time in the kernel and made it 2.8x slower here
+// (docs/benchmarks.md, "Allocator"). The CLI is one process per run, so it keeps freed
+// memory for reuse: mmap only above 32 MiB (glibc's largest threshold on 64-bit), trim
+// only above 1 GiB. SCORCH_SYSTEM_MALLOC=1 keeps glibc's defaults (for the side-by-side benchmark).
+// The C API leaves the allocator to its host process (docs/c_api.md).
+void keep_freed_memory() {
+#if defined(__GLIBC__)
+  const char* system = std::getenv("SCORCH_SYSTEM_MALLOC");
+  if (system && std::string(system) == "1") return;
+  mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+#endif
+}
 
 // A token model: samples go to stdout as text, one per line.
 int run_generate_tokens(const YAML::Node& config, bool quiet) {
@@ -192,6 +213,7 @@ void print_samplers() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  keep_freed_memory();
   CLI::App app{"scorch: diffusion and score-model sampling engine"};
   app.require_subcommand(1);
   std::string config_path;
