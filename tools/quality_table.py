@@ -14,7 +14,7 @@ sample count is below --n (the anchors first, then the samplers in --samplers or
 1000-step reference last), starts no new row after --max-minutes, and always rewrites the
 table from everything kept (each row says its sample count).
 
-The 1000-step reference (2.5-3.3 hours at 10k samples on 2 cores) is longer than one
+The 1000-step reference (about 2.5 hours at 10k samples on 2 cores) is longer than one
 session, so it is made a chunk of 1000 samples at a time (chunk i with seed i), each chunk
 kept in docs/quality_chunks/ (uint8 images and labels, xz: about 0.5 MB) until the row has
 all of its chunks; then the row is measured on their concatenation and the chunks are
