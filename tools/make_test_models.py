@@ -123,6 +123,25 @@ class LateNan(torch.nn.Module):
         return torch.where(bad, torch.full_like(x, float("nan")), x * 0.1)
 
 
+class TimeDtypeProbe(torch.nn.Module):
+    """Returns 1 where its time input arrives as float32, else 0: shows the dtype of t."""
+
+    def forward(self, x, t):
+        return torch.zeros_like(x) + (1.0 if t.dtype == torch.float32 else 0.0)
+
+
+class Float32Layers(torch.nn.Module):
+    """Casts its input to float32 before a linear layer: it fails when its weights are
+    moved to a 16-bit model.dtype, as a network whose time embedding stays float32 does."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 3)
+
+    def forward(self, x, t):
+        return self.lin(x.float())
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures"
     os.makedirs(out, exist_ok=True)
@@ -130,7 +149,8 @@ def main():
     for name, module in [("gaussian_eps", GaussianEps()), ("gaussian_energy", GaussianEnergy()),
                          ("gmm_classifier", GmmClassifier()), ("uniform_tokens", UniformTokens()), ("tempered_tokens", TemperedTokens()), ("echo_time", EchoTime()), ("echo_cond", EchoCond()),
                          ("wrong_arity", WrongArity()), ("wrong_shape", WrongShape()),
-                         ("nan_output", NanOutput()), ("late_nan", LateNan())]:
+                         ("nan_output", NanOutput()), ("late_nan", LateNan()),
+                         ("time_dtype_probe", TimeDtypeProbe()), ("float32_layers", Float32Layers())]:
         torch.jit.save(torch.jit.script(module.eval()), os.path.join(out, name + ".pt"))
     with open(os.path.join(out, "not_a_model.pt"), "w") as f:
         f.write("this is not a TorchScript archive\n")

@@ -80,6 +80,13 @@ std::shared_ptr<const Schedule> make_schedule(const YAML::Node& node) {
   bad_input("schedule.type: expected vp_linear | vp_discrete | vp_cosine | edm, got '" + type + "'");
 }
 
+at::ScalarType network_dtype(const std::string& name) {
+  if (name == "float64") return at::kDouble;
+  if (name == "bfloat16") return at::kBFloat16;
+  if (name == "float16") return at::kHalf;
+  return at::kFloat;
+}
+
 struct LoadedModel {
   std::unique_ptr<Denoiser> denoiser;
   Options options;
@@ -99,6 +106,8 @@ LoadedModel load_model(const YAML::Node& model, const std::string& prefix, const
        {"time_input", OptionType::String, "t", "time argument of the network", {"t", "index", "sigma"}},
        {"rank", OptionType::Int, "0", "gaussian: keep the largest `rank` eigenvalues (0: all)", {}},
        {"max_batch", OptionType::Int, "0", "torchscript: evaluate in chunks of at most this many samples", {}},
+       {"dtype", OptionType::String, "", "torchscript: the network's dtype (default: the top-level dtype)",
+        {"float32", "float64", "bfloat16", "float16"}},
        {"num_classes", OptionType::Int, "0", "conditional models: number of class labels (for cond: rows)", {}},
        {"null_label", OptionType::Int, "-1", "conditional models: the unconditional label (for cond: null_label)", {}}},
       scalars(model, prefix, skip));
@@ -120,11 +129,13 @@ LoadedModel load_model(const YAML::Node& model, const std::string& prefix, const
     spec.shape = shape;
     spec.prediction = parse_prediction_type(mo.str("prediction"));
     spec.time_input = parse_time_input(mo.str("time_input"));
-    spec.dtype = dtype;
+    spec.dtype = mo.str("dtype").empty() ? dtype : network_dtype(mo.str("dtype"));
     spec.device = device;
     spec.max_batch = mo.integer("max_batch");
     if (spec.max_batch < 0) bad_input(prefix + ".max_batch: expected a non-negative integer");
     out.denoiser = load_torchscript_denoiser(spec, schedule);
+  } else if (!mo.str("dtype").empty()) {
+    bad_input(prefix + ".dtype: only torchscript models take a dtype of their own; analytic models run in `dtype`");
   } else if (mo.str("type") == "gmm" || mo.str("type") == "empirical") {
     MixtureModel mm = load_mixture_model(path, mo.str("type"));
     if (!shape.empty() && shape != mm.shape)

@@ -110,23 +110,36 @@ class TorchScriptDenoiser final : public Denoiser {
     return count == 1 ? parts[0] : at::cat(parts);
   }
 
+  // A network that fails only in a 16-bit dtype mixes float32 into its layers (a time
+  // embedding not cast to x's dtype) or meets a kernel the device lacks (float16 on CPU).
+  std::string reduced_precision_note() const {
+    if (spec_.dtype != at::kBFloat16 && spec_.dtype != at::kHalf) return "";
+    return std::string(" in ") + (spec_.dtype == at::kHalf ? "float16" : "bfloat16") + " (model.dtype)";
+  }
+
+  // The time argument stays in float32 when the network runs in a 16-bit dtype:
+  // bfloat16 keeps 8 significant bits, so DDPM indices up to 999 would collide.
+  at::Tensor time_argument(const at::Tensor& x, double t) const {
+    const bool reduced = spec_.dtype == at::kBFloat16 || spec_.dtype == at::kHalf;
+    return at::full({x.size(0)}, model_time(spec_.time_input, *sched_, t),
+                    x.options().dtype(reduced ? at::kFloat : spec_.dtype));
+  }
+
   at::Tensor forward(const at::Tensor& x, double t, const at::Tensor& cond) {
-    const at::Tensor t_in =
-        at::full({x.size(0)}, model_time(spec_.time_input, *sched_, t), x.options().dtype(spec_.dtype));
-    std::vector<c10::IValue> args = {x.to(spec_.dtype), t_in};
+    std::vector<c10::IValue> args = {x.to(spec_.dtype), time_argument(x, t)};
     if (conditional_) {
       if (!cond.defined()) bad_input("model '" + spec_.path + "' is conditional: set `cond` (class labels)");
       args.emplace_back(cond.to(x.device()));
     }
+    const std::string failed = "model '" + spec_.path + "': forward failed for input " + shape_string(x.sizes()) +
+                               reduced_precision_note() + ": ";
     c10::IValue out;
     try {
       out = module_.forward(args);
     } catch (const c10::Error& e) {
-      bad_input("model '" + spec_.path + "': forward failed for input " + shape_string(x.sizes()) + ": " +
-                first_line(e));
+      bad_input(failed + first_line(e));
     } catch (const std::exception& e) {
-      bad_input("model '" + spec_.path + "': forward failed for input " + shape_string(x.sizes()) + ": " +
-                last_line(e.what()));
+      bad_input(failed + last_line(e.what()));
     }
     if (!out.isTensor()) bad_input("model '" + spec_.path + "': forward must return a Tensor");
     return out.toTensor();
@@ -140,9 +153,7 @@ class TorchScriptDenoiser final : public Denoiser {
   at::Tensor log_density(const at::Tensor& x, double t, const at::Tensor& cond) override {
     const auto energy = module_.find_method("energy");
     if (!energy) return Denoiser::log_density(x, t, cond);
-    const at::Tensor t_in =
-        at::full({x.size(0)}, model_time(spec_.time_input, *sched_, t), x.options().dtype(spec_.dtype));
-    std::vector<c10::IValue> args = {x.to(spec_.dtype), t_in};
+    std::vector<c10::IValue> args = {x.to(spec_.dtype), time_argument(x, t)};
     if (conditional_) args.emplace_back(cond.to(x.device()));
     at::Tensor e;
     try {

@@ -7,6 +7,9 @@ the network gets the DDPM index t in 0..999 (model.time_input: index) and a clas
 in 0..9, or 10 (the null label) with probability 0.1 for classifier-free guidance.
 
 Usage: /usr/bin/python3 tools/train/train_fmnist_unet.py [--iters N] [--out models/fmnist_unet.pt]
+       /usr/bin/python3 tools/train/train_fmnist_unet.py --reexport models/fmnist_unet.pt --out FILE
+The second form trains nothing: it loads the weights of an earlier export into this file's
+UNet and exports it again, so a change to the forward code reaches the shipped model.
 """
 import argparse
 import math
@@ -70,7 +73,9 @@ class UNet(nn.Module):
         self.out = nn.Conv2d(ch, 1, 3, padding=1)
 
     def forward(self, x, t, cond):
-        e = self.time_mlp(timestep_embedding(t, self.emb_dim)) + self.label_emb(cond)
+        # The sinusoids of indices up to 999 need float32; the embedding then follows x's
+        # dtype, so the network also runs in bfloat16 / float16 (model.dtype).
+        e = self.time_mlp(timestep_embedding(t, self.emb_dim).to(x.dtype)) + self.label_emb(cond)
         h0 = self.inp(x)
         h1 = self.down1(h0, e)                   # 28
         h2 = self.down2(self.pool1(h1), e)       # 14
@@ -83,6 +88,14 @@ class UNet(nn.Module):
         return self.out(F.silu(self.out_norm(h)))
 
 
+def reexport(src, out, ch):
+    weights = torch.jit.load(src).state_dict()
+    model = UNet(ch=ch)
+    model.load_state_dict(weights)
+    torch.jit.save(torch.jit.script(model.eval()), out)
+    print(f"re-exported the weights of {src} to {out} ({os.path.getsize(out)} bytes)", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--iters", type=int, default=6000)
@@ -92,7 +105,11 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="models/fmnist_unet.pt")
+    ap.add_argument("--reexport", metavar="FILE", help="export FILE's weights with this file's code; no training")
     args = ap.parse_args()
+    if args.reexport:
+        reexport(args.reexport, args.out, args.ch)
+        return
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
 
