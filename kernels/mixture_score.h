@@ -22,13 +22,20 @@ struct MixturePosterior {
   at::Tensor log_density;  // [N], log p_t(x)
 };
 
-// One entry point for every device: on the CPU, blocked over components with an
-// online log-sum-exp (running max and sum in float64, the weighted means accumulated
-// block by block), so memory stays O(N block + N D) and never O(N K); the matrix
-// products are multithreaded. `block`: components per block (0: sized so that the N x block
-// logits stay about 1M entries, between 256 and 4096 components).
+// One entry point for every device: float32 tensors on a CUDA device go to the fused
+// kernel (kernels/mixture_score_cuda.cu) when it is built; everything else to
+// mixture_posterior_blocked.
 MixturePosterior mixture_posterior(const IsotropicMixture& m, const at::Tensor& x, double alpha, double sigma,
                                    int64_t block = 0);
+
+// Blocked over components with an online log-sum-exp (running max and sum in float64, the
+// weighted means accumulated block by block), so memory stays O(N block + N D) and never
+// O(N K); ATen operations on any device (multithreaded products on the CPU, cuBLAS on a
+// GPU, with TF32 when LibTorch allows it). `block`: components per block (0: sized so the
+// N x block logits hold about 1M entries on the CPU, 256-4096 components, and 64M on a GPU,
+// 1024-65536 components).
+MixturePosterior mixture_posterior_blocked(const IsotropicMixture& m, const at::Tensor& x, double alpha, double sigma,
+                                           int64_t block = 0);
 
 // The plain formulation that materialises the N x K logits (the reference for tests
 // and benchmarks): logits from one matrix product plus the norm terms, softmax, matrix product.

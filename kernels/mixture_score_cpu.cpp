@@ -53,9 +53,17 @@ MixturePosterior mixture_posterior(const IsotropicMixture& m, const at::Tensor& 
     return r;
   }
 #endif
-  if (!x.device().is_cpu()) return mixture_posterior_reference(m, x, alpha, sigma);
+  return mixture_posterior_blocked(m, x, alpha, sigma, block);
+}
+
+MixturePosterior mixture_posterior_blocked(const IsotropicMixture& m, const at::Tensor& x, double alpha, double sigma,
+                                           int64_t block) {
   const int64_t n = x.size(0), k = m.means.size(0);
-  if (block <= 0) block = std::clamp<int64_t>((int64_t(1) << 20) / std::max<int64_t>(n, 1), 256, 4096);
+  if (block <= 0) {
+    // About 1M logits per block on the CPU (cache-sized), 64M on a GPU (large products).
+    block = x.device().is_cpu() ? std::clamp<int64_t>((int64_t(1) << 20) / std::max<int64_t>(n, 1), 256, 4096)
+                                : std::clamp<int64_t>((int64_t(1) << 26) / std::max<int64_t>(n, 1), 1024, 65536);
+  }
   const auto f64 = x.options().dtype(at::kDouble);
   const at::Tensor x_sq = at::linalg_vector_norm(x, 2, {1}).square();
   const at::Tensor v_all = alpha * alpha * m.variances + sigma * sigma;

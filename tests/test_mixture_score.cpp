@@ -2,6 +2,8 @@
 // per-component reference, and autograd.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+
+#include <functional>
 #include <tuple>
 #include <vector>
 #include <torch/csrc/autograd/autograd.h>
@@ -62,11 +64,12 @@ TEST(MixtureScore, Float32IsStableAndAccurate) {
   EXPECT_TRUE(at::isfinite(f.log_density).all().item<bool>());
 }
 
-// The CUDA kernel against the float64 CPU reference on fresh random inputs of several
-// shapes (any D, partial tiles, small and large K), relative error below 1e-5, and no NaN
-// for points far from every component. Skipped without a GPU (run by tools/gpu_check.sh).
-TEST(MixtureScore, CudaKernelMatchesFloat64Reference) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device (this LibTorch or machine has none)";
+// A float32 posterior on the GPU against the float64 CPU reference on fresh random inputs
+// of several shapes (any D, partial tiles, small and large K), relative error below 1e-5,
+// and no NaN for points far from every component. The tests using it skip without a GPU
+// (tools/gpu_check.sh runs them).
+void expect_cuda_matches_float64_reference(
+    const std::function<MixturePosterior(const IsotropicMixture&, const at::Tensor&, double, double)>& posterior) {
   const auto cuda = at::TensorOptions().dtype(at::kFloat).device(at::kCUDA);
   for (const auto& [n, k, d] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
            {37, 1000, 20}, {256, 3000, 784}, {5, 10, 12288}, {1, 1, 1}, {300, 65, 33}}) {
@@ -77,7 +80,7 @@ TEST(MixtureScore, CudaKernelMatchesFloat64Reference) {
     for (double t_alpha : {0.9, 0.3}) {
       const double alpha = t_alpha, sigma = std::sqrt(1 - alpha * alpha);
       const MixturePosterior ref = mixture_posterior_reference(m64, x, alpha, sigma);
-      const MixturePosterior got = mixture_posterior(m32, x.to(cuda), alpha, sigma);
+      const MixturePosterior got = posterior(m32, x.to(cuda), alpha, sigma);
       const at::Tensor x0 = got.x0.to(at::kCPU).to(at::kDouble), lp = got.log_density.to(at::kCPU).to(at::kDouble);
       EXPECT_TRUE(at::isfinite(x0).all().item<bool>() && at::isfinite(lp).all().item<bool>()) << n << "x" << k << "x" << d;
       if (n == 1) continue;  // the far point: finite is what float32 can promise
@@ -87,6 +90,20 @@ TEST(MixtureScore, CudaKernelMatchesFloat64Reference) {
       EXPECT_LT(((le - lr).abs() / lr.abs().clamp_min(1.0)).max().item<double>(), 1e-5) << n << "x" << k << "x" << d;
     }
   }
+}
+
+TEST(MixtureScore, CudaKernelMatchesFloat64Reference) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device (this LibTorch or machine has none)";
+  expect_cuda_matches_float64_reference(
+      [](const IsotropicMixture& m, const at::Tensor& x, double a, double s) { return mixture_posterior(m, x, a, s); });
+}
+
+// The blocked ATen formulation on a GPU (cuBLAS products, TF32 off as LibTorch's default).
+TEST(MixtureScore, BlockedOnCudaMatchesFloat64Reference) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device (this LibTorch or machine has none)";
+  expect_cuda_matches_float64_reference([](const IsotropicMixture& m, const at::Tensor& x, double a, double s) {
+    return mixture_posterior_blocked(m, x, a, s, 256);
+  });
 }
 
 }  // namespace
