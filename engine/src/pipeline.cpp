@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <set>
 
 #include "../../samplers/sampler.h"
@@ -32,6 +33,9 @@ const std::vector<OptionSpec>& top_level_options() {
       {"dtype", OptionType::String, "float32", "solver and model dtype", {"float32", "float64"}},
       {"init_noise", OptionType::String, "", ".npy file used as x_T instead of seeded noise", {}},
       {"invert", OptionType::String, "", ".npy samples to run back from t_end to t_start (deterministic samplers)", {}},
+      {"init_image", OptionType::String, "",
+       "SDEdit: data (.npy, or an image for one-channel models) noised to the start time", {}},
+      {"strength", OptionType::Number, "0.8", "SDEdit: how far towards t_start the init_image is noised, in (0, 1]", {}},
       {"cond", OptionType::Int, "0", "class label for conditional models (or a list, one per sample)", {}},
   };
   return specs;
@@ -78,6 +82,38 @@ std::shared_ptr<const Schedule> make_schedule(const YAML::Node& node) {
     return make_edm(o.number("sigma_min"), o.number("sigma_max"));
   }
   bad_input("schedule.type: expected vp_linear | vp_discrete | vp_cosine | edm, got '" + type + "'");
+}
+
+// init_image: a .npy of [batch, *shape], or of one sample ([*shape] or [1, *shape]) for the
+// whole batch; or, for one-channel image models, an image file (grey values mapped to [-1, 1]).
+at::Tensor read_init_image(const std::string& name, const std::vector<int64_t>& shape, const std::vector<int64_t>& full) {
+  const std::string file = find_input_file(name);
+  const std::string what = "init_image '" + file + "'";
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(file, ec)) bad_input(what + ": file not found");
+  at::Tensor x;
+  const bool npy = file.size() >= 4 && file.compare(file.size() - 4, 4, ".npy") == 0;
+  if (npy) {
+    x = read_npy(file);
+    if (!at::isFloatingType(x.scalar_type())) bad_input(what + ": expected float32 or float64 data");
+  } else {
+    const bool grey = (shape.size() == 3 && shape[0] == 1) || shape.size() == 2;
+    if (!grey)
+      bad_input(what + ": image files are read for one-channel models only; give a .npy of shape " +
+                shape_string(full));
+    x = read_grey_image(file, shape[shape.size() - 2], shape.back(), "init_image") * 2.0 - 1.0;
+  }
+  std::vector<int64_t> one = {1};
+  one.insert(one.end(), shape.begin(), shape.end());
+  const bool one_sample = x.sizes() == at::IntArrayRef(shape) || x.sizes() == at::IntArrayRef(one) || !npy;
+  if (one_sample) {
+    x = x.reshape(one).expand(full).contiguous();
+  } else if (x.sizes() != at::IntArrayRef(full)) {
+    bad_input(what + ": shape " + shape_string(x.sizes()) + " is neither [batch, *shape] = " + shape_string(full) +
+              " nor one sample " + shape_string(shape));
+  }
+  if (!at::isfinite(x).all().item<bool>()) bad_input(what + ": has non-finite values");
+  return x;
 }
 
 at::ScalarType network_dtype(const std::string& name) {
@@ -165,7 +201,7 @@ struct Pipeline::Impl {
   at::TensorOptions options;
   uint64_t seed = 0;
   int64_t batch = 1;
-  at::Tensor init_noise, cond, labels;
+  at::Tensor init_noise, init_image, cond, labels;
   bool invert = false;
   std::string png, npy, trajectory, labels_path;
   int nrow = 0;
@@ -313,6 +349,8 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
   std::vector<int64_t> full = {m.batch};
   full.insert(full.end(), m.shape.begin(), m.shape.end());
   m.invert = !o.str("invert").empty();
+  if (!o.str("init_image").empty() && (m.invert || !o.str("init_noise").empty()))
+    bad_input("init_image: give one of init_image, init_noise, invert");
   if (m.invert) {
     if (!o.str("init_noise").empty()) bad_input("invert: give either invert or init_noise, not both");
     for (const auto& name : m.sampler->noise_options)
@@ -332,6 +370,18 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
       bad_input(what + ": shape " + shape_string(x.sizes()) + " does not match [batch, *shape] = " + shape_string(full));
     if (!at::isfinite(x).all().item<bool>()) bad_input(what + ": has non-finite values");
     m.init_noise = x.to(m.options);
+  }
+
+  // SDEdit (Meng et al. 2022): start at t_s = t_end + strength (t_start - t_end) from
+  // x_{t_s} = alpha(t_s) x_init + sigma(t_s) z; the sampler's steps span [t_end, t_s].
+  if (top.count("strength") && o.str("init_image").empty()) bad_input("strength: needs init_image");
+  if (!o.str("init_image").empty()) {
+    const double strength = o.number("strength");
+    if (!(strength > 0.0 && strength <= 1.0)) bad_input("strength: expected a number in (0, 1], got " + o.str("strength"));
+    m.init_image = read_init_image(o.str("init_image"), m.shape, full).to(m.options);
+    const std::vector<double> grid = make_time_grid(*m.schedule, m.grid);
+    m.grid.t_start = grid.back() + strength * (grid.front() - grid.back());
+    m.t_start = make_time_grid(*m.schedule, m.grid).front();
   }
 
   // Outputs: checked now so a long run never ends in an unwritable path.
@@ -369,6 +419,10 @@ at::Tensor Pipeline::initial_noise() const {
   if (m.init_noise.defined()) return m.init_noise.clone();
   std::vector<int64_t> full = {m.batch};
   full.insert(full.end(), m.shape.begin(), m.shape.end());
+  if (m.init_image.defined()) {
+    Rng rng(m.seed);
+    return m.schedule->alpha(m.t_start) * m.init_image + m.schedule->sigma(m.t_start) * rng.normal(full, m.options);
+  }
   // x_T ~ N(0, sigma(t_start)^2 I), the prior that neglects alpha(t_start) x0: the
   // k-diffusion convention (x~ = sigma~_max z in VE variables), N(0, I) at t = 1 for VP.
   Rng rng(m.seed);
