@@ -27,6 +27,24 @@ mkdir -p docs/img
     done
     echo "$row"
   done
+  echo
+  echo "## Image to image (SDEdit)"
+  echo
+  echo "\`init_image\` = the first Fashion-MNIST test image (an ankle boot, drawn from the test"
+  echo "set's IDX file), noised to the start time set by \`strength\` and then sampled towards"
+  echo "each class 0-9 (left to right) with the default config (dpmpp_2m, 10 steps), seed 0."
+  echo
+  echo "| strength | samples |"
+  echo "|---|---|"
+  init=$(mktemp --suffix=.npy)
+  /usr/bin/python3 -c "import sys; sys.path.insert(0, 'tools/train'); import fmnist_data, numpy as np; \
+np.save('$init', fmnist_data.load('test')[0][0].numpy())"
+  for strength in 0.3 0.5 0.7 0.9; do
+    "$scorch" generate -q --set init_image="$init" --set strength=$strength --set batch=10 \
+      --set output.nrow=10 --set output.png=docs/img/sdedit_${strength}.png
+    echo "| $strength | ![strength $strength](img/sdedit_${strength}.png) |"
+  done
+  rm -f "$init"
 } > docs/gallery.md.tmp
 mv docs/gallery.md.tmp docs/gallery.md
 echo "wrote docs/gallery.md"
