@@ -143,6 +143,34 @@ scorch_status scorch_generate(scorch_pipeline* p, scorch_result** out) {
   return s;
 }
 
+scorch_status scorch_pipeline_set_init_image(scorch_pipeline* p, const float* data, int rank, const int64_t* shape,
+                                             double strength) {
+  if (!p) return SCORCH_INVALID_ARGUMENT;
+  const auto fail = [p](scorch_status status, const std::string& message) {
+    std::lock_guard<std::mutex> lock(p->error_mutex);
+    p->last_error = "scorch_pipeline_set_init_image: " + message;
+    return status;
+  };
+  if (data && (rank < 1 || rank > 8 || !shape)) return fail(SCORCH_INVALID_ARGUMENT, "rank must be 1..8 with a shape");
+  std::vector<int64_t> sizes;
+  for (int i = 0; data && i < rank; ++i) {
+    if (shape[i] <= 0) return fail(SCORCH_INVALID_ARGUMENT, "shape entries must be positive");
+    sizes.push_back(shape[i]);
+  }
+  if (p->busy.exchange(true)) return fail(SCORCH_BUSY, "this pipeline is generating");
+  std::string message;
+  const scorch_status s = guarded(&message, [&] {
+    const at::Tensor x = data ? at::from_blob(const_cast<float*>(data), sizes, at::kFloat).clone() : at::Tensor();
+    p->pipeline->set_init_image(x, strength);
+  });
+  {
+    std::lock_guard<std::mutex> lock(p->error_mutex);
+    p->last_error = message;
+  }
+  p->busy = false;
+  return s;
+}
+
 void scorch_cancel(scorch_pipeline* p) {
   if (p) p->cancel = true;
 }

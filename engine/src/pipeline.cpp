@@ -84,8 +84,8 @@ std::shared_ptr<const Schedule> make_schedule(const YAML::Node& node) {
   bad_input("schedule.type: expected vp_linear | vp_discrete | vp_cosine | edm, got '" + type + "'");
 }
 
-// init_image: a .npy of [batch, *shape], or of one sample ([*shape] or [1, *shape]) for the
-// whole batch; or, for one-channel image models, an image file (grey values mapped to [-1, 1]).
+// init_image: a .npy, or for one-channel image models an image file (grey values mapped to
+// [-1, 1]); Pipeline::set_init_image checks the shape.
 at::Tensor read_init_image(const std::string& name, const std::vector<int64_t>& shape, const std::vector<int64_t>& full) {
   const std::string file = find_input_file(name);
   const std::string what = "init_image '" + file + "'";
@@ -103,17 +103,7 @@ at::Tensor read_init_image(const std::string& name, const std::vector<int64_t>& 
                 shape_string(full));
     x = read_grey_image(file, shape[shape.size() - 2], shape.back(), "init_image") * 2.0 - 1.0;
   }
-  std::vector<int64_t> one = {1};
-  one.insert(one.end(), shape.begin(), shape.end());
-  const bool one_sample = x.sizes() == at::IntArrayRef(shape) || x.sizes() == at::IntArrayRef(one) || !npy;
-  if (one_sample) {
-    x = x.reshape(one).expand(full).contiguous();
-  } else if (x.sizes() != at::IntArrayRef(full)) {
-    bad_input(what + ": shape " + shape_string(x.sizes()) + " is neither [batch, *shape] = " + shape_string(full) +
-              " nor one sample " + shape_string(shape));
-  }
-  if (!at::isfinite(x).all().item<bool>()) bad_input(what + ": has non-finite values");
-  return x;
+  return npy ? x : x.reshape(shape);
 }
 
 at::ScalarType network_dtype(const std::string& name) {
@@ -196,6 +186,7 @@ struct Pipeline::Impl {
   const SamplerInfo* sampler = nullptr;
   Options sampler_options;
   GridSpec grid;
+  GridSpec base_grid;  // the configured grid; SDEdit moves grid.t_start from it
   double t_start = 1.0;
   std::vector<int64_t> shape;
   at::TensorOptions options;
@@ -375,13 +366,11 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
   // SDEdit (Meng et al. 2022): start at t_s = t_end + strength (t_start - t_end) from
   // x_{t_s} = alpha(t_s) x_init + sigma(t_s) z; the sampler's steps span [t_end, t_s].
   if (top.count("strength") && o.str("init_image").empty()) bad_input("strength: needs init_image");
+  m.base_grid = m.grid;
   if (!o.str("init_image").empty()) {
     const double strength = o.number("strength");
     if (!(strength > 0.0 && strength <= 1.0)) bad_input("strength: expected a number in (0, 1], got " + o.str("strength"));
-    m.init_image = read_init_image(o.str("init_image"), m.shape, full).to(m.options);
-    const std::vector<double> grid = make_time_grid(*m.schedule, m.grid);
-    m.grid.t_start = grid.back() + strength * (grid.front() - grid.back());
-    m.t_start = make_time_grid(*m.schedule, m.grid).front();
+    p->set_init_image(read_init_image(o.str("init_image"), m.shape, full), strength);
   }
 
   // Outputs: checked now so a long run never ends in an unwritable path.
@@ -412,6 +401,36 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
   if (!m.npy.empty()) check_writable(m.npy, "output.npy");
   if (!m.trajectory.empty()) check_writable(m.trajectory, "output.trajectory");
   return p;
+}
+
+void Pipeline::set_init_image(const at::Tensor& x_init, double strength) {
+  Impl& m = *impl_;
+  if (!x_init.defined()) {
+    m.init_image = at::Tensor();
+    m.grid = m.base_grid;
+    m.t_start = make_time_grid(*m.schedule, m.grid).front();
+    return;
+  }
+  if (m.invert || m.init_noise.defined()) bad_input("init_image: give one of init_image, init_noise, invert");
+  if (!(strength > 0.0 && strength <= 1.0))
+    bad_input("strength: expected a number in (0, 1], got " + std::to_string(strength));
+  std::vector<int64_t> one = {1}, full = {m.batch};
+  one.insert(one.end(), m.shape.begin(), m.shape.end());
+  full.insert(full.end(), m.shape.begin(), m.shape.end());
+  at::Tensor x = x_init;
+  if (x.sizes() == at::IntArrayRef(m.shape) || x.sizes() == at::IntArrayRef(one))
+    x = x.reshape(one).expand(full);
+  else if (x.sizes() != at::IntArrayRef(full))
+    bad_input("init_image: shape " + shape_string(x.sizes()) + " is neither [batch, *shape] = " + shape_string(full) +
+              " nor one sample " + shape_string(m.shape));
+  if (!at::isfinite(x).all().item<bool>()) bad_input("init_image: has non-finite values");
+  // SDEdit (Meng et al. 2022): start at t_s = t_end + strength (t_start - t_end) from
+  // x_{t_s} = alpha(t_s) x_init + sigma(t_s) z; the sampler's steps span [t_end, t_s].
+  m.grid = m.base_grid;
+  const std::vector<double> grid = make_time_grid(*m.schedule, m.grid);
+  m.grid.t_start = grid.back() + strength * (grid.front() - grid.back());
+  m.t_start = make_time_grid(*m.schedule, m.grid).front();
+  m.init_image = x.to(m.options).contiguous();
 }
 
 at::Tensor Pipeline::initial_noise() const {

@@ -31,7 +31,12 @@ class Pipeline {
   static std::unique_ptr<Pipeline> from_config(const YAML::Node& config);
   ~Pipeline();
 
-  // The starting state: the `invert` samples, init_noise if configured, else seeded noise.
+  // SDEdit, as the init_image / strength config keys: x_init of shape [batch, *shape] or
+  // one sample ([*shape] or [1, *shape]) for the whole batch, strength in (0, 1]. An
+  // undefined tensor goes back to the configured start. Bad input is an Error.
+  void set_init_image(const at::Tensor& x_init, double strength);
+  // The starting state: the `invert` samples, init_noise if configured, the noised
+  // init_image, else seeded noise.
   at::Tensor initial_noise() const;
   GenerateResult generate(const ProgressFn& progress = {}) const;
   // Writes output.png / output.npy (atomically); returns the paths written.
