@@ -162,7 +162,8 @@ TEST(Pipeline, SdeditRejectsBadInput) {
   expect_bad({ok, "strength=0"}, "strength: expected a number in (0, 1], got 0");
   expect_bad({ok, "strength=1.5"}, "strength: expected a number in (0, 1], got 1.5");
   expect_bad({ok, "init_noise=" + dir + "/scorch_sd_ok.npy"}, "init_image: give one of init_image, init_noise, invert");
-  expect_bad({"init_image=" + dir + "/scorch_sd_shape.npy"}, "shape [5, 1, 28, 28] is neither [batch, *shape] = [16, 1, 28, 28]");
+  expect_bad({"init_image=" + dir + "/scorch_sd_shape.npy"},
+             "has shape [5, 1, 28, 28]; expected one sample [1, 28, 28] or [batch, *shape] = [16, 1, 28, 28]");
   expect_bad({"init_image=" + dir + "/scorch_sd_nan.npy"}, "has non-finite values");
   expect_bad({"init_image=" + dir + "/scorch_sd_int.npy"}, "expected float32 or float64 data");
   for (const char* f : {"ok", "shape", "nan", "int"}) fs::remove(dir + "/scorch_sd_" + f + ".npy");

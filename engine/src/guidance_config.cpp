@@ -4,11 +4,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <filesystem>
 
-#include "scorch/image.h"
 #include "scorch/io.h"
 #include "scorch/mixture_model.h"
+#include "input_files.h"
 #include "yaml_util.h"
 
 namespace scorch {
@@ -78,55 +77,6 @@ WeightSchedule weight_schedule(const YAML::Node& n, const std::string& where) {
   return w;
 }
 
-bool is_npy(const std::string& path) { return path.size() > 4 && path.substr(path.size() - 4) == ".npy"; }
-
-std::string existing_file(const std::string& file, const std::string& where) {
-  const std::string path = find_input_file(file);
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) bad_input(where + ": file not found: '" + file + "'");
-  return path;
-}
-
-// A spatial mask broadcastable to one sample: an image (grey values in [0, 1], resized to
-// H x W) for image shapes, or a .npy of the sample's shape (or H x W).
-at::Tensor read_mask(const std::string& file, const std::string& where, const std::vector<int64_t>& shape) {
-  const std::string path = existing_file(file, where);
-  at::Tensor m;
-  if (is_npy(path)) {
-    m = read_npy(path).to(at::kFloat);
-  } else {
-    if (!is_image_shape(shape)) bad_input(where + ": samples of shape " + shape_string(shape) + " are not images; give a .npy mask");
-    m = read_grey_image(path, shape[shape.size() - 2], shape.back(), where);
-  }
-  if (!at::isfinite(m).all().item<bool>()) bad_input(where + ": '" + path + "' has non-finite values");
-  const at::Tensor probe = at::zeros(shape);
-  try {
-    if ((probe * m).sizes() != probe.sizes()) throw std::runtime_error("");
-  } catch (const std::exception&) {
-    bad_input(where + ": mask of shape " + shape_string(m.sizes()) + " does not broadcast to a sample " +
-              shape_string(shape));
-  }
-  return m;
-}
-
-// A reference sample [1, *shape]: a .npy ([*shape] or [1, *shape]) or an image in [-1, 1].
-at::Tensor read_reference(const std::string& file, const std::string& where, const std::vector<int64_t>& shape) {
-  const std::string path = existing_file(file, where);
-  at::Tensor x;
-  if (is_npy(path)) {
-    x = read_npy(path).to(at::kFloat);
-  } else {
-    if (!is_image_shape(shape) || (shape.size() == 3 && shape[0] != 1))
-      bad_input(where + ": an image reference needs one-channel image samples; give a .npy");
-    x = read_grey_image(path, shape[shape.size() - 2], shape.back(), where) * 2.0 - 1.0;
-  }
-  std::vector<int64_t> one = {1};
-  one.insert(one.end(), shape.begin(), shape.end());
-  if (x.numel() != at::zeros(one).numel()) bad_input(where + ": '" + path + "' does not hold one sample of shape " + shape_string(shape));
-  if (!at::isfinite(x).all().item<bool>()) bad_input(where + ": '" + path + "' has non-finite values");
-  return x.reshape(one);
-}
-
 GuidanceTerm parse_term(const YAML::Node& n, const std::string& where, const GuidanceContext& ctx) {
   check_keys(n, where, {"cond", "ref_cond", "weight", "window", "mask", "reference", "reference_cond", "reference_steps"});
   GuidanceTerm term;
@@ -144,7 +94,7 @@ GuidanceTerm parse_term(const YAML::Node& n, const std::string& where, const Gui
   if (n["mask"]) term.mask = read_mask(n["mask"].as<std::string>(), where + ".mask", ctx.shape);
   if (n["reference"]) {
     if (!ctx.invert) bad_input(where + ".reference: give reference terms under guidance.terms (the pipeline inverts them)");
-    const at::Tensor ref = read_reference(n["reference"].as<std::string>(), where + ".reference", ctx.shape);
+    const at::Tensor ref = read_samples(n["reference"].as<std::string>(), where + ".reference", ctx.shape).to(at::kFloat);
     const int steps = n["reference_steps"] ? int(integer(n["reference_steps"], where + ".reference_steps")) : 50;
     if (steps < 1) bad_input(where + ".reference_steps: expected an integer >= 1");
     at::Tensor label;

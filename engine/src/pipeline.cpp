@@ -12,6 +12,7 @@
 
 #include "../../samplers/sampler.h"
 #include "guidance_config.h"
+#include "input_files.h"
 #include "scorch/config.h"
 #include "yaml_util.h"
 #include "scorch/error.h"
@@ -82,28 +83,6 @@ std::shared_ptr<const Schedule> make_schedule(const YAML::Node& node) {
     return make_edm(o.number("sigma_min"), o.number("sigma_max"));
   }
   bad_input("schedule.type: expected vp_linear | vp_discrete | vp_cosine | edm, got '" + type + "'");
-}
-
-// init_image: a .npy, or for one-channel image models an image file (grey values mapped to
-// [-1, 1]); Pipeline::set_init_image checks the shape.
-at::Tensor read_init_image(const std::string& name, const std::vector<int64_t>& shape, const std::vector<int64_t>& full) {
-  const std::string file = find_input_file(name);
-  const std::string what = "init_image '" + file + "'";
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(file, ec)) bad_input(what + ": file not found");
-  at::Tensor x;
-  const bool npy = file.size() >= 4 && file.compare(file.size() - 4, 4, ".npy") == 0;
-  if (npy) {
-    x = read_npy(file);
-    if (!at::isFloatingType(x.scalar_type())) bad_input(what + ": expected float32 or float64 data");
-  } else {
-    const bool grey = (shape.size() == 3 && shape[0] == 1) || shape.size() == 2;
-    if (!grey)
-      bad_input(what + ": image files are read for one-channel models only; give a .npy of shape " +
-                shape_string(full));
-    x = read_grey_image(file, shape[shape.size() - 2], shape.back(), "init_image") * 2.0 - 1.0;
-  }
-  return npy ? x : x.reshape(shape);
 }
 
 at::ScalarType network_dtype(const std::string& name) {
@@ -370,7 +349,7 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
   if (!o.str("init_image").empty()) {
     const double strength = o.number("strength");
     if (!(strength > 0.0 && strength <= 1.0)) bad_input("strength: expected a number in (0, 1], got " + o.str("strength"));
-    p->set_init_image(read_init_image(o.str("init_image"), m.shape, full), strength);
+    p->set_init_image(read_samples(o.str("init_image"), "init_image", m.shape, m.batch), strength);
   }
 
   // Outputs: checked now so a long run never ends in an unwritable path.
