@@ -55,6 +55,10 @@ at::Tensor SamplerContext::end_step(int step, int total, double t, at::Tensor x)
     x = run_corrector(*this, corrector_, x, t, &acceptance, &corrector_factor_);
     corrected_ = true;
   }
+  if (known_.defined()) {
+    const at::Tensor known_t = schedule_.alpha(t) * known_ + schedule_.sigma(t) * rng_.normal_like(x);
+    x = at::lerp(known_t, x, mask_);
+  }
   if (record_) trajectory_.push_back(x.clone());
   if (!progress_) return x;
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();

@@ -49,6 +49,14 @@ class SamplerContext {
   // Whether the last end_step changed x (multistep samplers re-evaluate the model then).
   bool corrected() const { return corrected_; }
   void set_corrector(const CorrectorSpec& c) { corrector_ = c; }
+  // Inpainting by replacement (RePaint without its resampling, Lugmayr et al. 2022): after
+  // every step at time t, x = m x + (1 - m) (alpha(t) x_known + sigma(t) z) with fresh
+  // noise z, so the known part follows the forward process of x_known. mask m broadcasts
+  // to x: 1 where new content is generated, 0 where x_known is kept.
+  void set_inpainting(at::Tensor x_known, at::Tensor mask) {
+    known_ = std::move(x_known);
+    mask_ = std::move(mask);
+  }
   // Keep the state after every step (output.trajectory); the first entry is x_T.
   void record_trajectory(const at::Tensor& x_T);
   const std::vector<at::Tensor>& trajectory() const { return trajectory_; }
@@ -64,6 +72,7 @@ class SamplerContext {
   const Schedule& schedule_;
   int64_t null_label_ = -1;
   CorrectorSpec corrector_;
+  at::Tensor known_, mask_;  // inpainting (set_inpainting); undefined: none
   at::Tensor last_x0_;  // the latest prediction, for progress previews
   double corrector_factor_ = 1.0;  // the adapted step-size factor, carried across steps
   bool corrected_ = false;

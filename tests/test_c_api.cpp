@@ -162,29 +162,45 @@ TEST(CApi, InitImageFromMemoryMatchesTheConfigKeys) {
   scorch_pipeline* plain = create({"batch=4", "output.png="});
   const std::vector<float> from_key = samples(keyed), unguided = samples(plain);
   const int64_t one[] = {1, 28, 28};
-  ASSERT_EQ(scorch_pipeline_set_init_image(plain, image.data(), 3, one, 0.5), SCORCH_OK) << scorch_last_error(plain);
+  ASSERT_EQ(scorch_pipeline_set_init_image(plain, image.data(), 3, one, nullptr, 0.5), SCORCH_OK) << scorch_last_error(plain);
   EXPECT_EQ(samples(plain), from_key);
   EXPECT_NE(from_key, unguided);
 
   const int64_t wrong[] = {2, 28, 28}, negative[] = {1, -28, 28};
-  EXPECT_EQ(scorch_pipeline_set_init_image(plain, image.data(), 3, one, 0.0), SCORCH_BAD_INPUT);
+  EXPECT_EQ(scorch_pipeline_set_init_image(plain, image.data(), 3, one, nullptr, 0.0), SCORCH_BAD_INPUT);
   EXPECT_NE(std::string(scorch_last_error(plain)).find("strength: expected a number in (0, 1]"), std::string::npos);
   std::vector<float> two(2 * 28 * 28, 0.f);
-  EXPECT_EQ(scorch_pipeline_set_init_image(plain, two.data(), 3, wrong, 0.5), SCORCH_BAD_INPUT);
+  EXPECT_EQ(scorch_pipeline_set_init_image(plain, two.data(), 3, wrong, nullptr, 0.5), SCORCH_BAD_INPUT);
   EXPECT_NE(std::string(scorch_last_error(plain)).find("is neither [batch, *shape] = [4, 1, 28, 28]"),
             std::string::npos);
   std::vector<float> nan_image(image);
   nan_image[3] = NAN;
-  EXPECT_EQ(scorch_pipeline_set_init_image(plain, nan_image.data(), 3, one, 0.5), SCORCH_BAD_INPUT);
+  EXPECT_EQ(scorch_pipeline_set_init_image(plain, nan_image.data(), 3, one, nullptr, 0.5), SCORCH_BAD_INPUT);
   EXPECT_NE(std::string(scorch_last_error(plain)).find("non-finite"), std::string::npos);
-  EXPECT_EQ(scorch_pipeline_set_init_image(plain, image.data(), 0, one, 0.5), SCORCH_INVALID_ARGUMENT);
-  EXPECT_EQ(scorch_pipeline_set_init_image(plain, image.data(), 3, nullptr, 0.5), SCORCH_INVALID_ARGUMENT);
-  EXPECT_EQ(scorch_pipeline_set_init_image(plain, image.data(), 3, negative, 0.5), SCORCH_INVALID_ARGUMENT);
+  EXPECT_EQ(scorch_pipeline_set_init_image(plain, image.data(), 0, one, nullptr, 0.5), SCORCH_INVALID_ARGUMENT);
+  EXPECT_EQ(scorch_pipeline_set_init_image(plain, image.data(), 3, nullptr, nullptr, 0.5), SCORCH_INVALID_ARGUMENT);
+  EXPECT_EQ(scorch_pipeline_set_init_image(plain, image.data(), 3, negative, nullptr, 0.5), SCORCH_INVALID_ARGUMENT);
   EXPECT_NE(std::string(scorch_last_error(plain)).find("shape entries must be positive"), std::string::npos);
-  EXPECT_EQ(scorch_pipeline_set_init_image(nullptr, image.data(), 3, one, 0.5), SCORCH_INVALID_ARGUMENT);
+  EXPECT_EQ(scorch_pipeline_set_init_image(nullptr, image.data(), 3, one, nullptr, 0.5), SCORCH_INVALID_ARGUMENT);
   EXPECT_EQ(samples(plain), from_key);  // the failed calls changed nothing
 
-  ASSERT_EQ(scorch_pipeline_set_init_image(plain, nullptr, 0, nullptr, 0.0), SCORCH_OK);
+  // Inpainting: the right half generated, as with the inpaint_mask key.
+  std::vector<float> mask(28 * 28, 0.f);
+  for (int i = 0; i < 28 * 28; ++i) mask[size_t(i)] = i % 28 >= 14 ? 1.f : 0.f;
+  const std::string mask_file = ::testing::TempDir() + "scorch_c_api_mask.npy";
+  scorch::write_npy(mask_file, at::from_blob(mask.data(), {1, 28, 28}, at::kFloat), "mask");
+  const std::string mask_key = "inpaint_mask=" + mask_file;
+  scorch_pipeline* inpainted = create({"batch=4", "output.png=", init_key.c_str(), mask_key.c_str()});
+  ASSERT_EQ(scorch_pipeline_set_init_image(plain, image.data(), 3, one, mask.data(), 1.0), SCORCH_OK);
+  EXPECT_EQ(samples(plain), samples(inpainted));
+  std::vector<float> bad_mask(mask);
+  bad_mask[0] = 1.5f;
+  EXPECT_EQ(scorch_pipeline_set_init_image(plain, image.data(), 3, one, bad_mask.data(), 1.0), SCORCH_BAD_INPUT);
+  EXPECT_NE(std::string(scorch_last_error(plain)).find("inpaint_mask: expected values in [0, 1]"), std::string::npos);
+  scorch_pipeline_free(inpainted);
+  std::remove(mask_file.c_str());
+
+  ASSERT_EQ(scorch_pipeline_set_init_image(plain, nullptr, 0, nullptr, nullptr, 0.0), SCORCH_OK);
   EXPECT_EQ(samples(plain), unguided);
   scorch_pipeline_free(keyed);
   scorch_pipeline_free(plain);

@@ -76,6 +76,36 @@ TEST(Pipeline, SdeditStartsFromTheNoisedInitImage) {
   fs::remove(init);
 }
 
+// Inpainting (init_image + inpaint_mask) in float64 on a Gaussian with independent
+// coordinates: the kept entries equal init_image exactly, and the generated entries, which
+// the kept ones cannot influence here, equal an unmasked run from the same x_{t_s} (heun:
+// no sampler noise) to 1e-12; strength defaults to 1 with a mask.
+TEST(Pipeline, InpaintingKeepsTheKnownPartExactly) {
+  const std::string dir = fs::temp_directory_path().string();
+  const auto f64 = at::TensorOptions().dtype(at::kDouble);
+  save_gaussian(dir + "/scorch_inpaint.safetensors", testing::diagonal_gaussian());
+  const at::Tensor x_known = at::randn({2, 3}, at::detail::createCPUGenerator(8), f64);
+  const at::Tensor mask = at::tensor({0.0, 1.0, 1.0, 1.0, 0.0, 1.0}, f64).reshape({2, 3});
+  write_npy(dir + "/scorch_inpaint_init.npy", x_known, "t");
+  write_npy(dir + "/scorch_inpaint_mask.npy", mask, "t");
+  const std::vector<std::string> sets = {"model.path=" + dir + "/scorch_inpaint.safetensors", "dtype=float64",
+                                         "batch=3", "sampler.name=heun", "sampler.steps=50", "output.png=",
+                                         "sampler.t_end=0.001", "init_image=" + dir + "/scorch_inpaint_init.npy"};
+  std::vector<std::string> masked = sets, plain = sets;
+  masked.push_back("inpaint_mask=" + dir + "/scorch_inpaint_mask.npy");
+  plain.push_back("strength=1");
+  const auto pm = Pipeline::from_config(load_config(kGaussianConfig, masked));
+  const auto pp = Pipeline::from_config(load_config(kGaussianConfig, plain));
+  EXPECT_TRUE(at::equal(pm->initial_noise(), pp->initial_noise()));  // strength 1 by default
+  const at::Tensor a = pm->generate().samples, b = pp->generate().samples;
+  const at::Tensor keep = (mask == 0).expand_as(a), gen = (mask == 1).expand_as(a);
+  EXPECT_TRUE(at::equal(a.masked_select(keep), x_known.expand_as(a).masked_select(keep)));
+  EXPECT_LT((a.masked_select(gen) - b.masked_select(gen)).abs().max().item<double>(), 1e-12);
+  EXPECT_GT((a.masked_select(keep) - b.masked_select(keep)).abs().max().item<double>(), 1e-3);
+  for (const char* f : {"scorch_inpaint.safetensors", "scorch_inpaint_init.npy", "scorch_inpaint_mask.npy"})
+    fs::remove(dir + "/" + f);
+}
+
 // The same config and seed give bit-identical samples whatever the thread count.
 void expect_thread_independent(const Pipeline& p) {
   const int before = at::get_num_threads();
@@ -166,7 +196,12 @@ TEST(Pipeline, SdeditRejectsBadInput) {
              "has shape [5, 1, 28, 28]; expected one sample [1, 28, 28] or [batch, *shape] = [16, 1, 28, 28]");
   expect_bad({"init_image=" + dir + "/scorch_sd_nan.npy"}, "has non-finite values");
   expect_bad({"init_image=" + dir + "/scorch_sd_int.npy"}, "expected float32 or float64 data");
-  for (const char* f : {"ok", "shape", "nan", "int"}) fs::remove(dir + "/scorch_sd_" + f + ".npy");
+  write_npy(dir + "/scorch_sd_mask2.npy", at::full({28, 28}, 2.0, f64), "t");
+  write_npy(dir + "/scorch_sd_mask_shape.npy", at::ones({3, 28}, f64), "t");
+  expect_bad({"inpaint_mask=" + dir + "/scorch_sd_ok.npy"}, "inpaint_mask: needs init_image");
+  expect_bad({ok, "inpaint_mask=" + dir + "/scorch_sd_mask2.npy"}, "inpaint_mask: expected values in [0, 1]");
+  expect_bad({ok, "inpaint_mask=" + dir + "/scorch_sd_mask_shape.npy"}, "inpaint_mask: mask of shape [3, 28] does not broadcast");
+  for (const char* f : {"ok", "shape", "nan", "int", "mask2", "mask_shape"}) fs::remove(dir + "/scorch_sd_" + f + ".npy");
 }
 
 // The default config (the shipped U-Net, one row per class) runs end to end.

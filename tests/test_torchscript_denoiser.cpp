@@ -6,6 +6,7 @@
 #include "scorch/error.h"
 #include "scorch/gaussian.h"
 #include "scorch/schedule.h"
+#include "support/random_gaussian.h"
 
 namespace scorch {
 namespace {
@@ -20,17 +21,6 @@ TorchScriptSpec spec(const std::string& name, at::ScalarType dtype = at::kDouble
   return s;
 }
 
-// The diagonal Gaussian the gaussian_eps / gaussian_energy fixtures compute (make_test_models.py).
-GaussianModel fixture_gaussian() {
-  const auto f64 = at::TensorOptions().dtype(at::kDouble);
-  GaussianModel g;
-  g.mean = at::tensor({0.5, -1.0, 0.25, 2.0, 0.0, -0.5}, f64);
-  g.eigenvalues = at::tensor({1.0, 0.25, 4.0, 0.5, 2.0, 0.1}, f64);
-  g.eigenvectors = at::eye(6, f64);
-  g.shape = {2, 3};
-  return g;
-}
-
 // A model with energy(x, t) offers log p_t = -energy: it agrees with the analytic
 // Gaussian's log-density up to one constant; a model without it has none.
 TEST(TorchScriptDenoiser, EnergyIsTheLogDensity) {
@@ -40,7 +30,7 @@ TEST(TorchScriptDenoiser, EnergyIsTheLogDensity) {
   ASSERT_TRUE(ts->has_log_density());
   EXPECT_FALSE(load_torchscript_denoiser(spec("gaussian_eps"), sched)->has_log_density());
   const auto f64 = at::TensorOptions().dtype(at::kDouble);
-  const GaussianModel g = fixture_gaussian();
+  const GaussianModel g = testing::diagonal_gaussian();
   const at::Tensor x = at::randn({5, 2, 3}, at::detail::createCPUGenerator(2), f64);
   for (double t : {0.9, 0.3}) {
     const at::Tensor d = ts->log_density(x, t, {}) - gaussian_log_density(g, x, sched->alpha(t), sched->sigma(t));
@@ -54,7 +44,7 @@ TEST(TorchScriptDenoiser, MatchesAnalyticGaussian) {
   std::shared_ptr<const Schedule> sched = make_vp_linear();
   auto ts = load_torchscript_denoiser(spec("gaussian_eps"), sched);
   const auto f64 = at::TensorOptions().dtype(at::kDouble);
-  const GaussianModel g = fixture_gaussian();
+  const GaussianModel g = testing::diagonal_gaussian();
   auto ref = make_gaussian_denoiser(g, sched);
   const at::Tensor x = at::randn({4, 2, 3}, at::detail::createCPUGenerator(1), f64);
   for (double t : {0.999, 0.5, 0.01}) {

@@ -44,7 +44,18 @@ np.save('$init', fmnist_data.load('test')[0][0].numpy())"
       --set output.nrow=10 --set output.png=docs/img/sdedit_${strength}.png
     echo "| $strength | ![strength $strength](img/sdedit_${strength}.png) |"
   done
-  rm -f "$init"
+  echo
+  echo "## Inpainting"
+  echo
+  echo "The same test image with \`inpaint_mask\` = its right half (1 where new content is generated):"
+  echo "the left half is kept exactly, the right half is generated towards each class 0-9."
+  echo
+  mask=$(mktemp --suffix=.npy)
+  /usr/bin/python3 -c "import numpy as np; m = np.zeros((28, 28), np.float32); m[:, 14:] = 1; np.save('$mask', m)"
+  "$scorch" generate -q --set init_image="$init" --set inpaint_mask="$mask" --set batch=10 \
+    --set output.nrow=10 --set output.png=docs/img/inpaint_right.png
+  echo "![inpainting the right half](img/inpaint_right.png)"
+  rm -f "$init" "$mask"
 } > docs/gallery.md.tmp
 mv docs/gallery.md.tmp docs/gallery.md
 echo "wrote docs/gallery.md"

@@ -144,7 +144,7 @@ scorch_status scorch_generate(scorch_pipeline* p, scorch_result** out) {
 }
 
 scorch_status scorch_pipeline_set_init_image(scorch_pipeline* p, const float* data, int rank, const int64_t* shape,
-                                             double strength) {
+                                             const float* mask, double strength) {
   if (!p) return SCORCH_INVALID_ARGUMENT;
   const auto fail = [p](scorch_status status, const std::string& message) {
     std::lock_guard<std::mutex> lock(p->error_mutex);
@@ -161,7 +161,10 @@ scorch_status scorch_pipeline_set_init_image(scorch_pipeline* p, const float* da
   std::string message;
   const scorch_status s = guarded(&message, [&] {
     const at::Tensor x = data ? at::from_blob(const_cast<float*>(data), sizes, at::kFloat).clone() : at::Tensor();
-    p->pipeline->set_init_image(x, strength);
+    const at::Tensor m =
+        data && mask ? at::from_blob(const_cast<float*>(mask), p->pipeline->sample_shape(), at::kFloat).clone()
+                     : at::Tensor();
+    p->pipeline->set_init_image(x, strength, m);
   });
   {
     std::lock_guard<std::mutex> lock(p->error_mutex);

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
+#include <ATen/ExpandUtils.h>
 #include <c10/core/InferenceMode.h>
 #include <yaml-cpp/yaml.h>
 
@@ -36,7 +37,10 @@ const std::vector<OptionSpec>& top_level_options() {
       {"invert", OptionType::String, "", ".npy samples to run back from t_end to t_start (deterministic samplers)", {}},
       {"init_image", OptionType::String, "",
        "SDEdit: data (.npy, or an image for one-channel models) noised to the start time", {}},
-      {"strength", OptionType::Number, "0.8", "SDEdit: how far towards t_start the init_image is noised, in (0, 1]", {}},
+      {"strength", OptionType::Number, "0.8",
+       "SDEdit: how far towards t_start the init_image is noised, in (0, 1] (1 with inpaint_mask)", {}},
+      {"inpaint_mask", OptionType::String, "",
+       "inpainting: 1 (white) where new content is generated, 0 where init_image is kept", {}},
       {"cond", OptionType::Int, "0", "class label for conditional models (or a list, one per sample)", {}},
   };
   return specs;
@@ -171,7 +175,7 @@ struct Pipeline::Impl {
   at::TensorOptions options;
   uint64_t seed = 0;
   int64_t batch = 1;
-  at::Tensor init_noise, init_image, cond, labels;
+  at::Tensor init_noise, init_image, inpaint_mask, cond, labels;
   bool invert = false;
   std::string png, npy, trajectory, labels_path;
   int nrow = 0;
@@ -342,14 +346,16 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
     m.init_noise = x.to(m.options);
   }
 
-  // SDEdit (Meng et al. 2022): start at t_s = t_end + strength (t_start - t_end) from
-  // x_{t_s} = alpha(t_s) x_init + sigma(t_s) z; the sampler's steps span [t_end, t_s].
-  if (top.count("strength") && o.str("init_image").empty()) bad_input("strength: needs init_image");
+  // SDEdit and inpainting (set_init_image).
+  for (const char* key : {"strength", "inpaint_mask"})
+    if (top.count(key) && o.str("init_image").empty()) bad_input(std::string(key) + ": needs init_image");
   m.base_grid = m.grid;
   if (!o.str("init_image").empty()) {
-    const double strength = o.number("strength");
+    const bool inpaint = !o.str("inpaint_mask").empty();
+    const double strength = inpaint && !top.count("strength") ? 1.0 : o.number("strength");
     if (!(strength > 0.0 && strength <= 1.0)) bad_input("strength: expected a number in (0, 1], got " + o.str("strength"));
-    p->set_init_image(read_samples(o.str("init_image"), "init_image", m.shape, m.batch), strength);
+    p->set_init_image(read_samples(o.str("init_image"), "init_image", m.shape, m.batch), strength,
+                      inpaint ? read_mask(o.str("inpaint_mask"), "inpaint_mask", m.shape) : at::Tensor());
   }
 
   // Outputs: checked now so a long run never ends in an unwritable path.
@@ -382,10 +388,11 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
   return p;
 }
 
-void Pipeline::set_init_image(const at::Tensor& x_init, double strength) {
+void Pipeline::set_init_image(const at::Tensor& x_init, double strength, const at::Tensor& mask) {
   Impl& m = *impl_;
   if (!x_init.defined()) {
     m.init_image = at::Tensor();
+    m.inpaint_mask = at::Tensor();
     m.grid = m.base_grid;
     m.t_start = make_time_grid(*m.schedule, m.grid).front();
     return;
@@ -403,6 +410,14 @@ void Pipeline::set_init_image(const at::Tensor& x_init, double strength) {
     bad_input("init_image: shape " + shape_string(x.sizes()) + " is neither [batch, *shape] = " + shape_string(full) +
               " nor one sample " + shape_string(m.shape));
   if (!at::isfinite(x).all().item<bool>()) bad_input("init_image: has non-finite values");
+  if (mask.defined()) {
+    const at::Tensor probe = at::zeros(m.shape, mask.options());
+    if (!at::isfinite(mask).all().item<bool>() || (mask < 0).any().item<bool>() || (mask > 1).any().item<bool>())
+      bad_input("inpaint_mask: expected values in [0, 1] (1: generate, 0: keep init_image)");
+    if (mask.dim() > probe.dim() || !at::is_expandable_to(mask.sizes(), probe.sizes()))
+      bad_input("inpaint_mask: shape " + shape_string(mask.sizes()) + " does not broadcast to a sample " +
+                shape_string(m.shape));
+  }
   // SDEdit (Meng et al. 2022): start at t_s = t_end + strength (t_start - t_end) from
   // x_{t_s} = alpha(t_s) x_init + sigma(t_s) z; the sampler's steps span [t_end, t_s].
   m.grid = m.base_grid;
@@ -410,6 +425,7 @@ void Pipeline::set_init_image(const at::Tensor& x_init, double strength) {
   m.grid.t_start = grid.back() + strength * (grid.front() - grid.back());
   m.t_start = make_time_grid(*m.schedule, m.grid).front();
   m.init_image = x.to(m.options).contiguous();
+  m.inpaint_mask = mask.defined() ? mask.to(m.options) : at::Tensor();
 }
 
 at::Tensor Pipeline::initial_noise() const {
@@ -439,8 +455,10 @@ GenerateResult Pipeline::generate(const ProgressFn& progress) const {
   ctx.set_corrector(m.corrector);
   ctx.set_null_label(m.null_label);
   if (!m.trajectory.empty()) ctx.record_trajectory(x_T);
+  if (m.inpaint_mask.defined()) ctx.set_inpainting(m.init_image, m.inpaint_mask);
   GenerateResult r;
   r.samples = m.sampler->run(ctx, x_T, m.grid, m.sampler_options);
+  if (m.inpaint_mask.defined()) r.samples = at::lerp(m.init_image, r.samples, m.inpaint_mask);  // the kept part exactly
   if (!m.trajectory.empty()) r.trajectory = at::stack(ctx.trajectory());
   if (!at::isfinite(r.samples).all().item<bool>())
     bad_input("sampler '" + m.sampler->name + "' produced non-finite samples; try more steps or other options");

@@ -22,6 +22,17 @@ inline GaussianModel random_gaussian(int64_t d, int64_t r, uint64_t seed, std::v
 
 inline const auto kF64 = at::TensorOptions().dtype(at::kDouble);
 
+// The diagonal Gaussian (independent coordinates) of samples [2, 3] that the gaussian_eps /
+// gaussian_energy TorchScript fixtures compute (tools/make_test_models.py).
+inline GaussianModel diagonal_gaussian() {
+  GaussianModel g;
+  g.mean = at::tensor({0.5, -1.0, 0.25, 2.0, 0.0, -0.5}, kF64);
+  g.eigenvalues = at::tensor({1.0, 0.25, 4.0, 0.5, 2.0, 0.1}, kF64);
+  g.eigenvectors = at::eye(6, kF64);
+  g.shape = {2, 3};
+  return g;
+}
+
 // A random mixture of every covariance type in float64 (K = 5, D = 7, rank 3 for lowrank).
 inline GaussianMixture random_gmm(Covariance cov, uint64_t seed, int64_t k = 5, int64_t d = 7, int64_t r = 3) {
   at::Generator gen = at::detail::createCPUGenerator(seed);

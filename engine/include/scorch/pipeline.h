@@ -31,10 +31,12 @@ class Pipeline {
   static std::unique_ptr<Pipeline> from_config(const YAML::Node& config);
   ~Pipeline();
 
-  // SDEdit, as the init_image / strength config keys: x_init of shape [batch, *shape] or
-  // one sample ([*shape] or [1, *shape]) for the whole batch, strength in (0, 1]. An
-  // undefined tensor goes back to the configured start. Bad input is an Error.
-  void set_init_image(const at::Tensor& x_init, double strength);
+  // SDEdit, as the init_image / strength / inpaint_mask config keys: x_init of shape
+  // [batch, *shape] or one sample ([*shape] or [1, *shape]) for the whole batch, strength in
+  // (0, 1]; with a mask (values in [0, 1], broadcastable to one sample; 1 where new content
+  // is generated) it inpaints. An undefined x_init goes back to the configured start. Bad
+  // input is an Error and changes nothing.
+  void set_init_image(const at::Tensor& x_init, double strength, const at::Tensor& mask = {});
   // The starting state: the `invert` samples, init_noise if configured, the noised
   // init_image, else seeded noise.
   at::Tensor initial_noise() const;

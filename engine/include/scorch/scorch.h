@@ -66,12 +66,14 @@ SCORCH_API void scorch_pipeline_free(scorch_pipeline* pipeline);
 
 /* Runs one generation. On success *out holds the samples (free with scorch_result_free). */
 SCORCH_API scorch_status scorch_generate(scorch_pipeline* pipeline, scorch_result** out);
-/* SDEdit (image to image) from host memory, as the init_image / strength config keys:
- * data is float32, C order, of shape [batch, *shape] or one sample ([*shape] or
- * [1, *shape]) for the whole batch; strength in (0, 1]. The data is copied. data == NULL
- * goes back to the configured start. Not while this pipeline is generating (SCORCH_BUSY). */
+/* SDEdit (image to image) and inpainting from host memory, as the init_image / strength /
+ * inpaint_mask config keys: data is float32, C order, of shape [batch, *shape] or one sample
+ * ([*shape] or [1, *shape]) for the whole batch; mask is NULL (SDEdit) or float32 of one
+ * sample's shape, values in [0, 1], 1 where new content is generated; strength in (0, 1].
+ * Both are copied. data == NULL goes back to the configured start. Not while this pipeline
+ * is generating (SCORCH_BUSY). */
 SCORCH_API scorch_status scorch_pipeline_set_init_image(scorch_pipeline* pipeline, const float* data, int rank,
-                                                        const int64_t* shape, double strength);
+                                                        const int64_t* shape, const float* mask, double strength);
 /* Thread-safe: makes the running (or the next) generation of this pipeline stop with
  * SCORCH_CANCELLED after its current step. */
 SCORCH_API void scorch_cancel(scorch_pipeline* pipeline);
