@@ -51,13 +51,24 @@ at::Tensor SamplerContext::end_step(int step, int total, double t, at::Tensor x)
   step_ = step;
   corrected_ = false;
   double acceptance = std::nan("");
-  if (corrector_.active(t)) {
-    x = run_corrector(*this, corrector_, x, t, &acceptance, &corrector_factor_);
-    corrected_ = true;
-  }
-  if (known_.defined()) {
+  if (!known_.defined()) {
+    if (corrector_.active(t)) {
+      x = run_corrector(*this, corrector_, x, t, &acceptance, &corrector_factor_);
+      corrected_ = true;
+    }
+  } else {
+    // Inpainting: the kept part becomes the forward-noised x_known; corrector iterations
+    // then alternate with putting it back, so that they sample the generated part from
+    // p_t(x_gen | x_kept) (a Gibbs sweep) instead of moving both.
     const at::Tensor known_t = schedule_.alpha(t) * known_ + schedule_.sigma(t) * rng_.normal_like(x);
     x = at::lerp(known_t, x, mask_);
+    if (corrector_.active(t)) {
+      CorrectorSpec one = corrector_;
+      one.steps = 1;
+      for (int k = 0; k < corrector_.steps; ++k)
+        x = at::lerp(known_t, run_corrector(*this, one, x, t, &acceptance, &corrector_factor_), mask_);
+      corrected_ = true;
+    }
   }
   if (record_) trajectory_.push_back(x.clone());
   if (!progress_) return x;

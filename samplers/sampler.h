@@ -51,8 +51,9 @@ class SamplerContext {
   void set_corrector(const CorrectorSpec& c) { corrector_ = c; }
   // Inpainting by replacement (RePaint without its resampling, Lugmayr et al. 2022): after
   // every step at time t, x = m x + (1 - m) (alpha(t) x_known + sigma(t) z) with fresh
-  // noise z, so the known part follows the forward process of x_known. mask m broadcasts
-  // to x: 1 where new content is generated, 0 where x_known is kept.
+  // noise z, so the known part follows the forward process of x_known; a corrector's
+  // iterations alternate with this replacement. mask m broadcasts to x: 1 where new
+  // content is generated, 0 where x_known is kept.
   void set_inpainting(at::Tensor x_known, at::Tensor mask) {
     known_ = std::move(x_known);
     mask_ = std::move(mask);
