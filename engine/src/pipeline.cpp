@@ -8,8 +8,8 @@
 
 #include <chrono>
 #include <cstdio>
-#include <filesystem>
 #include <set>
+#include <sstream>
 
 #include "../../samplers/sampler.h"
 #include "guidance_config.h"
@@ -353,7 +353,6 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
   if (!o.str("init_image").empty()) {
     const bool inpaint = !o.str("inpaint_mask").empty();
     const double strength = inpaint && !top.count("strength") ? 1.0 : o.number("strength");
-    if (!(strength > 0.0 && strength <= 1.0)) bad_input("strength: expected a number in (0, 1], got " + o.str("strength"));
     p->set_init_image(read_samples(o.str("init_image"), "init_image", m.shape, m.batch), strength,
                       inpaint ? read_mask(o.str("inpaint_mask"), "inpaint_mask", m.shape) : at::Tensor());
   }
@@ -398,8 +397,11 @@ void Pipeline::set_init_image(const at::Tensor& x_init, double strength, const a
     return;
   }
   if (m.invert || m.init_noise.defined()) bad_input("init_image: give one of init_image, init_noise, invert");
-  if (!(strength > 0.0 && strength <= 1.0))
-    bad_input("strength: expected a number in (0, 1], got " + std::to_string(strength));
+  if (!(strength > 0.0 && strength <= 1.0)) {
+    std::ostringstream got;
+    got << strength;
+    bad_input("strength: expected a number in (0, 1], got " + got.str());
+  }
   std::vector<int64_t> one = {1}, full = {m.batch};
   one.insert(one.end(), m.shape.begin(), m.shape.end());
   full.insert(full.end(), m.shape.begin(), m.shape.end());
