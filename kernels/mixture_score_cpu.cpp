@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "mixture_score.h"
+#include "scorch/mixture_score.h"
 #ifdef SCORCH_WITH_CUDA_KERNELS
 #include "mixture_score_cuda.h"
 #endif

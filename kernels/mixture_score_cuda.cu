@@ -1,5 +1,5 @@
 // Isotropic mixture posterior on the GPU (the `gmm` isotropic and `empirical` models), the
-// formulas of kernels/mixture_score.h. FlashAttention's recurrence (Dao et al. 2022;
+// formulas of include/scorch/mixture_score.h. FlashAttention's recurrence (Dao et al. 2022;
 // online softmax, Milakov & Gimelshein 2018): a block owns BN rows of x and streams the
 // components in tiles of BK; for each tile it computes the BN x BK logits from dot
 // products tiled over the feature dimension in chunks of DT (any D), updates the running

@@ -1,4 +1,4 @@
-// The CUDA kernel behind mixture_posterior (kernels/mixture_score.h) for tensors on a CUDA
+// The CUDA kernel behind mixture_posterior (include/scorch/mixture_score.h) for tensors on a CUDA
 // device: raw float32 pointers, so this header and its .cu need no LibTorch CUDA headers.
 #pragma once
 

@@ -1,10 +1,10 @@
-#include "corrector.h"
+#include "scorch/corrector.h"
 
 #include <ATen/ATen.h>
 
 #include <cmath>
 
-#include "sampler.h"
+#include "scorch/sampler.h"
 #include "scorch/error.h"
 
 namespace scorch {

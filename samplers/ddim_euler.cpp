@@ -8,16 +8,16 @@
 #include <algorithm>
 #include <cmath>
 
-#include "sampler.h"
+#include "scorch/sampler.h"
 
 namespace scorch {
 
 // DDIM (Song et al. 2021, eq. 12):
 //   x_t = alpha_t x0_s + sqrt(sigma_t^2 - c^2) eps_s + c z,   c = eta sigma_t sqrt(1 - e^{-2h}).
 // With eta = 0 this is DPM-Solver-1: x_t = (alpha_t/alpha_s) x_s - sigma_t (e^h - 1) eps_s.
-at::Tensor sample_ddim(SamplerContext& ctx, at::Tensor x, const GridSpec& grid, const Options& o) {
+at::Tensor sample_ddim(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid, const Options& o) {
   const Schedule& ns = ctx.schedule();
-  const std::vector<double> t = make_time_grid(ns, grid);
+  const std::vector<double>& t = grid.t;
   const double eta = o.number("eta");
   const int n = int(t.size()) - 1;
   for (int i = 0; i < n; ++i) {
@@ -59,9 +59,9 @@ namespace {
 //   Euler: x~_{i+1} = x~_hat + (sigma~_{i+1} - sigma_hat) eps(x~_hat, sigma_hat)
 //   Heun:  the same predictor x~', then the trapezoidal corrector
 //          x~_{i+1} = x~_hat + (sigma~_{i+1} - sigma_hat) (eps(x~_hat, sigma_hat) + eps(x~', sigma~_{i+1})) / 2.
-at::Tensor karras_alg2(SamplerContext& ctx, at::Tensor x, const GridSpec& grid, const Options& o, bool heun) {
+at::Tensor karras_alg2(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid, const Options& o, bool heun) {
   const Schedule& ns = ctx.schedule();
-  const std::vector<double> t = make_time_grid(ns, grid);
+  const std::vector<double>& t = grid.t;
   const int n = int(t.size()) - 1;
   at::Tensor xv = x / ns.alpha(t[0]);
   for (int i = 0; i < n; ++i) {
@@ -82,20 +82,20 @@ at::Tensor karras_alg2(SamplerContext& ctx, at::Tensor x, const GridSpec& grid, 
 
 }  // namespace
 
-at::Tensor sample_euler(SamplerContext& ctx, at::Tensor x, const GridSpec& grid, const Options& o) {
+at::Tensor sample_euler(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid, const Options& o) {
   return karras_alg2(ctx, x, grid, o, /*heun=*/false);
 }
 
-at::Tensor sample_heun(SamplerContext& ctx, at::Tensor x, const GridSpec& grid, const Options& o) {
+at::Tensor sample_heun(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid, const Options& o) {
   return karras_alg2(ctx, x, grid, o, /*heun=*/true);
 }
 
 // Euler ancestral (k-diffusion): an Euler step down to sigma_down, then fresh
 // noise of size sigma_up, with sigma_up = min(sigma', eta sqrt(sigma'^2 (sigma^2 - sigma'^2) / sigma^2))
 // and sigma_down = sqrt(sigma'^2 - sigma_up^2).
-at::Tensor sample_euler_ancestral(SamplerContext& ctx, at::Tensor x, const GridSpec& grid, const Options& o) {
+at::Tensor sample_euler_ancestral(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid, const Options& o) {
   const Schedule& ns = ctx.schedule();
-  const std::vector<double> t = make_time_grid(ns, grid);
+  const std::vector<double>& t = grid.t;
   const double eta = o.number("eta"), s_noise = o.number("s_noise");
   const int n = int(t.size()) - 1;
   at::Tensor xv = x / ns.alpha(t[0]);
@@ -111,6 +111,33 @@ at::Tensor sample_euler_ancestral(SamplerContext& ctx, at::Tensor x, const GridS
     xv = x / ns.alpha(t[i + 1]);
   }
   return x;
+}
+
+namespace {
+
+const Schema kChurn = {
+    {"s_churn", OptionType::Number, "0", "stochasticity (Karras et al. 2022, Alg. 2)", {}},
+    {"s_tmin", OptionType::Number, "0", "churn only where s_tmin <= sigma/alpha", {}},
+    {"s_tmax", OptionType::Number, "inf", "churn only where sigma/alpha <= s_tmax", {}},
+    {"s_noise", OptionType::Number, "1", "scale of the added noise", {}},
+};
+
+}  // namespace
+
+std::vector<SamplerEntry> ddim_euler_rows() {
+  return {
+      {"ddim", "DDIM (Song et al. 2021); eta = 0 is DPM-Solver-1. 1 NFE/step",
+       {{"eta", OptionType::Number, "0", "stochasticity: 0 deterministic, 1 DDPM-like", {}}},
+       function_sampler(sample_ddim), {}, {"eta"}},
+      {"euler", "Euler on the PF-ODE in sigma = sigma/alpha (k-diffusion). 1 NFE/step", kChurn,
+       function_sampler(sample_euler), {}, {"s_churn"}},
+      {"euler_ancestral", "Euler with ancestral noise (k-diffusion). 1 NFE/step",
+       {{"eta", OptionType::Number, "1", "ancestral noise fraction", {}},
+        {"s_noise", OptionType::Number, "1", "scale of the added noise", {}}},
+       function_sampler(sample_euler_ancestral), {}, {"eta"}},
+      {"heun", "Heun's 2nd order method (Karras et al. 2022, Alg. 2). 2 NFE/step", kChurn,
+       function_sampler(sample_heun), {}, {"s_churn"}},
+  };
 }
 
 }  // namespace scorch

@@ -14,7 +14,8 @@
 #include <cmath>
 #include <numeric>
 
-#include "sampler.h"
+#include "dpm_solver.h"
+#include "scorch/sampler.h"
 #include "scorch/error.h"
 
 namespace scorch {
@@ -176,8 +177,8 @@ class DpmSolver {
 // The intermediate fractions r1, r2 of a singlestep update: from the inner grid of
 // `order` steps between s and t of the same skip_type (official get_time_steps), so
 // they are 1/2 or 1/3, 2/3 exactly only for logSNR.
-std::vector<double> inner_fractions(const Schedule& ns, const GridSpec& grid, double s, double t, int order) {
-  GridSpec inner = grid;
+std::vector<double> inner_fractions(const Schedule& ns, const TimeGrid& grid, double s, double t, int order) {
+  GridSpec inner = grid.spec;
   inner.steps = order;
   inner.t_start = std::max(s, t);
   inner.t_end = std::min(s, t);
@@ -189,18 +190,18 @@ std::vector<double> inner_fractions(const Schedule& ns, const GridSpec& grid, do
   return r;
 }
 
-at::Tensor run_singlestep(DpmSolver& solver, SamplerContext& ctx, at::Tensor x, const GridSpec& grid,
+at::Tensor run_singlestep(DpmSolver& solver, SamplerContext& ctx, at::Tensor x, const TimeGrid& grid,
                           const std::vector<int>& orders, bool uniform_outer) {
   const Schedule& ns = ctx.schedule();
   // Outer grid: K + 1 points of the skip_type when fixed or logSNR (to reproduce the
   // paper); otherwise every order-th point of the steps + 1 grid.
   std::vector<double> outer;
   if (uniform_outer) {
-    GridSpec g = grid;
+    GridSpec g = grid.spec;
     g.steps = int(orders.size());
     outer = make_time_grid(ns, g);
   } else {
-    const std::vector<double> full = make_time_grid(ns, grid);
+    const std::vector<double>& full = grid.t;
     size_t idx = 0;
     outer.push_back(full[0]);
     for (int o : orders) outer.push_back(full[idx += size_t(o)]);
@@ -218,10 +219,10 @@ at::Tensor run_singlestep(DpmSolver& solver, SamplerContext& ctx, at::Tensor x, 
   return x;
 }
 
-at::Tensor run_multistep(DpmSolver& solver, SamplerContext& ctx, at::Tensor x, const GridSpec& grid, int order,
+at::Tensor run_multistep(DpmSolver& solver, SamplerContext& ctx, at::Tensor x, const TimeGrid& grid, int order,
                          bool lower_order_final) {
-  const std::vector<double> t = make_time_grid(ctx.schedule(), grid);
-  const int steps = grid.steps;
+  const std::vector<double>& t = grid.t;
+  const int steps = grid.steps();
   std::vector<at::Tensor> m = {solver.model_fn(x, t[0])};
   std::vector<double> ts = {t[0]};
   for (int step = 1; step <= steps; ++step) {
@@ -246,17 +247,16 @@ at::Tensor run_multistep(DpmSolver& solver, SamplerContext& ctx, at::Tensor x, c
 // lower- and a higher-order singlestep update share model values; the step in lambda is
 // accepted when E = max_batch RMS((x_high - x_low) / delta) <= 1, with
 // delta = max(atol, rtol max(|x_low|, |x_prev|)), and h <- min(theta h E^{-1/order}, lambda_0 - lambda_s).
-at::Tensor run_adaptive(DpmSolver& solver, SamplerContext& ctx, at::Tensor x, const GridSpec& grid, int order,
+at::Tensor run_adaptive(DpmSolver& solver, SamplerContext& ctx, at::Tensor x, const TimeGrid& grid, int order,
                         const Options& o) {
   const Schedule& ns = ctx.schedule();
-  if (grid.reverse) bad_input("sampler.method: adaptive cannot run an inversion; use multistep");
-  const std::vector<double> ends = make_time_grid(ns, GridSpec{grid.skip_type, 1, grid.t_start, grid.t_end, grid.rho});
-  const double t_0 = ends.back(), lambda_0 = ns.lambda(t_0);
+  if (grid.reverse()) bad_input("sampler.method: adaptive cannot run an inversion; use multistep");
+  const double t_0 = grid.t.back(), lambda_0 = ns.lambda(t_0);
   const double atol = o.number("atol"), rtol = o.number("rtol"), theta = 0.9, t_err = 1e-5;
   if (!(atol > 0.0) || !(rtol >= 0.0)) bad_input("sampler.atol/rtol: expected atol > 0 and rtol >= 0");
   double h = o.number("h_init");
   if (!(h > 0.0)) bad_input("sampler.h_init: expected a positive number");
-  double s = ends.front();
+  double s = grid.t.front();
   at::Tensor x_prev = x, m_s;
   int accepted = 0;
   const int max_trials = 100000;
@@ -309,31 +309,58 @@ std::vector<int> dpm_solver_singlestep_orders(int steps, int order) {
   return orders;
 }
 
-at::Tensor sample_dpm_solver(SamplerContext& ctx, at::Tensor x, const GridSpec& grid, const Options& o) {
+at::Tensor sample_dpm_solver(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid, const Options& o) {
   DpmSolver solver(ctx, o);
   const std::string method = o.str("method");
   const int order = int(o.integer("order"));
   if (order < 1 || order > 3) bad_input("sampler.order: expected 1, 2 or 3, got " + std::to_string(order));
   if (method == "multistep") {
-    if (grid.steps < order)
+    if (grid.steps() < order)
       bad_input("sampler.steps: multistep order " + std::to_string(order) + " needs steps >= order");
     x = run_multistep(solver, ctx, x, grid, order, o.flag("lower_order_final"));
   } else if (method == "singlestep") {
-    x = run_singlestep(solver, ctx, x, grid, dpm_solver_singlestep_orders(grid.steps, order), grid.skip_type == "logSNR");
+    x = run_singlestep(solver, ctx, x, grid, dpm_solver_singlestep_orders(grid.steps(), order), grid.spec.skip_type == "logSNR");
   } else if (method == "singlestep_fixed") {
-    if (grid.steps < order) bad_input("sampler.steps: singlestep_fixed needs steps >= order");
-    x = run_singlestep(solver, ctx, x, grid, std::vector<int>(size_t(grid.steps / order), order), true);
+    if (grid.steps() < order) bad_input("sampler.steps: singlestep_fixed needs steps >= order");
+    x = run_singlestep(solver, ctx, x, grid, std::vector<int>(size_t(grid.steps() / order), order), true);
   } else {
     if (order < 2) bad_input("sampler.order: adaptive needs order 2 (DPM-Solver-12) or 3 (DPM-Solver-23)");
     x = run_adaptive(solver, ctx, x, grid, order, o);
   }
   if (o.flag("denoise_to_zero")) {
-    if (grid.reverse) bad_input("sampler.denoise_to_zero: not with an inversion");
-    const std::vector<double> ends = make_time_grid(ctx.schedule(), GridSpec{grid.skip_type, 1, grid.t_start,
-                                                                             grid.t_end, grid.rho, grid.reverse});
-    x = solver.data_prediction(x, ends.back());
+    if (grid.reverse()) bad_input("sampler.denoise_to_zero: not with an inversion");
+    x = solver.data_prediction(x, grid.t.back());
   }
   return x;
+}
+
+namespace {
+
+std::map<std::string, std::string> dpm(const char* algorithm, const char* method, const char* order) {
+  return {{"algorithm_type", algorithm}, {"method", method}, {"order", order}};
+}
+
+}  // namespace
+
+std::vector<SamplerEntry> dpm_solver_rows() {
+  const auto run = function_sampler(sample_dpm_solver);
+  Schema adaptive = dpm_solver_options();
+  for (auto& s : adaptive)
+    if (s.name == "order") s.default_value = "3";
+  return {
+      {"dpm_solver", "DPM-Solver / DPM-Solver++, every method and order (official options). NFE = steps",
+       dpm_solver_options(), run},
+      {"dpmpp_2m", "DPM-Solver++(2M): multistep, data prediction, order 2", dpm_solver_options(), run,
+       dpm("dpmsolver++", "multistep", "2")},
+      {"dpmpp_3m", "DPM-Solver++(3M): multistep, data prediction, order 3", dpm_solver_options(), run,
+       dpm("dpmsolver++", "multistep", "3")},
+      {"dpmpp_2s", "DPM-Solver++(2S): singlestep, data prediction, order 2", dpm_solver_options(), run,
+       dpm("dpmsolver++", "singlestep", "2")},
+      {"dpm_solver_3s", "DPM-Solver-3 singlestep (DPM-Solver-fast), noise prediction", dpm_solver_options(), run,
+       dpm("dpmsolver", "singlestep", "3")},
+      {"dpm_adaptive", "DPM-Solver-12 / -23 with adaptive step size (order 2 / 3); NFE from atol, rtol", adaptive,
+       run, {{"method", "adaptive"}}},
+  };
 }
 
 }  // namespace scorch

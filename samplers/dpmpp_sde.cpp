@@ -8,7 +8,7 @@
 
 #include <cmath>
 
-#include "sampler.h"
+#include "scorch/sampler.h"
 
 namespace scorch {
 
@@ -39,12 +39,12 @@ at::Tensor add_noise(SamplerContext& ctx, at::Tensor x, double sigma_t, double e
 // 2M: with r = h_last / h and the previous data prediction D_prev,
 //   midpoint: + 1/2 alpha_t (1 - e^{-h_eta}) (1/r) (D - D_prev)
 //   heun:     + alpha_t ((1 - e^{-h_eta}) / (-h_eta) + 1) (1/r) (D - D_prev),   h_eta = (1 + eta) h.
-at::Tensor sample_dpmpp_2m_sde(SamplerContext& ctx, at::Tensor x, const GridSpec& grid, const Options& o) {
+at::Tensor sample_dpmpp_2m_sde(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid, const Options& o) {
   const Schedule& ns = ctx.schedule();
-  const std::vector<double> t = make_time_grid(ns, grid);
+  const std::vector<double>& t = grid.t;
   const double eta = o.number("eta"), s_noise = o.number("s_noise");
   const bool heun = o.str("solver_type") == "heun";
-  const int n = grid.steps;
+  const int n = grid.steps();
   at::Tensor d_prev;
   double h_last = 0.0;
   for (int i = 0; i < n; ++i) {
@@ -70,11 +70,11 @@ at::Tensor sample_dpmpp_2m_sde(SamplerContext& ctx, at::Tensor x, const GridSpec
 //   d1_0 = (D - D_1)/r0, d1_1 = (D_1 - D_2)/r1, d1 = d1_0 + (d1_0 - d1_1) r0/(r0 + r1),
 //   d2 = (d1_0 - d1_1)/(r0 + r1), phi2 = (e^{-h_eta} - 1)/h_eta + 1, phi3 = phi2/h_eta - 1/2:
 //   + alpha_t (phi2 d1 - phi3 d2); with one previous output, + alpha_t phi2 (D - D_1)/r0.
-at::Tensor sample_dpmpp_3m_sde(SamplerContext& ctx, at::Tensor x, const GridSpec& grid, const Options& o) {
+at::Tensor sample_dpmpp_3m_sde(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid, const Options& o) {
   const Schedule& ns = ctx.schedule();
-  const std::vector<double> t = make_time_grid(ns, grid);
+  const std::vector<double>& t = grid.t;
   const double eta = o.number("eta"), s_noise = o.number("s_noise");
-  const int n = grid.steps;
+  const int n = grid.steps();
   at::Tensor d1, d2;  // the previous two data predictions
   double h1 = 0.0, h2 = 0.0;
   for (int i = 0; i < n; ++i) {
@@ -104,6 +104,26 @@ at::Tensor sample_dpmpp_3m_sde(SamplerContext& ctx, at::Tensor x, const GridSpec
     x = ctx.end_step(i + 1, n, t[i + 1], x);
   }
   return x;
+}
+
+namespace {
+
+const Schema kSde = {
+    {"eta", OptionType::Number, "1", "SDE noise: 0 is the ODE solver", {}},
+    {"s_noise", OptionType::Number, "1", "scale of the added noise", {}},
+};
+
+}  // namespace
+
+std::vector<SamplerEntry> dpmpp_sde_rows() {
+  Schema two_m = kSde;
+  two_m.push_back({"solver_type", OptionType::String, "midpoint", "second-order term", {"midpoint", "heun"}});
+  return {
+      {"dpmpp_2m_sde", "SDE-DPM-Solver++(2M) (eta, solver_type midpoint | heun). 1 NFE/step", two_m,
+       function_sampler(sample_dpmpp_2m_sde), {}, {"eta"}},
+      {"dpmpp_3m_sde", "SDE-DPM-Solver++(3M) (eta). 1 NFE/step", kSde, function_sampler(sample_dpmpp_3m_sde), {},
+       {"eta"}},
+  };
 }
 
 }  // namespace scorch

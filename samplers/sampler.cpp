@@ -1,10 +1,7 @@
-#include "sampler.h"
+// The sampler context, option reading shared by every registry row, and the wrappers' inner samplers.
+#include "scorch/sampler.h"
 
 #include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
-
-#include <algorithm>
 
 #include <cmath>
 #include <cstdio>
@@ -37,11 +34,6 @@ Prediction SamplerContext::denoise(const at::Tensor& x, double t) {
   return p;
 }
 
-void SamplerContext::record_trajectory(const at::Tensor& x_T) {
-  record_ = true;
-  trajectory_ = {x_T.clone()};
-}
-
 at::Tensor SamplerContext::uniform(const at::Tensor& like) {
   // Phi(z) of the seeded normal stream: uniform, and reproducible like every other draw.
   return at::special_ndtr(rng_.normal_like(like.to(at::kDouble))).to(like.options());
@@ -49,37 +41,18 @@ at::Tensor SamplerContext::uniform(const at::Tensor& like) {
 
 at::Tensor SamplerContext::end_step(int step, int total, double t, at::Tensor x) {
   step_ = step;
-  corrected_ = false;
-  double acceptance = std::nan("");
-  if (!known_.defined()) {
-    if (corrector_.active(t)) {
-      x = run_corrector(*this, corrector_, x, t, &acceptance, &corrector_factor_);
-      corrected_ = true;
-    }
-  } else {
-    // Inpainting: the kept part becomes the forward-noised x_known; corrector iterations
-    // then alternate with putting it back, so that they sample the generated part from
-    // p_t(x_gen | x_kept) (a Gibbs sweep) instead of moving both.
-    const at::Tensor known_t = schedule_.alpha(t) * known_ + schedule_.sigma(t) * rng_.normal_like(x);
-    x = at::lerp(known_t, x, mask_);
-    if (corrector_.active(t)) {
-      CorrectorSpec one = corrector_;
-      one.steps = 1;
-      for (int k = 0; k < corrector_.steps; ++k)
-        x = at::lerp(known_t, run_corrector(*this, one, x, t, &acceptance, &corrector_factor_), mask_);
-      corrected_ = true;
-    }
-  }
-  if (record_) trajectory_.push_back(x.clone());
+  StepEnd end{step, total, t};
+  for (const auto& hook : hooks_) x = hook->after_step(*this, x, end);
+  corrected_ = end.changed;
   if (!progress_) return x;
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  if (!progress_(StepInfo{step, total, nfe_, t, elapsed, acceptance, last_x0_}))
+  if (!progress_(StepInfo{step, total, nfe_, t, elapsed, end.acceptance, last_x0_}))
     cancelled("cancelled after step " + std::to_string(step) + " of " + std::to_string(total));
   return x;
 }
 
-const std::vector<OptionSpec>& grid_options() {
-  static const std::vector<OptionSpec> specs = {
+const Schema& grid_options() {
+  static const Schema specs = {
       {"steps", OptionType::Int, "20", "number of steps (the time grid has steps + 1 points)", {}},
       {"skip_type", OptionType::String, "logSNR", "time grid", skip_types()},
       {"t_start", OptionType::Number, "-1", "first time of the grid; -1: the schedule's t_max", {}},
@@ -89,80 +62,48 @@ const std::vector<OptionSpec>& grid_options() {
   return specs;
 }
 
-std::vector<OptionSpec> all_options(const SamplerInfo& sampler) {
-  std::vector<OptionSpec> specs;
+Schema all_options(const SamplerEntry& sampler) {
+  Schema specs;
   for (const auto* list : {&grid_options(), &sampler.options})
     for (const auto& s : *list)
       if (!sampler.fixed.count(s.name)) specs.push_back(s);
   return specs;
 }
 
-Options parse_sampler_options(const SamplerInfo& sampler, const std::map<std::string, std::string>& raw) {
-  for (const auto& [name, value] : sampler.fixed)
-    if (raw.count(name))
-      bad_input("sampler." + name + ": '" + sampler.name + "' fixes it to " + value +
-                "; use the general sampler to change it");
-  std::vector<OptionSpec> specs = grid_options();
-  specs.insert(specs.end(), sampler.options.begin(), sampler.options.end());
-  std::map<std::string, std::string> all = raw;
-  all.insert(sampler.fixed.begin(), sampler.fixed.end());
-  return Options::parse("sampler", specs, all);
-}
-
-namespace {
-
-// The fused CPU path: one pass over memory in cache-sized chunks, instead of one
-// pass (and one temporary) per term. The two kernels are compiled for AVX2 and for
-// the baseline, picked at load time (GCC function multiversioning), as ATen's own
-// kernels are. Elementwise, so the result does not depend on the thread count.
-template <typename T>
-__attribute__((target_clones("avx2", "default"))) void scale_into(T* out, const T* p, T c, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) out[i] = c * p[i];
-}
-template <typename T>
-__attribute__((target_clones("avx2", "default"))) void axpy_into(T* out, const T* p, T c, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) out[i] += c * p[i];
-}
-
-template <typename scalar_t>
-void lincomb_cpu(const std::vector<std::pair<double, const scalar_t*>>& terms, scalar_t* out, int64_t n) {
-  at::parallel_for(0, n, 1 << 15, [&](int64_t begin, int64_t end) {
-    constexpr int64_t kChunk = 4096;
-    for (int64_t b = begin; b < end; b += kChunk) {
-      const int64_t len = std::min(end, b + kChunk) - b;
-      scale_into<scalar_t>(out + b, terms[0].second + b, scalar_t(terms[0].first), len);
-      for (size_t k = 1; k < terms.size(); ++k)
-        axpy_into<scalar_t>(out + b, terms[k].second + b, scalar_t(terms[k].first), len);
+Options read_sampler_options(const SamplerEntry& sampler, const YAML::Node& section, const std::string& path,
+                             bool grid) {
+  if (section && section.IsMap())
+    for (const auto& kv : section) {
+      const std::string key = kv.first.as<std::string>();
+      if (sampler.fixed.count(key))
+        bad_input(path + "." + key + ": '" + sampler.name + "' fixes it to " + sampler.fixed.at(key) +
+                  "; use the general sampler to change it");
+      if (!grid)
+        for (const auto& g : grid_options())
+          if (g.name == key)
+            bad_input(path + "." + key + ": the inner sampler runs on the wrapper's grid; set it on the wrapper");
     }
-  });
+  Schema specs = grid_options();
+  specs.insert(specs.end(), sampler.options.begin(), sampler.options.end());
+  Options o = Options::read(section, specs, path, {"name"});
+  for (const auto& [name, value] : sampler.fixed)
+    for (const auto& s : specs)
+      if (s.name == name) o.set(s, value, path);
+  return o;
 }
 
-}  // namespace
-
-at::Tensor lincomb(std::initializer_list<std::pair<double, at::Tensor>> terms) {
-  return lincomb(std::vector<std::pair<double, at::Tensor>>(terms));
-}
-
-at::Tensor lincomb(const std::vector<std::pair<double, at::Tensor>>& terms) {
-  const at::Tensor& first = terms.front().second;
-  bool fused = first.device().is_cpu() && (first.scalar_type() == at::kFloat || first.scalar_type() == at::kDouble);
-  for (const auto& [c, t] : terms)
-    fused = fused && t.device().is_cpu() && t.scalar_type() == first.scalar_type() && t.sizes() == first.sizes() &&
-            t.is_contiguous();
-  if (!fused) {
-    at::Tensor out = first * terms.front().first;
-    for (size_t k = 1; k < terms.size(); ++k)
-      if (terms[k].first != 0.0) out.add_(terms[k].second, terms[k].first);
-    return out;
+Options parse_sampler_options(const SamplerEntry& sampler, const std::map<std::string, std::string>& raw) {
+  YAML::Node node(YAML::NodeType::Map);
+  for (const auto& [key, value] : raw) {
+    YAML::Node v;
+    try {
+      v = YAML::Load(value);
+    } catch (const YAML::Exception&) {
+      v = YAML::Node(value);
+    }
+    node[key] = v.IsSequence() || v.IsMap() ? v : YAML::Node(value);
   }
-  at::Tensor out = at::empty_like(first, at::MemoryFormat::Contiguous);
-  AT_DISPATCH_FLOATING_TYPES(first.scalar_type(), "lincomb", [&] {
-    std::vector<std::pair<double, const scalar_t*>> ptrs;
-    for (const auto& [c, t] : terms)
-      if (c != 0.0 || ptrs.empty()) ptrs.emplace_back(c, t.data_ptr<scalar_t>());
-    lincomb_cpu<scalar_t>(ptrs, out.data_ptr<scalar_t>(), out.numel());
-  });
-  return out;
+  return read_sampler_options(sampler, node, "sampler");
 }
 
 GridSpec grid_spec(const Options& o) {
@@ -175,12 +116,34 @@ GridSpec grid_spec(const Options& o) {
   return g;
 }
 
-const SamplerInfo& find_sampler(const std::string& name) {
-  for (const auto& s : samplers())
-    if (s.name == name) return s;
-  std::string valid;
-  for (const auto& s : samplers()) valid += (valid.empty() ? "" : ", ") + s.name;
-  bad_input("sampler.name: unknown sampler '" + name + "'; registered samplers are: " + valid);
+namespace {
+
+class FunctionSampler final : public Sampler {
+ public:
+  FunctionSampler(SamplerFn fn, Options o) : fn_(fn), o_(std::move(o)) {}
+  at::Tensor run(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid) override { return fn_(ctx, x, grid, o_); }
+
+ private:
+  SamplerFn fn_;
+  Options o_;
+};
+
+}  // namespace
+
+std::function<std::unique_ptr<Sampler>(const Options&)> function_sampler(SamplerFn fn) {
+  return [fn](const Options& o) { return std::unique_ptr<Sampler>(new FunctionSampler(fn, o)); };
+}
+
+std::unique_ptr<Sampler> make_inner_sampler(const YAML::Node& section, const std::string& path,
+                                            const std::string& wrapper, const std::string& fallback) {
+  std::string name = fallback;
+  if (section && section.IsMap() && section["name"]) {
+    if (!section["name"].IsScalar()) bad_input(path + ".name: expected a sampler name");
+    name = section["name"].Scalar();
+  }
+  if (name == wrapper) bad_input(path + ".name: " + wrapper + " cannot wrap itself");
+  const SamplerEntry& inner = samplers().find(name, path + ".name");
+  return inner.make(read_sampler_options(inner, section, path, /*grid=*/false));
 }
 
 }  // namespace scorch

@@ -14,7 +14,7 @@
 #include <cmath>
 #include <sstream>
 
-#include "sampler.h"
+#include "scorch/sampler.h"
 #include "scorch/error.h"
 
 namespace scorch {
@@ -59,15 +59,15 @@ std::vector<double> solve(std::vector<std::vector<double>> a, std::vector<double
 
 }  // namespace
 
-at::Tensor sample_unipc(SamplerContext& ctx, at::Tensor x, const GridSpec& grid, const Options& o) {
+at::Tensor sample_unipc(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid, const Options& o) {
   const Schedule& ns = ctx.schedule();
   const int order = int(o.integer("order"));
   if (order < 1 || order > 3) bad_input("sampler.order: expected 1, 2 or 3, got " + std::to_string(order));
-  if (grid.steps < order) bad_input("sampler.steps: UniPC order " + std::to_string(order) + " needs steps >= order");
+  if (grid.steps() < order) bad_input("sampler.steps: UniPC order " + std::to_string(order) + " needs steps >= order");
   const bool data = o.str("algorithm_type") == "data_prediction", bh1 = o.str("variant") == "bh1";
   const std::vector<int64_t> disabled = o.int_list("disable_corrector");
-  const std::vector<double> t = make_time_grid(ns, grid);
-  const int steps = grid.steps;
+  const std::vector<double>& t = grid.t;
+  const int steps = grid.steps();
   auto model_fn = [&](const at::Tensor& xx, double tt) {
     const Prediction p = ctx.denoise(xx, tt);
     return data ? p.x0 : p.eps;
@@ -146,6 +146,11 @@ at::Tensor sample_unipc(SamplerContext& ctx, at::Tensor x, const GridSpec& grid,
     }
   }
   return x;
+}
+
+std::vector<SamplerEntry> unipc_rows() {
+  return {{"unipc", "UniPC (bh1 | bh2): predictor + free corrector. NFE = steps", unipc_options(),
+           function_sampler(sample_unipc)}};
 }
 
 }  // namespace scorch

@@ -11,7 +11,10 @@
 #include <iterator>
 #include <sstream>
 
+#include "scorch/config.h"
+#include "scorch/discrete_sampler.h"
 #include "scorch/io.h"
+#include "scorch/sampler.h"
 
 namespace fs = std::filesystem;
 
@@ -84,7 +87,7 @@ TEST_F(Cli, GenerateWithNoArgumentsWritesPng) {
   EXPECT_EQ(files().size(), 1u);  // no temporary left
 }
 
-// The CLI keeps freed memory for reuse (tools/scorch.cpp, keep_freed_memory); glibc's
+// The CLI keeps freed memory for reuse (tools/cli/scorch.cpp, keep_freed_memory); glibc's
 // defaults (SCORCH_SYSTEM_MALLOC=1) must give the same bytes, only slower.
 TEST_F(Cli, AllocatorSettingsLeaveSamplesBitIdentical) {
   const std::string args = "generate -q --set output.png= --set sampler.steps=2 --set output.npy=";
@@ -101,13 +104,45 @@ TEST_F(Cli, AllocatorSettingsLeaveSamplesBitIdentical) {
   EXPECT_EQ(kept, bytes("glibc.npy"));
 }
 
-TEST_F(Cli, SamplersListsTheTable) {
-  const std::string out = (dir_ / "out.txt").string();
-  ASSERT_EQ(std::system(("'" + kCli + "' samplers > '" + out + "'").c_str()), 0);
-  std::stringstream ss;
-  ss << std::ifstream(out).rdbuf();
-  for (const char* name : {"ddim", "euler", "euler_ancestral", "heun", "s_churn", "skip_type"})
-    EXPECT_NE(ss.str().find(name), std::string::npos) << name;
+// Every registered sampler, continuous and discrete, with every option's help line.
+TEST_F(Cli, SamplersListsBothTablesWithHelp) {
+  const Result r = run("samplers");
+  ASSERT_EQ(r.status, 0) << r.err;
+  for (const auto& e : scorch::samplers().entries()) {
+    EXPECT_NE(r.out.find("\n" + e.name + "\n"), std::string::npos) << e.name;
+    for (const auto& o : e.options) EXPECT_NE(r.out.find(o.name + " ("), std::string::npos) << e.name << "." << o.name;
+    for (const auto& o : e.options) EXPECT_NE(r.out.find(o.help), std::string::npos) << e.name << "." << o.name;
+  }
+  for (const auto& e : scorch::discrete_samplers().entries()) {
+    EXPECT_NE(r.out.find("\n" + e.name), std::string::npos) << e.name;
+    for (const auto& o : e.options) EXPECT_NE(r.out.find(o.help), std::string::npos) << e.name << "." << o.name;
+  }
+  for (const char* name : {"first_hitting", "maskgit", "remdm", "lsd", "skip_type", "temperature", "blocks"})
+    EXPECT_NE(r.out.find(name), std::string::npos) << name;
+}
+
+// `scorch config` prints every section's keys; docs/configuration.md's "Every key" tables
+// are its --markdown output, unchanged (regenerate: see that section's first line).
+TEST_F(Cli, ConfigPrintsEverySchemaAndTheDocsMatch) {
+  const Result plain = run("config");
+  ASSERT_EQ(plain.status, 0) << plain.err;
+  for (const auto& section : scorch::config_schemas())
+    for (const auto& k : section.keys) EXPECT_NE(plain.out.find(k.name), std::string::npos) << section.path << "." << k.name;
+  for (const char* key : {"inpaint_mask", "beta_schedule", "null_label", "step_size", "ref_cond", "trajectory", "vocab"})
+    EXPECT_NE(plain.out.find(key), std::string::npos) << key;
+  const Result md = run("config --markdown");
+  ASSERT_EQ(md.status, 0) << md.err;
+  std::stringstream doc;
+  doc << std::ifstream(std::string(SCORCH_SOURCE_DIR) + "/docs/configuration.md").rdbuf();
+  const std::string text = doc.str(), begin = "<!-- scorch-config:begin -->\n", end = "\n<!-- scorch-config:end -->";
+  const size_t b = text.find(begin), e = text.find(end);
+  ASSERT_NE(b, std::string::npos) << "docs/configuration.md has no scorch-config section";
+  ASSERT_NE(e, std::string::npos);
+  const std::string section = text.substr(b + begin.size(), e - b - begin.size());
+  std::string expected = md.out;
+  while (!expected.empty() && expected.back() == '\n') expected.pop_back();
+  EXPECT_EQ(section, expected) << "docs/configuration.md is out of date: build/bin/scorch config --markdown | "
+                                  "/usr/bin/python3 tools/scripts/update_doc_section.py docs/configuration.md scorch-config";
 }
 
 TEST_F(Cli, NpyOutputIsFloat32WithBatchShape) {
@@ -136,7 +171,7 @@ TEST_F(Cli, BadInputExitsTwoWithOneLineAndNoOutput) {
   expect_bad("generate --config bad.yaml", "bad.yaml:");
   fs::remove(dir_ / "bad.yaml");
   expect_bad("generate --set sampler.name=nope", "unknown sampler");
-  expect_bad("generate --set sampler.bogus=1", "unknown option");
+  expect_bad("generate --set sampler.bogus=1", "sampler.bogus: unknown key");
   expect_bad("generate --set sampler.steps=0", "sampler.steps");
   expect_bad("generate --set sampler.steps=-5", "sampler.steps");
   expect_bad("generate --set output.png=/nonexistent_dir/out.png", "output.png");

@@ -8,11 +8,12 @@
 #include <cmath>
 #include <cstdio>
 
-#include "samplers/discrete/discrete_sampler.h"
+#include "scorch/discrete_sampler.h"
 #include "scorch/config.h"
-#include "scorch/discrete_pipeline.h"
+#include "scorch/token_pipeline.h"
 #include "scorch/error.h"
 #include "support/markov_oracle.h"
+#include "support/sampler_harness.h"
 
 namespace scorch {
 namespace {
@@ -76,8 +77,8 @@ struct Result {
 
 Result run(const std::string& name, testing::MarkovOracle& model, const DiscreteSchedule& sched, int64_t n,
            std::map<std::string, std::string> opts, uint64_t seed = 1) {
-  const DiscreteSamplerInfo& info = find_discrete_sampler(name);
-  const Options o = parse_discrete_options(info, opts);
+  const DiscreteSamplerEntry& info = discrete_samplers().find(name);
+  const Options o = read_discrete_options(info, testing::sampler_section(opts), "sampler");
   DiscreteContext ctx(model, sched, seed, o);
   const at::Tensor x0 = discrete_prior(ctx, n);
   Result r{info.run(ctx, x0, o), ctx.calls()};
@@ -244,7 +245,7 @@ TEST(Discrete, LsdLastStepUsesItsCoefficient) {
 TEST(Discrete, RejectsBadOptions) {
   const auto sched = make_discrete_schedule("loglinear");
   auto oracle = chain(6);
-  EXPECT_THROW(find_discrete_sampler("ddim"), Error);
+  EXPECT_THROW(discrete_samplers().find("ddim"), Error);
   EXPECT_THROW(run("euler", oracle, *sched, 4, {{"steps", "0"}}), Error);
   EXPECT_THROW(run("euler", oracle, *sched, 4, {{"blocks", "7"}}), Error);
   EXPECT_THROW(run("euler", oracle, *sched, 4, {{"top_p", "0"}}), Error);

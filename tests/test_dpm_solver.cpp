@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "scorch/error.h"
+#include "samplers/dpm_solver.h"
 #include "support/sampler_harness.h"
 
 namespace scorch {

@@ -79,5 +79,23 @@ TEST(Eval, ShippedClassifierOnRealData) {
   EXPECT_THROW(FeatureClassifier(std::string(SCORCH_FIXTURES) + "/gaussian_eps.pt"), Error);  // no features()
 }
 
+// Any sample shape the classifier accepts: 4-d vectors with a classifier whose features are
+// the vectors themselves. FD between N(0, I) and N(mu, I) is |mu|^2; the labels (x_0 < 0)
+// are what its logits say; a shape it refuses is a clear error.
+TEST(Eval, AnySampleShapeTheClassifierAccepts) {
+  const FeatureClassifier classifier(std::string(SCORCH_FIXTURES) + "/vector_classifier.pt");
+  const auto gen = at::detail::createCPUGenerator(7);
+  const at::Tensor mu = at::tensor({1.0, -1.0, 1.0, 1.0});
+  const at::Tensor samples = at::randn({20000, 4}, gen), reference = at::randn({20000, 4}, gen) + mu;
+  const at::Tensor labels = (samples.select(1, 0) < 0).to(at::kLong);
+  const EvalReport r = evaluate(classifier, samples, labels, reference);
+  EXPECT_NEAR(r.fd, 4.0, 0.15);
+  const at::Tensor clipped = samples.clamp(reference.min().item<double>(), reference.max().item<double>());
+  EXPECT_NEAR(r.fd, frechet_distance(clipped, reference), 1e-9);
+  EXPECT_DOUBLE_EQ(r.accuracy, 1.0);
+  EXPECT_THROW(evaluate(classifier, samples.narrow(1, 0, 3), {}, reference.narrow(1, 0, 3)), Error);  // refused
+  EXPECT_THROW(evaluate(classifier, samples, {}, reference.narrow(1, 0, 3)), Error);  // shapes differ
+}
+
 }  // namespace
 }  // namespace scorch

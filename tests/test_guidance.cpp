@@ -7,7 +7,9 @@
 #include <c10/core/InferenceMode.h>
 #include <gtest/gtest.h>
 
-#include "samplers/sampler.h"
+#include "scorch/sampler.h"
+#include "scorch/step_hooks.h"
+#include "support/sampler_harness.h"
 #include "scorch/error.h"
 #include "scorch/gaussian.h"
 #include "scorch/mixture_model.h"
@@ -40,16 +42,16 @@ struct Sampled {
 Sampled sample(const std::string& name, Denoiser& model, const Schedule& sched, const at::Tensor& x_T,
                const std::map<std::string, std::string>& opts, const at::Tensor& cond = {},
                const CorrectorSpec& corrector = {}, uint64_t seed = 0) {
-  const SamplerInfo& info = find_sampler(name);
-  const Options o = parse_sampler_options(info, opts);
+  const SamplerEntry& entry = samplers().find(name);
+  const Options o = read_sampler_options(entry, testing::sampler_section(opts), "sampler");
   Rng rng(seed);
   Sampled out;
   SamplerContext ctx(model, sched, rng, cond, [&](const StepInfo& s) {
     if (!std::isnan(s.acceptance)) out.acceptance.push_back(s.acceptance);
     return true;
   });
-  ctx.set_corrector(corrector);
-  out.x = info.run(ctx, x_T, grid_spec(o), o);
+  if (!corrector.type.empty()) ctx.add_hook(std::make_shared<CorrectorHook>(corrector));
+  out.x = entry.make(o)->run(ctx, x_T, build_time_grid(sched, grid_spec(o)));
   out.nfe = ctx.nfe();
   return out;
 }

@@ -8,7 +8,7 @@
 #include <vector>
 #include <torch/csrc/autograd/autograd.h>
 
-#include "kernels/mixture_score.h"
+#include "scorch/mixture_score.h"
 #include "support/gaussian_mixture.h"
 
 namespace scorch {

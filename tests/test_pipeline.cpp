@@ -108,7 +108,7 @@ TEST(Pipeline, InpaintingKeepsTheKnownPartExactly) {
 
 // Inpainting a correlated Gaussian, whose conditional is closed-form: plain replacement
 // misses the conditional mean (here by 1.08 conditional standard deviations; 0.36 on
-// tools/inpaint_check.py's Gaussian), and one MALA iteration per step alternating with the
+// tools/scripts/inpaint_check.py's Gaussian), and one MALA iteration per step alternating with the
 // replacement brings it within 0.15 (measured 0.082; 4000 samples, where the sampling
 // error of a mean is 0.016).
 TEST(Pipeline, InpaintingWithCorrectorSamplesTheConditional) {
@@ -291,7 +291,9 @@ TEST(Pipeline, RejectsBadConfigs) {
   expect_bad({"model.dtype=int8"}, "model.dtype: expected float32 | float64 | bfloat16 | float16, got 'int8'");
   expect_bad({"model.dtype=bfloat16"}, "model.dtype: only torchscript models take a dtype of their own");
   expect_bad({"sampler.name=nope"}, "unknown sampler 'nope'");
-  expect_bad({"sampler.etaa=1"}, "sampler.etaa: unknown option");
+  expect_bad({"sampler.etaa=1"}, "sampler.etaa: unknown key");
+  expect_bad({"sampler.stpes=3"}, "sampler.stpes: unknown key; did you mean 'steps'?");
+  expect_bad({"model.predicton=eps"}, "did you mean 'prediction'?");
   expect_bad({"sampler.steps=0"}, "sampler.steps");
   expect_bad({"sampler.steps=ten"}, "sampler.steps: expected an integer");
   expect_bad({"batch=0"}, "batch");
@@ -299,7 +301,7 @@ TEST(Pipeline, RejectsBadConfigs) {
   expect_bad({"device=cuda"}, "device");
   expect_bad({"schedule.type=cosine"}, "schedule.type");
   expect_bad({"schedule.beta_1=-1"}, "vp_linear");
-  expect_bad({"colour=red"}, "colour: unknown config key");
+  expect_bad({"colour=red"}, "colour: unknown key");
   expect_bad({"model.path=/nonexistent.safetensors"}, "model.path");
   expect_bad({"model.shape=[1, 2]"}, "model.shape");
   expect_bad({"model.type=onnx"}, "model.type");

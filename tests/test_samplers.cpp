@@ -7,7 +7,7 @@
 #include <cmath>
 #include <map>
 
-#include "samplers/sampler.h"
+#include "scorch/sampler.h"
 #include "scorch/error.h"
 #include "scorch/gaussian.h"
 #include "support/sampler_harness.h"
@@ -125,17 +125,17 @@ TEST(Samplers, HeunSecondOrderOnMixture) {
 }
 
 TEST(Samplers, Registry) {
-  for (const char* name : {"ddim", "euler", "euler_ancestral", "heun"}) EXPECT_EQ(find_sampler(name).name, name);
+  for (const char* name : {"ddim", "euler", "euler_ancestral", "heun"}) EXPECT_EQ(samplers().find(name).name, name);
   try {
-    find_sampler("dpm_magic");
+    samplers().find("dpm_magic");
     FAIL();
   } catch (const Error& e) {
     EXPECT_EQ(e.status(), Status::BadInput);
     EXPECT_NE(std::string(e.what()).find("ddim"), std::string::npos);  // lists the valid names
   }
-  EXPECT_THROW(Options::parse("sampler", all_options(find_sampler("ddim")), {{"etaa", "1"}}), Error);
-  EXPECT_THROW(Options::parse("sampler", all_options(find_sampler("ddim")), {{"eta", "x"}}), Error);
-  EXPECT_THROW(Options::parse("sampler", all_options(find_sampler("ddim")), {{"skip_type", "cosine"}}), Error);
+  EXPECT_THROW(Options::parse("sampler", all_options(samplers().find("ddim")), {{"etaa", "1"}}), Error);
+  EXPECT_THROW(Options::parse("sampler", all_options(samplers().find("ddim")), {{"eta", "x"}}), Error);
+  EXPECT_THROW(Options::parse("sampler", all_options(samplers().find("ddim")), {{"skip_type", "cosine"}}), Error);
 }
 
 // A model whose output turns non-finite mid-run is stopped with the step named.

@@ -2,6 +2,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <filesystem>
 
 #include "scorch/error.h"
@@ -30,11 +31,11 @@ struct TeleportCase {
   }
 };
 
-// With zero inner steps teleport is the exact flow map.
+// With no inner sampler teleport is the exact flow map.
 TEST(Teleport, ZeroInnerStepsIsTheFlowMap) {
   TeleportCase c;
   const testing::Run r =
-      run_sampler("teleport", *c.model, *c.sched, c.x_T, {{"gaussian", c.path}, {"t_skip", "0.3"}, {"inner.steps", "0"}});
+      run_sampler("teleport", *c.model, *c.sched, c.x_T, {{"gaussian", c.path}, {"t_skip", "0.3"}, {"inner.name", "none"}});
   EXPECT_LT((r.x - c.flow(1.0, 0.3)).abs().max().item<double>(), 1e-12);
   EXPECT_EQ(r.nfe, 0);
 }
@@ -43,7 +44,7 @@ TEST(Teleport, ZeroInnerStepsIsTheFlowMap) {
 TEST(Teleport, MatchesAFineSolverRun) {
   TeleportCase c;
   const at::Tensor jump =
-      run_sampler("teleport", *c.model, *c.sched, c.x_T, {{"gaussian", c.path}, {"t_skip", "0.3"}, {"inner.steps", "0"}}).x;
+      run_sampler("teleport", *c.model, *c.sched, c.x_T, {{"gaussian", c.path}, {"t_skip", "0.3"}, {"inner.name", "none"}}).x;
   const at::Tensor solved =
       run_sampler("dpm_solver", *c.model, *c.sched, c.x_T,
                   {{"order", "3"}, {"steps", "2000"}, {"t_end", "0.3"}, {"algorithm_type", "dpmsolver++"}})
@@ -57,8 +58,8 @@ TEST(Teleport, InnerSamplerFinishesTheRun) {
   TeleportCase c;
   const testing::Run r = run_sampler(
       "teleport", *c.model, *c.sched, c.x_T,
-      {{"gaussian", c.path}, {"sigma_skip", "1.0"}, {"inner.name", "dpmpp_2m"}, {"inner.steps", "30"}, {"t_end", "0.001"}});
-  EXPECT_EQ(r.nfe, 30);
+      {{"gaussian", c.path}, {"sigma_skip", "1.0"}, {"inner.name", "dpmpp_2m"}, {"steps", "30"}, {"t_end", "0.001"}});
+  EXPECT_EQ(r.nfe, 30);  // the wrapper's steps are the inner sampler's
   EXPECT_LT(rel_error(r.x, c.flow(1.0, 1e-3)), 2e-3);
   // skip_fraction = 1 jumps all the way.
   const at::Tensor all = run_sampler("teleport", *c.model, *c.sched, c.x_T,
@@ -71,7 +72,7 @@ TEST(Teleport, InnerSamplerFinishesTheRun) {
 // probe point; on a mixture it stops earlier; probes count as model calls.
 TEST(Teleport, AutoSkipPoint) {
   TeleportCase c;
-  const Opts o = {{"gaussian", c.path}, {"auto", "true"}, {"steps", "20"}, {"inner.steps", "0"}, {"t_end", "0.001"}};
+  const Opts o = {{"gaussian", c.path}, {"auto", "true"}, {"probe_steps", "20"}, {"inner.name", "none"}, {"t_end", "0.001"}};
   const testing::Run gauss = run_sampler("teleport", *c.model, *c.sched, c.x_T, o);
   EXPECT_EQ(gauss.nfe, 19);
   const auto grid = make_time_grid(*c.sched, {"logSNR", 20, -1, 0.001, 7});
@@ -93,6 +94,26 @@ TEST(Teleport, AutoSkipPoint) {
   EXPECT_LT(m.nfe, 19);
 }
 
+// One meaning of steps: `steps` inner steps from the skip point whatever the skip point,
+// on the wrapper's skip_type; the same run as the inner sampler alone from the jumped state.
+TEST(Teleport, StepsAreTheInnerSamplersSteps) {
+  TeleportCase c;
+  for (const char* steps : {"3", "5", "8"}) {
+    const testing::Run r = run_sampler("teleport", *c.model, *c.sched, c.x_T,
+                                       {{"gaussian", c.path}, {"sigma_skip", "2"}, {"steps", steps},
+                                        {"skip_type", "time_uniform"}, {"inner.name", "dpmpp_2m"}});
+    EXPECT_EQ(r.nfe, std::stoi(steps));
+    const double t_skip = c.sched->t_of_ve_sigma(2.0);
+    const at::Tensor jumped = gaussian_flow(c.g, c.x_T, c.sched->alpha(1.0), c.sched->sigma(1.0),
+                                            c.sched->alpha(t_skip), c.sched->sigma(t_skip));
+    char exact[32];
+    std::snprintf(exact, sizeof exact, "%.17g", t_skip);
+    const testing::Run inner = run_sampler("dpmpp_2m", *c.model, *c.sched, jumped,
+                                           {{"steps", steps}, {"skip_type", "time_uniform"}, {"t_start", exact}});
+    EXPECT_LT((r.x - inner.x).abs().max().item<double>(), 1e-12) << steps;
+  }
+}
+
 TEST(Teleport, BadOptions) {
   TeleportCase c;
   auto bad = [&](const Opts& o) { EXPECT_THROW(run_sampler("teleport", *c.model, *c.sched, c.x_T, o), Error); };
@@ -104,6 +125,8 @@ TEST(Teleport, BadOptions) {
   bad({{"gaussian", c.path}, {"t_skip", "0.3"}, {"inner.name", "teleport"}});
   bad({{"gaussian", c.path}, {"t_skip", "0.3"}, {"inner.name", "nope"}});
   bad({{"gaussian", c.path}, {"t_skip", "0.3"}, {"inner.etaa", "1"}});
+  bad({{"gaussian", c.path}, {"t_skip", "0.3"}, {"inner.steps", "5"}});     // the grid is the wrapper's
+  bad({{"gaussian", c.path}, {"t_skip", "0.3"}, {"inner.skip_type", "karras"}});
   bad({{"gaussian", "/nonexistent.safetensors"}, {"t_skip", "0.3"}});
   const GaussianModel small = testing::random_gaussian(4, 4, 1);
   save_gaussian(c.path, small);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine (the `device` tool): builds against that machine's LibTorch (CUDA),
 # runs every test (the CUDA tests run there instead of skipping), the CUDA kernel test
-# under compute-sanitizer memcheck, and the GPU benchmarks (tools/bench_gpu.cpp), and
+# under compute-sanitizer memcheck, and the GPU benchmarks (tools/bench/bench_gpu.cpp), and
 # writes the logs and the benchmark tables under $OUT.
 # Usage (from the repository root, with .deps carried; ../shared/gpu/README.md):
 #   bash tools/gpu_check.sh

@@ -23,7 +23,7 @@ inline GaussianModel random_gaussian(int64_t d, int64_t r, uint64_t seed, std::v
 inline const auto kF64 = at::TensorOptions().dtype(at::kDouble);
 
 // The diagonal Gaussian (independent coordinates) of samples [2, 3] that the gaussian_eps /
-// gaussian_energy TorchScript fixtures compute (tools/make_test_models.py).
+// gaussian_energy TorchScript fixtures compute (tools/scripts/make_test_models.py).
 inline GaussianModel diagonal_gaussian() {
   GaussianModel g;
   g.mean = at::tensor({0.5, -1.0, 0.25, 2.0, 0.0, -0.5}, kF64);

@@ -9,7 +9,9 @@
 #include <memory>
 #include <string>
 
-#include "samplers/sampler.h"
+#include <yaml-cpp/yaml.h>
+
+#include "scorch/sampler.h"
 #include "scorch/gaussian.h"
 #include "support/gaussian_mixture.h"
 #include "support/random_gaussian.h"
@@ -21,15 +23,33 @@ struct Run {
   int64_t nfe;
 };
 
+// A sampler section from "key" -> YAML text; dotted keys ("inner.name") nest.
+inline YAML::Node sampler_section(const std::map<std::string, std::string>& opts) {
+  YAML::Node root(YAML::NodeType::Map);
+  for (const auto& [key, text] : opts) {
+    YAML::Node node = root;
+    std::string rest = key;
+    for (size_t dot; (dot = rest.find('.')) != std::string::npos; rest = rest.substr(dot + 1)) {
+      const std::string part = rest.substr(0, dot);
+      if (!node[part]) node[part] = YAML::Node(YAML::NodeType::Map);
+      node.reset(node[part]);
+    }
+    YAML::Node value = YAML::Load(text);
+    node[rest] = value.IsSequence() || value.IsMap() ? value : YAML::Node(text);
+  }
+  return root;
+}
+
+// Runs a registered sampler as the pipeline does: options read once, the grid built once.
 inline Run run_sampler(const std::string& name, Denoiser& model, const Schedule& sched, const at::Tensor& x_T,
                        const std::map<std::string, std::string>& opts, uint64_t seed = 0, bool reverse = false) {
-  const SamplerInfo& info = find_sampler(name);
-  const Options o = parse_sampler_options(info, opts);
+  const SamplerEntry& entry = samplers().find(name);
+  const Options o = read_sampler_options(entry, sampler_section(opts), "sampler");
   GridSpec grid = grid_spec(o);
   grid.reverse = reverse;
   Rng rng(seed);
   SamplerContext ctx(model, sched, rng);
-  at::Tensor x = info.run(ctx, x_T, grid, o);
+  at::Tensor x = entry.make(o)->run(ctx, x_T, build_time_grid(sched, grid));
   return {x, ctx.nfe()};
 }
 

@@ -1,0 +1,66 @@
+// Discrete diffusion: schedules, transitions, token denoisers and exact categorical sampling.
+//
+// A token keeps its clean value with probability alpha(t) (t runs 1 -> 0, alpha(1) ~ 0,
+// alpha(0) = 1); otherwise it is the mask token (absorbing) or a uniformly random token
+// (uniform). Schedules (RADD / SEDD / MDLM), sigma_bar = -log alpha:
+//   loglinear  alpha = 1 - (1 - eps) t
+//   cosine     alpha = eps + (1 - eps) cos(pi t / 2)
+//   linear     sigma_bar = sigma_min + t (sigma_max - sigma_min)
+//   geometric  sigma_bar = sigma_min^(1-t) sigma_max^t
+#pragma once
+
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace scorch {
+
+class DiscreteSchedule {
+ public:
+  virtual ~DiscreteSchedule() = default;
+  virtual double alpha(double t) const = 0;
+  // -d alpha / dt >= 0 (tau-leaping's unmasking rate is alpha_rate dt / (1 - alpha))
+  virtual double alpha_rate(double t) const = 0;
+  // t with alpha(t) = a (alpha decreases in t); for first-hitting jumps.
+  double inverse_alpha(double a) const;
+  virtual std::string name() const = 0;
+};
+
+std::unique_ptr<DiscreteSchedule> make_discrete_schedule(const std::string& type, double eps = 1e-3,
+                                                         double sigma_min = 1e-4, double sigma_max = 20.0);
+
+enum class Transition { Absorbing, Uniform };
+
+struct TokenSpec {
+  int64_t vocab = 0;     // V real tokens 0..V-1
+  int64_t mask_id = -1;  // absorbing: the mask token (usually V)
+  int64_t length = 0;    // L
+  Transition transition = Transition::Absorbing;
+};
+
+// log p(clean token | x_t) at every position: [B, L, V] (float64 or float32).
+class TokenDenoiser {
+ public:
+  virtual ~TokenDenoiser() = default;
+  // tokens: [B, L] int64; t: [B] float64 (one time per sequence; time-independent models ignore it).
+  virtual at::Tensor log_probs(const at::Tensor& tokens, const at::Tensor& t) = 0;
+  virtual const TokenSpec& spec() const = 0;
+};
+
+// TorchScript forward(tokens [B, L] int64, t [B] float) -> [B, L, V] (the contract in
+// docs/file_formats.md); validated on load with a dry run.
+std::unique_ptr<TokenDenoiser> load_token_denoiser(const std::string& path, const TokenSpec& spec);
+
+// Exact categorical sampling in float64 (Gumbel-max in its exponential-race form:
+// argmax_j w_j / E_j, E_j ~ Exp(1) from float64 uniforms). probs: [..., K] non-negative
+// weights (need not be normalised); returns [...] int64. Negative weights never win.
+at::Tensor sample_categorical(const at::Tensor& probs, at::Generator& gen);
+// `draws` independent draws [draws] from one distribution probs [K].
+at::Tensor sample_categorical(const at::Tensor& probs, at::Generator& gen, int64_t draws);
+// Uniform(0, 1) float64 numbers.
+at::Tensor uniform64(at::IntArrayRef sizes, at::Generator& gen);
+
+}  // namespace scorch

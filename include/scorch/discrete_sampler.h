@@ -1,0 +1,77 @@
+// The discrete-sampler interface and registry (the same Registry template and option
+// reader as the continuous samplers). A sampler is a function of (context, x_1, options)
+// returning clean tokens;
+// the context calls the token denoiser (counting model calls per sequence), turns its
+// log-probabilities into the sampling distribution (temperature, top-k, top-p) and draws
+// every random number in float64.
+#pragma once
+
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <vector>
+
+#include "scorch/discrete.h"
+#include "scorch/options.h"
+#include "scorch/registry.h"
+
+namespace scorch {
+
+class DiscreteContext {
+ public:
+  DiscreteContext(TokenDenoiser& model, const DiscreteSchedule& schedule, uint64_t seed, const Options& options);
+
+  // p(clean token) [b, L, V] in float64 for the rows `rows` of x (all rows if undefined), at
+  // times t [B]; temperature, top_k and top_p applied. Counts one model call per row.
+  at::Tensor probs(const at::Tensor& x, const at::Tensor& t, const at::Tensor& rows = {});
+  at::Tensor sample(const at::Tensor& probs) { return sample_categorical(probs, gen_); }
+  at::Tensor uniform(at::IntArrayRef sizes) { return uniform64(sizes, gen_); }
+
+  const DiscreteSchedule& schedule() const { return schedule_; }
+  const TokenSpec& spec() const { return model_.spec(); }
+  // The time grid t_0 = 1 > ... > t_n = t_end, uniform in t (RADD, SEDD, MDLM).
+  std::vector<double> grid(int steps) const;
+  // Model calls per sequence so far (a batched call on b of B rows counts b / B).
+  double calls() const { return row_calls_ / double(batch_); }
+  void set_batch(int64_t b) { batch_ = b; }
+  // The final step's choice (`final: argmax` or `sample`).
+  bool final_argmax() const { return final_argmax_; }
+
+ private:
+  TokenDenoiser& model_;
+  const DiscreteSchedule& schedule_;
+  at::Generator gen_;
+  double temperature_, top_p_;
+  int64_t top_k_;
+  double t_end_;
+  bool final_argmax_;
+  int64_t row_calls_ = 0, batch_ = 1;
+};
+
+using DiscreteSamplerFn = at::Tensor (*)(DiscreteContext& ctx, at::Tensor x, const Options& options);
+
+struct DiscreteSamplerEntry {
+  std::string name;
+  std::string summary;
+  Schema options;  // the sampler's own (the common ones come on top)
+  DiscreteSamplerFn run;
+  bool uniform_ok = false;  // supports uniform transitions
+};
+
+// The explicit table (samplers/discrete/registry.cpp); each family file defines its rows.
+const Registry<DiscreteSamplerEntry>& discrete_samplers();
+// Options every discrete sampler takes: steps, t_end, temperature, top_k, top_p, final, blocks.
+const Schema& discrete_common_options();
+// Reads a discrete sampler's section (`name` skipped) against the common and its own options.
+Options read_discrete_options(const DiscreteSamplerEntry& sampler, const YAML::Node& section, const std::string& path);
+
+// The euler (tau-leaping) step's unmasking probability of a masked position from t to s < t,
+// alpha_rate(t) (t - s) / (1 - alpha_t), at most 1 (samplers/discrete/leaping.cpp; also the
+// teacher of distill_lsd).
+double euler_unmask_probability(const DiscreteSchedule& schedule, double t, double s);
+
+// x_1: all mask tokens (absorbing) or uniform random tokens (uniform), [batch, L].
+at::Tensor discrete_prior(DiscreteContext& ctx, int64_t batch);
+
+}  // namespace scorch

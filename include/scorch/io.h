@@ -1,0 +1,52 @@
+// File I/O: .npy, safetensors, and atomic writes (temporary name, then rename),
+// so a failed run never leaves a partial output file.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace scorch {
+
+// Calls write(tmp_path) with a temporary path next to `path` that keeps its
+// extension, then renames it onto `path`. On any failure the temporary file
+// is removed and a bad-input Error naming `what` (e.g. "output.png") is thrown.
+void write_atomically(const std::string& path, const std::string& what,
+                      const std::function<void(const std::string& tmp_path)>& write);
+
+// Throws a bad-input Error naming `what` unless `path`'s directory exists and is writable.
+void check_writable(const std::string& path, const std::string& what);
+
+// NumPy .npy (format 1.0-3.0, little-endian, C order): f4, f8, i8, i4, u1, b1.
+at::Tensor read_npy(const std::string& path);
+// The same from the file's bytes; `what` names the source in errors (the fuzz harnesses).
+at::Tensor parse_npy(const std::string& bytes, const std::string& what);
+void write_npy(const std::string& path, const at::Tensor& tensor, const std::string& what = "npy");
+
+// safetensors: 8-byte little-endian header length, JSON header
+// {name: {dtype, shape, data_offsets}, "__metadata__": {string: string}}, data.
+struct SafeTensors {
+  std::map<std::string, at::Tensor> tensors;
+  std::map<std::string, std::string> metadata;
+};
+SafeTensors parse_safetensors(const std::string& bytes, const std::string& what);
+SafeTensors read_safetensors(const std::string& path);
+void write_safetensors(const std::string& path, const SafeTensors& st, const std::string& what = "safetensors");
+
+// "[1, 28, 28]": the one way shapes are written in messages and metadata.
+std::string shape_string(at::IntArrayRef sizes);
+// Parses metadata such as "[1, 28, 28]" into positive sizes; errors name `what`.
+std::vector<int64_t> parse_shape(const std::string& text, const std::string& what);
+
+// Resolves an input file name: as given if it exists (or is absolute), else under
+// scorch's data directories: SCORCH_DATA_DIR, then share/scorch next to the running
+// program's bin/ (the installed layout, which the build tree mirrors: build/share/scorch).
+// That is how `configs/...` and `models/...` are found from any directory.
+std::string find_input_file(const std::string& path);
+// The data directories searched, in order (for messages and `scorch --version`-like output).
+std::vector<std::string> data_dirs();
+
+}  // namespace scorch

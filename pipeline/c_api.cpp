@@ -1,0 +1,194 @@
+// The C API (include/scorch/scorch.h) over scorch::Pipeline. Every entry point
+// catches everything: errors become a status and the handle's last-error message.
+#include "scorch/scorch.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "scorch/config.h"
+#include "scorch/error.h"
+#include "scorch/pipeline.h"
+
+struct scorch_pipeline {
+  std::unique_ptr<scorch::Pipeline> pipeline;
+  scorch_pipeline_params params{};
+  std::atomic<bool> cancel{false};
+  std::atomic<bool> busy{false};
+  std::mutex error_mutex;
+  std::string last_error;
+};
+
+struct scorch_result {
+  at::Tensor samples;  // float32, contiguous, on the CPU
+  int64_t nfe = 0;
+};
+
+namespace {
+
+thread_local std::string create_error;
+
+// Runs f, mapping every exception to a status and a message.
+template <typename F>
+scorch_status guarded(std::string* message, F f) {
+  try {
+    f();
+    message->clear();
+    return SCORCH_OK;
+  } catch (const scorch::Error& e) {
+    *message = e.what();
+    switch (e.status()) {
+      case scorch::Status::BadInput: return SCORCH_BAD_INPUT;
+      case scorch::Status::Cancelled: return SCORCH_CANCELLED;
+      default: return SCORCH_INTERNAL;
+    }
+  } catch (const c10::Error& e) {
+    *message = std::string("internal error: ") + e.what_without_backtrace();
+  } catch (const std::exception& e) {
+    *message = std::string("internal error: ") + e.what();
+  } catch (...) {
+    *message = "internal error: unknown exception";
+  }
+  return SCORCH_INTERNAL;
+}
+
+}  // namespace
+
+extern "C" {
+
+int scorch_abi_version(void) { return SCORCH_ABI_VERSION; }
+
+scorch_pipeline_params scorch_pipeline_params_init(void) {
+  scorch_pipeline_params p{};
+  return p;
+}
+
+scorch_status scorch_pipeline_create(const scorch_pipeline_params* params, scorch_pipeline** out) {
+  if (!out) {
+    create_error = "scorch_pipeline_create: out is NULL";
+    return SCORCH_INVALID_ARGUMENT;
+  }
+  *out = nullptr;
+  if (!params) {
+    create_error = "scorch_pipeline_create: params is NULL (use scorch_pipeline_params_init())";
+    return SCORCH_INVALID_ARGUMENT;
+  }
+  if (params->n_overrides < 0 || (params->n_overrides > 0 && !params->overrides)) {
+    create_error = "scorch_pipeline_create: overrides is NULL or n_overrides < 0";
+    return SCORCH_INVALID_ARGUMENT;
+  }
+  auto handle = std::make_unique<scorch_pipeline>();
+  handle->params = *params;
+  const scorch_status s = guarded(&create_error, [&] {
+    std::vector<std::string> sets;
+    for (int i = 0; i < params->n_overrides; ++i) {
+      if (!params->overrides[i]) scorch::bad_input("override " + std::to_string(i) + " is NULL");
+      sets.emplace_back(params->overrides[i]);
+    }
+    const YAML::Node config = params->config_path ? scorch::load_config(params->config_path, sets)
+                              : params->config_yaml ? scorch::load_config_text(params->config_yaml, sets)
+                                                    : scorch::load_config("", sets);
+    handle->pipeline = scorch::Pipeline::from_config(config);
+  });
+  if (s == SCORCH_OK) *out = handle.release();
+  return s;
+}
+
+void scorch_pipeline_free(scorch_pipeline* pipeline) { delete pipeline; }
+
+scorch_status scorch_generate(scorch_pipeline* p, scorch_result** out) {
+  if (!p) return SCORCH_INVALID_ARGUMENT;
+  if (!out) {
+    std::lock_guard<std::mutex> lock(p->error_mutex);
+    p->last_error = "scorch_generate: out is NULL";
+    return SCORCH_INVALID_ARGUMENT;
+  }
+  *out = nullptr;
+  if (p->busy.exchange(true)) {
+    std::lock_guard<std::mutex> lock(p->error_mutex);
+    p->last_error = "scorch_generate: this pipeline is already generating (use one pipeline per thread)";
+    return SCORCH_BUSY;
+  }
+  std::string message;
+  auto result = std::make_unique<scorch_result>();
+  const scorch_status s = guarded(&message, [&] {
+    const scorch_pipeline_params& params = p->params;
+    const scorch::ProgressFn progress = [p, &params](const scorch::StepInfo& info) {
+      if (p->cancel.exchange(false)) return false;
+      if (params.preview && info.x0.defined()) {
+        const at::Tensor x0 = info.x0.to(at::kCPU).to(at::kFloat).contiguous();
+        const std::vector<int64_t> shape = x0.sizes().vec();
+        params.preview(params.user, info.step, x0.data_ptr<float>(), int(shape.size()), shape.data());
+      }
+      return !params.progress || params.progress(params.user, info.step, info.total, info.nfe);
+    };
+    if (p->cancel.exchange(false)) scorch::cancelled("cancelled before the first step");
+    const scorch::GenerateResult r = p->pipeline->generate(progress);
+    if (params.log)
+      for (const auto& line : r.notes) params.log(params.user, line.c_str());
+    result->samples = r.samples.to(at::kCPU).to(at::kFloat).contiguous();
+    result->nfe = r.nfe;
+  });
+  {
+    std::lock_guard<std::mutex> lock(p->error_mutex);
+    p->last_error = message;
+  }
+  p->busy = false;
+  if (s == SCORCH_OK) *out = result.release();
+  return s;
+}
+
+scorch_status scorch_pipeline_set_init_image(scorch_pipeline* p, const float* data, int rank, const int64_t* shape,
+                                             const float* mask, double strength) {
+  if (!p) return SCORCH_INVALID_ARGUMENT;
+  const auto fail = [p](scorch_status status, const std::string& message) {
+    std::lock_guard<std::mutex> lock(p->error_mutex);
+    p->last_error = "scorch_pipeline_set_init_image: " + message;
+    return status;
+  };
+  if (data && (rank < 1 || rank > 8 || !shape)) return fail(SCORCH_INVALID_ARGUMENT, "rank must be 1..8 with a shape");
+  std::vector<int64_t> sizes;
+  for (int i = 0; data && i < rank; ++i) {
+    if (shape[i] <= 0) return fail(SCORCH_INVALID_ARGUMENT, "shape entries must be positive");
+    sizes.push_back(shape[i]);
+  }
+  if (p->busy.exchange(true)) return fail(SCORCH_BUSY, "this pipeline is generating");
+  std::string message;
+  const scorch_status s = guarded(&message, [&] {
+    const at::Tensor x = data ? at::from_blob(const_cast<float*>(data), sizes, at::kFloat).clone() : at::Tensor();
+    const at::Tensor m =
+        data && mask ? at::from_blob(const_cast<float*>(mask), p->pipeline->sample_shape(), at::kFloat).clone()
+                     : at::Tensor();
+    p->pipeline->set_init_image(x, strength, m);
+  });
+  {
+    std::lock_guard<std::mutex> lock(p->error_mutex);
+    p->last_error = message;
+  }
+  p->busy = false;
+  return s;
+}
+
+void scorch_cancel(scorch_pipeline* p) {
+  if (p) p->cancel = true;
+}
+
+const char* scorch_last_error(const scorch_pipeline* p) {
+  if (!p) return create_error.c_str();
+  return p->last_error.c_str();
+}
+
+const float* scorch_result_data(const scorch_result* r) { return r ? r->samples.data_ptr<float>() : nullptr; }
+int scorch_result_rank(const scorch_result* r) { return r ? int(r->samples.dim()) : 0; }
+int64_t scorch_result_dim(const scorch_result* r, int axis) {
+  return r && axis >= 0 && axis < r->samples.dim() ? r->samples.size(axis) : 0;
+}
+int64_t scorch_result_nfe(const scorch_result* r) { return r ? r->nfe : 0; }
+void scorch_result_free(scorch_result* r) { delete r; }
+
+}  // extern "C"

@@ -1,0 +1,310 @@
+#include "scorch/pipeline.h"
+
+#include <ATen/ATen.h>
+#include <ATen/ExpandUtils.h>
+#include <c10/core/InferenceMode.h>
+#include <yaml-cpp/yaml.h>
+
+#include <chrono>
+#include <cstdio>
+#include <sstream>
+
+#include "scorch/error.h"
+#include "scorch/guidance_reader.h"
+#include "scorch/image.h"
+#include "scorch/input_files.h"
+#include "scorch/io.h"
+#include "scorch/step_hooks.h"
+#include "scorch/torchscript_denoiser.h"
+#include "sections.h"
+
+namespace scorch {
+
+struct Pipeline::Impl {
+  std::shared_ptr<const Schedule> schedule;
+  std::shared_ptr<Denoiser> denoiser;  // the configured model, guided when guidance is set
+  CorrectorSpec corrector;
+  int64_t null_label = -1;
+  const SamplerEntry* entry = nullptr;
+  std::unique_ptr<Sampler> sampler;
+  TimeGrid grid;
+  GridSpec base_grid;  // the configured grid; SDEdit moves grid.t_start from it
+  std::vector<int64_t> shape;
+  at::TensorOptions options;
+  uint64_t seed = 0;
+  int64_t batch = 1;
+  at::Tensor init_noise, init_image, inpaint_mask, cond, labels;
+  bool invert = false;
+  OutputSpec out;
+};
+
+namespace {
+
+// A guidance term's reference sample x*: its DDIM trajectory from t_end up to t_start
+// (deterministic, so x*_t is a function of the reference), returned with t decreasing.
+void invert_with_ddim(Denoiser& model, const Schedule& schedule, const GridSpec& configured, const at::Tensor& x0,
+                      const at::Tensor& label, int steps, std::vector<double>* ts, std::vector<at::Tensor>* xs) {
+  c10::InferenceMode guard;
+  GridSpec g;
+  g.steps = steps;
+  const std::vector<double> span = make_time_grid(schedule, configured);
+  g.t_start = span.front();
+  g.t_end = span.back();
+  g.reverse = true;
+  const TimeGrid grid = build_time_grid(schedule, g);  // increasing: t_end .. t_start
+  Rng rng(0);
+  SamplerContext ctx(model, schedule, rng, label.defined() ? label.to(x0.device()) : label);
+  auto trajectory = std::make_shared<TrajectoryHook>(x0);
+  ctx.add_hook(trajectory);
+  const SamplerEntry& ddim = samplers().find("ddim");
+  ddim.make(parse_sampler_options(ddim, {{"steps", std::to_string(steps)}}))->run(ctx, x0, grid);
+  *ts = std::vector<double>(grid.t.rbegin(), grid.t.rend());
+  *xs = std::vector<at::Tensor>(trajectory->states().rbegin(), trajectory->states().rend());
+}
+
+}  // namespace
+
+Pipeline::Pipeline() : impl_(std::make_unique<Impl>()) {}
+Pipeline::~Pipeline() = default;
+
+std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
+  std::unique_ptr<Pipeline> p(new Pipeline());
+  Impl& m = *p->impl_;
+
+  const TopSpec top = read_top(config);
+  const Options& o = top.o;
+  m.seed = top.seed;
+  m.batch = top.batch;
+  m.options = at::TensorOptions().dtype(top.dtype).device(top.device);
+  m.schedule = read_schedule(config["schedule"]);
+
+  const YAML::Node model = config["model"];
+  if (!model || !model.IsMap()) bad_input("model: missing; expected model.type and model.path");
+  LoadedModel loaded = read_model(model, "model", m.schedule, top.dtype, top.device);
+  m.denoiser = std::move(loaded.denoiser);
+  const Options& mo = loaded.options;
+  m.null_label = mo.integer("null_label");
+  m.shape = m.denoiser->sample_shape();
+
+  const SamplerSpec sampler = read_sampler(config["sampler"]);
+  m.entry = sampler.entry;
+  m.sampler = sampler.entry->make(sampler.options);
+  m.grid = build_time_grid(*m.schedule, sampler.grid);  // also validates the grid
+
+  const Labels labels = read_cond(config["cond"], mo, m.denoiser->conditional(), m.batch);
+  if (labels.labels.defined()) {
+    m.labels = labels.labels;
+    m.cond = labels.labels.to(top.device);
+  }
+
+  // Guidance: wraps the model; its reference samples are inverted with the plain model.
+  if (config["guidance"] && !config["guidance"].IsNull()) {
+    GuidanceContext gc;
+    gc.shape = m.denoiser->sample_shape();
+    gc.conditional = m.denoiser->conditional();
+    gc.null_label = mo.integer("null_label");
+    gc.options = m.options;
+    gc.schedule = m.schedule;
+    gc.time_input = mo.str("time_input");
+    gc.load_model = [&](const YAML::Node& node, const std::string& path, const std::vector<std::string>& skip) {
+      return std::shared_ptr<Denoiser>(
+          read_model(node, path, m.schedule, top.dtype, top.device, std::set<std::string>(skip.begin(), skip.end()))
+              .denoiser);
+    };
+    gc.load_classifier = [&](const std::string& path, const std::string& time_input) {
+      return load_torchscript_classifier(path, parse_time_input(time_input), m.schedule, top.dtype, top.device);
+    };
+    gc.invert = [&](const at::Tensor& x0, const at::Tensor& label, int steps, std::vector<double>* ts,
+                    std::vector<at::Tensor>* xs) {
+      invert_with_ddim(*m.denoiser, *m.schedule, sampler.grid, x0, label, steps, ts, xs);
+    };
+    GuidanceConfig gcfg = parse_guidance(config["guidance"], gc);
+    if (gcfg.spec.compose == GuidanceSpec::Compose::Mixture && !m.denoiser->has_log_density())
+      bad_input("guidance.compose: a mixture needs log-densities; the configured model has none");
+    m.corrector = gcfg.corrector;
+    if (!gcfg.spec.empty()) m.denoiser = make_guided_denoiser(m.denoiser, m.schedule, std::move(gcfg.spec));
+    if ((m.corrector.type == "mala" || m.corrector.type == "hmc") && !m.denoiser->has_log_density())
+      bad_input("guidance.corrector.type: " + m.corrector.type +
+                " needs the log-density of the target (analytic models, products or mixtures of them, or a "
+                "TorchScript energy); use ula or uhmc");
+  }
+
+  // Initial noise.
+  std::vector<int64_t> full = {m.batch};
+  full.insert(full.end(), m.shape.begin(), m.shape.end());
+  m.invert = !o.str("invert").empty();
+  if (!o.str("init_image").empty() && (m.invert || !o.str("init_noise").empty()))
+    bad_input("init_image: give one of init_image, init_noise, invert");
+  if (m.invert) {
+    if (!o.str("init_noise").empty()) bad_input("invert: give either invert or init_noise, not both");
+    for (const auto& name : m.entry->noise_options)
+      if (sampler.options.number(name) != 0.0)
+        bad_input("invert: sampler '" + m.entry->name + "' adds noise (" + name + " = " + sampler.options.text(name) +
+                  "); inversion needs a deterministic sampler: set sampler." + name + "=0");
+    GridSpec reversed = sampler.grid;
+    reversed.reverse = true;
+    m.grid = build_time_grid(*m.schedule, reversed);
+  }
+  const std::string init_key = m.invert ? "invert" : "init_noise";
+  if (!o.str(init_key).empty()) {
+    const std::string file = find_input_file(o.str(init_key));
+    at::Tensor x = read_npy(file);
+    const std::string what = init_key + " '" + file + "'";
+    if (!at::isFloatingType(x.scalar_type())) bad_input(what + ": expected float32 or float64 data");
+    if (x.sizes() != at::IntArrayRef(full))
+      bad_input(what + ": shape " + shape_string(x.sizes()) + " does not match [batch, *shape] = " + shape_string(full));
+    if (!at::isfinite(x).all().item<bool>()) bad_input(what + ": has non-finite values");
+    m.init_noise = x.to(m.options);
+  }
+
+  // SDEdit and inpainting (set_init_image).
+  for (const char* key : {"strength", "inpaint_mask"})
+    if (o.given(key) && o.str("init_image").empty()) bad_input(std::string(key) + ": needs init_image");
+  m.base_grid = m.grid.spec;
+  if (!o.str("init_image").empty()) {
+    const bool inpaint = !o.str("inpaint_mask").empty();
+    const double strength = inpaint && !o.given("strength") ? 1.0 : o.number("strength");
+    p->set_init_image(read_samples(o.str("init_image"), "init_image", m.shape, m.batch), strength,
+                      inpaint ? read_mask(o.str("inpaint_mask"), "inpaint_mask", m.shape) : at::Tensor());
+  }
+
+  // Outputs: checked now so a long run never ends in an unwritable path.
+  m.out = read_outputs(config["output"]);
+  if (m.out.nrow == 0 && labels.rows_per_class > 0) m.out.nrow = int(labels.rows_per_class);
+  if (!m.out.labels.empty()) {
+    if (!m.labels.defined()) bad_input("output.labels: the samples have no labels (set cond)");
+    check_writable(m.out.labels, "output.labels");
+  }
+  if (!m.out.png.empty()) {
+    if (!images_supported()) bad_input("output.png: this build has no image output (configured without OpenCV)");
+    if (!is_image_shape(m.shape))
+      bad_input("output.png: samples of shape " + shape_string(m.shape) + " are not images (need [C, H, W] or [H, W])");
+    check_writable(m.out.png, "output.png");
+  }
+  if (!m.out.npy.empty()) check_writable(m.out.npy, "output.npy");
+  if (!m.out.trajectory.empty()) check_writable(m.out.trajectory, "output.trajectory");
+  return p;
+}
+
+void Pipeline::set_init_image(const at::Tensor& x_init, double strength, const at::Tensor& mask) {
+  Impl& m = *impl_;
+  if (!x_init.defined()) {
+    m.init_image = at::Tensor();
+    m.inpaint_mask = at::Tensor();
+    m.grid = build_time_grid(*m.schedule, m.base_grid);
+    return;
+  }
+  if (m.invert || m.init_noise.defined()) bad_input("init_image: give one of init_image, init_noise, invert");
+  if (!(strength > 0.0 && strength <= 1.0)) {
+    std::ostringstream got;
+    got << strength;
+    bad_input("strength: expected a number in (0, 1], got " + got.str());
+  }
+  std::vector<int64_t> one = {1}, full = {m.batch};
+  one.insert(one.end(), m.shape.begin(), m.shape.end());
+  full.insert(full.end(), m.shape.begin(), m.shape.end());
+  at::Tensor x = x_init;
+  if (x.sizes() == at::IntArrayRef(m.shape) || x.sizes() == at::IntArrayRef(one))
+    x = x.reshape(one).expand(full);
+  else if (x.sizes() != at::IntArrayRef(full))
+    bad_input("init_image: shape " + shape_string(x.sizes()) + " is neither [batch, *shape] = " + shape_string(full) +
+              " nor one sample " + shape_string(m.shape));
+  if (!at::isfinite(x).all().item<bool>()) bad_input("init_image: has non-finite values");
+  if (mask.defined()) {
+    const at::Tensor probe = at::zeros(m.shape, mask.options());
+    if (!at::isfinite(mask).all().item<bool>() || (mask < 0).any().item<bool>() || (mask > 1).any().item<bool>())
+      bad_input("inpaint_mask: expected values in [0, 1] (1: generate, 0: keep init_image)");
+    if (mask.dim() > probe.dim() || !at::is_expandable_to(mask.sizes(), probe.sizes()))
+      bad_input("inpaint_mask: shape " + shape_string(mask.sizes()) + " does not broadcast to a sample " +
+                shape_string(m.shape));
+  }
+  // SDEdit (Meng et al. 2022): start at t_s = t_end + strength (t_start - t_end) from
+  // x_{t_s} = alpha(t_s) x_init + sigma(t_s) z; the sampler's steps span [t_end, t_s].
+  const std::vector<double> configured = make_time_grid(*m.schedule, m.base_grid);
+  GridSpec g = m.base_grid;
+  g.t_start = configured.back() + strength * (configured.front() - configured.back());
+  m.grid = build_time_grid(*m.schedule, g);
+  m.init_image = x.to(m.options).contiguous();
+  m.inpaint_mask = mask.defined() ? mask.to(m.options) : at::Tensor();
+}
+
+at::Tensor Pipeline::initial_noise() const {
+  const Impl& m = *impl_;
+  if (m.init_noise.defined()) return m.init_noise.clone();
+  std::vector<int64_t> full = {m.batch};
+  full.insert(full.end(), m.shape.begin(), m.shape.end());
+  const double t_start = m.grid.t.front();
+  if (m.init_image.defined()) {
+    Rng rng(m.seed);
+    return m.schedule->alpha(t_start) * m.init_image + m.schedule->sigma(t_start) * rng.normal(full, m.options);
+  }
+  // x_T ~ N(0, sigma(t_start)^2 I), the prior that neglects alpha(t_start) x0: the
+  // k-diffusion convention (x~ = sigma~_max z in VE variables), N(0, I) at t = 1 for VP.
+  Rng rng(m.seed);
+  return rng.normal(full, m.options) * m.schedule->sigma(t_start);
+}
+
+GenerateResult Pipeline::generate(const ProgressFn& progress) const {
+  const Impl& m = *impl_;
+  c10::InferenceMode guard;
+  const auto start = std::chrono::steady_clock::now();
+  const at::Tensor x_T = initial_noise();
+  // Sampler noise uses its own stream, derived from the seed, so that it never
+  // depends on how x_T was obtained.
+  Rng rng(m.seed ^ 0x9E3779B97F4A7C15ull);
+  SamplerContext ctx(*m.denoiser, *m.schedule, rng, m.cond, progress);
+  ctx.set_null_label(m.null_label);
+  // The pipeline's policies between steps, in this order: inpainting (with the corrector's
+  // iterations alternating with it) or the corrector alone, then the trajectory.
+  if (m.inpaint_mask.defined())
+    ctx.add_hook(std::make_shared<InpaintHook>(m.init_image, m.inpaint_mask, m.corrector));
+  else if (!m.corrector.type.empty())
+    ctx.add_hook(std::make_shared<CorrectorHook>(m.corrector));
+  std::shared_ptr<TrajectoryHook> trajectory;
+  if (!m.out.trajectory.empty()) ctx.add_hook(trajectory = std::make_shared<TrajectoryHook>(x_T));
+  GenerateResult r;
+  r.samples = m.sampler->run(ctx, x_T, m.grid);
+  if (m.inpaint_mask.defined()) r.samples = at::lerp(m.init_image, r.samples, m.inpaint_mask);  // the kept part exactly
+  if (trajectory) r.trajectory = at::stack(trajectory->states());
+  if (!at::isfinite(r.samples).all().item<bool>())
+    bad_input("sampler '" + m.entry->name + "' produced non-finite samples; try more steps or other options");
+  r.nfe = ctx.nfe();
+  r.notes = ctx.notes();
+  r.steps = m.grid.steps();
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return r;
+}
+
+std::vector<std::string> Pipeline::write_outputs(const GenerateResult& r) const {
+  const Impl& m = *impl_;
+  std::vector<std::string> written;
+  try {
+    const OutputSpec& out = m.out;
+    if (!out.npy.empty()) {
+      write_npy(out.npy, r.samples.to(at::kFloat), "output.npy");
+      written.push_back(out.npy);
+    }
+    if (!out.png.empty()) {
+      write_png_grid(out.png, r.samples, out.nrow, "output.png");
+      written.push_back(out.png);
+    }
+    if (!out.labels.empty()) {
+      write_npy(out.labels, m.labels, "output.labels");
+      written.push_back(out.labels);
+    }
+    if (!out.trajectory.empty() && r.trajectory.defined()) {
+      write_npy(out.trajectory, r.trajectory.to(at::kFloat), "output.trajectory");
+      written.push_back(out.trajectory);
+    }
+  } catch (...) {
+    // All or nothing: a failed second write takes the first one back.
+    for (const auto& f : written) std::remove(f.c_str());
+    throw;
+  }
+  return written;
+}
+
+const std::vector<int64_t>& Pipeline::sample_shape() const { return impl_->shape; }
+const std::string& Pipeline::sampler_name() const { return impl_->entry->name; }
+
+}  // namespace scorch

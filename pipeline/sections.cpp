@@ -1,0 +1,359 @@
+#include "sections.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+
+#include <algorithm>
+
+#include "scorch/error.h"
+#include "scorch/gaussian.h"
+#include "scorch/guidance_reader.h"
+#include "scorch/image.h"
+#include "scorch/io.h"
+#include "scorch/mixture_model.h"
+#include "scorch/torchscript_denoiser.h"
+
+namespace scorch {
+
+namespace {
+
+const Schema& top_schema() {
+  static const Schema s = {
+      {"seed", OptionType::Int, "0", "seed of x_T and of the sampler's noise", {}},
+      {"batch", OptionType::Int, "1", "number of samples", {}},
+      {"device", OptionType::String, "cpu", "where the model and solver run", {"cpu", "cuda"}},
+      {"dtype", OptionType::String, "float32", "solver and model dtype", {"float32", "float64"}},
+      {"cond", OptionType::Yaml, "",
+       "conditional models: a class label, a list (one per sample), rows (one grid row per class) or null_label", {}},
+      {"init_noise", OptionType::String, "", ".npy file used as x_T instead of seeded noise", {}},
+      {"invert", OptionType::String, "", ".npy samples to run back from t_end to t_start (deterministic samplers)", {}},
+      {"init_image", OptionType::String, "",
+       "SDEdit: data (.npy, or an image for one-channel models) noised to the start time", {}},
+      {"strength", OptionType::Number, "0.8",
+       "SDEdit: how far towards t_start the init_image is noised, in (0, 1] (1 with inpaint_mask)", {}},
+      {"inpaint_mask", OptionType::String, "",
+       "inpainting: 1 (white) where new content is generated, 0 where init_image is kept", {}},
+      {"model", OptionType::Section, "", "the denoiser (model.*)", {}},
+      {"schedule", OptionType::Section, "", "the noise schedule (schedule.*)", {}},
+      {"sampler", OptionType::Section, "", "the sampler and its options (sampler.*; scorch samplers)", {}},
+      {"guidance", OptionType::Section, "", "guidance, composition, correctors (guidance.*)", {}},
+      {"output", OptionType::Section, "", "what is written (output.*)", {}},
+  };
+  return s;
+}
+
+const std::vector<std::string> kScheduleTypes = {"vp_linear", "vp_discrete", "vp_cosine", "edm"};
+
+// The keys of each schedule type; `type` comes first in every one.
+const Schema& schedule_schema(const std::string& type) {
+  static const OptionSpec kType = {"type", OptionType::String, "vp_linear", "the noise schedule", kScheduleTypes};
+  static const Schema vp_linear = {kType,
+                                   {"beta_0", OptionType::Number, "0.1", "vp_linear: beta(0)", {}},
+                                   {"beta_1", OptionType::Number, "20", "vp_linear: beta(1)", {}}};
+  static const Schema vp_discrete = {
+      kType,
+      {"beta_schedule", OptionType::String, "linear", "vp_discrete: the betas' spacing", {"linear", "scaled_linear"}},
+      {"beta_start", OptionType::Number, "0.0001", "vp_discrete: first beta", {}},
+      {"beta_end", OptionType::Number, "0.02", "vp_discrete: last beta", {}},
+      {"num_train_steps", OptionType::Int, "1000", "vp_discrete: number of training steps N", {}},
+      {"betas", OptionType::NumberList, "[]", "vp_discrete: the betas themselves (instead of beta_schedule)", {}},
+      {"alphas_cumprod", OptionType::NumberList, "[]", "vp_discrete: the cumulative alphas themselves", {}}};
+  static const Schema vp_cosine = {kType, {"s", OptionType::Number, "0.008", "vp_cosine: offset s (Nichol & Dhariwal)", {}}};
+  static const Schema edm = {kType,
+                             {"sigma_min", OptionType::Number, "0.002", "edm: smallest sigma", {}},
+                             {"sigma_max", OptionType::Number, "80", "edm: largest sigma", {}}};
+  if (type == "vp_discrete") return vp_discrete;
+  if (type == "vp_cosine") return vp_cosine;
+  if (type == "edm") return edm;
+  return vp_linear;
+}
+
+const Schema& model_schema() {
+  static const Schema s = {
+      {"type", OptionType::String, "", "model kind (required)", {"torchscript", "gaussian", "gmm", "empirical"}},
+      {"path", OptionType::String, "", "model file (required)", {}},
+      {"shape", OptionType::IntList, "[]", "one sample's shape, e.g. [1, 28, 28] (required for torchscript)", {}},
+      {"prediction", OptionType::String, "eps", "what the network outputs", {"eps", "x0", "v", "score"}},
+      {"time_input", OptionType::String, "t", "time argument of the network", {"t", "index", "sigma"}},
+      {"rank", OptionType::Int, "0", "gaussian: keep the largest `rank` eigenvalues (0: all)", {}},
+      {"max_batch", OptionType::Int, "0", "torchscript: evaluate in chunks of at most this many samples", {}},
+      {"dtype", OptionType::String, "", "torchscript: the network's dtype (default: the top-level dtype)",
+       {"float32", "float64", "bfloat16", "float16"}},
+      {"num_classes", OptionType::Int, "0", "conditional models: number of class labels (for cond: rows)", {}},
+      {"null_label", OptionType::Int, "-1", "conditional models: the unconditional label (for cond: null_label)", {}},
+  };
+  return s;
+}
+
+const Schema& sampler_section_schema() {
+  static const Schema s = [] {
+    Schema out = {{"name", OptionType::String, "ddim", "registry name (scorch samplers lists each one's options)", {}}};
+    out.insert(out.end(), grid_options().begin(), grid_options().end());
+    return out;
+  }();
+  return s;
+}
+
+const Schema& output_schema() {
+  static const Schema s = {
+      {"png", OptionType::String, "", "PNG image grid", {}},
+      {"npy", OptionType::String, "", "final samples, float32", {}},
+      {"nrow", OptionType::Int, "0", "images per grid row (0: square)", {}},
+      {"trajectory", OptionType::String, "", "states after every step, float32", {}},
+      {"labels", OptionType::String, "", "class labels of the samples, int64", {}},
+  };
+  return s;
+}
+
+const Schema& token_model_schema() {
+  static const Schema s = {
+      {"type", OptionType::String, "", "tokens", {"tokens"}},
+      {"path", OptionType::String, "", "TorchScript forward(tokens, t) -> log-probabilities [B, L, V]", {}},
+      {"vocab", OptionType::String, "", "the characters of tokens 0..V-1, or V", {}},
+      {"mask_id", OptionType::Int, "-1", "the mask token (default V)", {}},
+      {"length", OptionType::Int, "0", "sequence length L", {}},
+      {"transition", OptionType::String, "absorbing", "masked (absorbing) or uniform-state diffusion",
+       {"absorbing", "uniform"}},
+      {"pad", OptionType::String, "", "printing: cut each sample at this character", {}},
+  };
+  return s;
+}
+
+const Schema& token_schedule_schema() {
+  static const Schema s = {
+      {"type", OptionType::String, "loglinear", "alpha(t) of the token model", {"loglinear", "cosine", "linear", "geometric"}},
+      {"eps", OptionType::Number, "0.001", "loglinear, cosine: alpha(1) = eps", {}},
+      {"sigma_min", OptionType::Number, "0.0001", "linear, geometric: smallest total noise", {}},
+      {"sigma_max", OptionType::Number, "20", "linear, geometric: largest total noise", {}},
+  };
+  return s;
+}
+
+const Schema& token_sampler_schema() {
+  static const Schema s = [] {
+    Schema out = {{"name", OptionType::String, "tweedie", "discrete registry name (scorch samplers)", {}}};
+    out.insert(out.end(), discrete_common_options().begin(), discrete_common_options().end());
+    return out;
+  }();
+  return s;
+}
+
+at::ScalarType network_dtype(const std::string& name) {
+  if (name == "float64") return at::kDouble;
+  if (name == "bfloat16") return at::kBFloat16;
+  if (name == "float16") return at::kHalf;
+  return at::kFloat;
+}
+
+}  // namespace
+
+const Schema& token_top_schema() {
+  static const Schema s = {
+      {"seed", OptionType::Int, "0", "seed of every draw", {}},
+      {"batch", OptionType::Int, "16", "number of sequences", {}},
+      {"model", OptionType::Section, "", "the token denoiser (model.*, type: tokens)", {}},
+      {"schedule", OptionType::Section, "", "the discrete schedule (schedule.*)", {}},
+      {"sampler", OptionType::Section, "", "the discrete sampler and its options (sampler.*)", {}},
+      {"output", OptionType::Section, "", "what is written (output.*)", {}},
+  };
+  return s;
+}
+
+const Schema& token_output_schema() {
+  static const Schema s = {
+      {"npy", OptionType::String, "", "tokens [batch, L], int64", {}},
+      {"text", OptionType::String, "", "the decoded samples, one per line", {}},
+      {"png", OptionType::String, "", "(continuous models only: an error here)", {}},
+  };
+  return s;
+}
+
+std::vector<SectionSchema> config_schemas() {
+  Schema schedule;
+  for (const auto& type : kScheduleTypes)
+    for (const auto& k : schedule_schema(type))
+      if (std::none_of(schedule.begin(), schedule.end(), [&](const OptionSpec& s) { return s.name == k.name; }))
+        schedule.push_back(k);
+  return {
+      {"", "Top level (continuous models)", top_schema()},
+      {"model", "the denoiser", model_schema()},
+      {"schedule", "the noise schedule; each type takes `type` and its own keys", schedule},
+      {"sampler", "the sampler: name, the time grid, and the sampler's own options (scorch samplers)",
+       sampler_section_schema()},
+      {"guidance", "guidance (docs/guidance.md)", guidance_schema()},
+      {"guidance.terms[]", "one mixture-of-score-guidance term (also the msg sampler's terms)", guidance_term_schema()},
+      {"guidance.classifier", "classifier guidance", classifier_schema()},
+      {"guidance.compose", "composition; each entry of models is a model section plus weight", compose_schema()},
+      {"guidance.corrector", "MCMC corrector after sampler steps", corrector_schema()},
+      {"output", "outputs (continuous models)", output_schema()},
+      {"", "Top level (token models: model.type tokens)", token_top_schema()},
+      {"model", "token models (model.type: tokens)", token_model_schema()},
+      {"schedule", "token models: the discrete schedule", token_schedule_schema()},
+      {"sampler", "token models: name and the options every discrete sampler takes", token_sampler_schema()},
+      {"output", "token models: outputs", token_output_schema()},
+  };
+}
+
+TopSpec read_top(const YAML::Node& config) {
+  TopSpec top;
+  top.o = Options::read(config, top_schema(), "");
+  const Options& o = top.o;
+  if (o.integer("seed") < 0) bad_input("seed: expected a non-negative integer, got " + o.text("seed"));
+  top.seed = uint64_t(o.integer("seed"));
+  top.batch = o.integer("batch");
+  if (top.batch <= 0) bad_input("batch: expected a positive integer, got " + o.text("batch"));
+  if (o.str("device") == "cuda" && !at::hasCUDA()) bad_input("device: cuda requested but no CUDA device is available");
+  top.device = at::Device(o.str("device") == "cuda" ? at::kCUDA : at::kCPU);
+  top.dtype = o.str("dtype") == "float64" ? at::kDouble : at::kFloat;
+  return top;
+}
+
+std::shared_ptr<const Schedule> read_schedule(const YAML::Node& node) {
+  std::string type = "vp_linear";
+  if (node && node.IsMap() && node["type"] && node["type"].IsScalar()) type = node["type"].Scalar();
+  const Options o = Options::read(node, schedule_schema(type), "schedule");  // also checks `type`
+  if (type != "vp_discrete" && node && node.IsMap() && (node["betas"] || node["alphas_cumprod"]))
+    bad_input("schedule: betas / alphas_cumprod need type vp_discrete");
+  if (type == "vp_linear") return make_vp_linear(o.number("beta_0"), o.number("beta_1"));
+  if (type == "vp_cosine") return make_vp_cosine(o.number("s"));
+  if (type == "edm") return make_edm(o.number("sigma_min"), o.number("sigma_max"));
+  if (o.given("betas") && o.given("alphas_cumprod")) bad_input("schedule: give betas or alphas_cumprod, not both");
+  if (o.given("alphas_cumprod")) return make_vp_discrete(o.number_list("alphas_cumprod"));
+  const std::vector<double> betas =
+      o.given("betas") ? o.number_list("betas")
+                       : make_betas(o.str("beta_schedule"), o.number("beta_start"), o.number("beta_end"),
+                                    int(o.integer("num_train_steps")));
+  return make_vp_discrete(alphas_cumprod_from_betas(betas));
+}
+
+LoadedModel read_model(const YAML::Node& node, const std::string& path, const std::shared_ptr<const Schedule>& schedule,
+                       at::ScalarType dtype, at::Device device, const std::set<std::string>& skip) {
+  LoadedModel out;
+  out.options = Options::read(node, model_schema(), path, skip);
+  const Options& mo = out.options;
+  if (mo.str("type").empty()) bad_input(path + ".type: missing; expected torchscript | gaussian | gmm | empirical");
+  if (mo.str("path").empty()) bad_input(path + ".path: missing");
+  const std::string file = find_input_file(mo.str("path"));
+  const std::vector<int64_t>& shape = mo.int_list("shape");
+  if (mo.given("shape")) {
+    if (shape.empty()) bad_input(path + ".shape: expected a non-empty list of positive integers");
+    for (int64_t s : shape)
+      if (s <= 0) bad_input(path + ".shape: expected positive integers, got " + shape_string(shape));
+  }
+  if (mo.str("type") == "torchscript") {
+    if (shape.empty()) bad_input(path + ".shape: required for torchscript models, e.g. [1, 28, 28]");
+    TorchScriptSpec spec;
+    spec.path = file;
+    spec.shape = shape;
+    spec.prediction = parse_prediction_type(mo.str("prediction"));
+    spec.time_input = parse_time_input(mo.str("time_input"));
+    spec.dtype = mo.str("dtype").empty() ? dtype : network_dtype(mo.str("dtype"));
+    spec.device = device;
+    spec.max_batch = mo.integer("max_batch");
+    if (spec.max_batch < 0) bad_input(path + ".max_batch: expected a non-negative integer");
+    out.denoiser = load_torchscript_denoiser(spec, schedule);
+  } else if (!mo.str("dtype").empty()) {
+    bad_input(path + ".dtype: only torchscript models take a dtype of their own; analytic models run in `dtype`");
+  } else if (mo.str("type") == "gmm" || mo.str("type") == "empirical") {
+    MixtureModel mm = load_mixture_model(file, mo.str("type"));
+    if (!shape.empty() && shape != mm.shape)
+      bad_input(path + ".shape: " + shape_string(shape) + " does not match the model file's " + shape_string(mm.shape));
+    out.denoiser = make_mixture_denoiser(std::move(mm), schedule);
+  } else {
+    GaussianModel g = load_gaussian(file, mo.integer("rank"));
+    if (!shape.empty() && shape != g.shape)
+      bad_input(path + ".shape: " + shape_string(shape) + " does not match the model file's " + shape_string(g.shape));
+    out.denoiser = make_gaussian_denoiser(g.to(at::TensorOptions().dtype(dtype).device(device)), schedule);
+  }
+  return out;
+}
+
+SamplerSpec read_sampler(const YAML::Node& node) {
+  SamplerSpec s;
+  std::string name = "ddim";
+  if (node && node.IsMap() && node["name"]) {
+    if (!node["name"].IsScalar()) bad_input("sampler.name: expected a sampler name");
+    name = node["name"].Scalar();
+  }
+  s.entry = &samplers().find(name);
+  s.options = read_sampler_options(*s.entry, node, "sampler");
+  s.grid = grid_spec(s.options);
+  return s;
+}
+
+Labels read_cond(const YAML::Node& cond, const Options& mo, bool conditional, int64_t batch) {
+  Labels out;
+  if (!cond || cond.IsNull()) {
+    if (conditional) bad_input("cond: the model is conditional (forward(x, t, cond)); set cond to a class label");
+    return out;
+  }
+  if (!conditional) bad_input("cond: the model takes no condition (forward(x, t))");
+  std::vector<int64_t> labels;
+  const std::string keyword = cond.IsScalar() ? cond.Scalar() : "";
+  const int64_t k = mo.integer("num_classes"), null_label = mo.integer("null_label");
+  if (keyword == "rows") {
+    // One grid row per class: batch = num_classes x n, label of sample i = i / n.
+    if (k <= 0) bad_input("cond: rows needs model.num_classes");
+    if (batch % k != 0) bad_input("cond: rows needs batch to be a multiple of model.num_classes = " + std::to_string(k));
+    for (int64_t i = 0; i < batch; ++i) labels.push_back(i / (batch / k));
+    out.rows_per_class = batch / k;
+  } else if (keyword == "null_label") {
+    if (null_label < 0) bad_input("cond: null_label needs model.null_label");
+    labels.assign(size_t(batch), null_label);
+  } else if (cond.IsSequence()) {
+    Schema list = {{"cond", OptionType::IntList, "[]", "", {}}};
+    YAML::Node wrapped(YAML::NodeType::Map);
+    wrapped["cond"] = cond;
+    labels = Options::read(wrapped, list, "").int_list("cond");
+    if (int64_t(labels.size()) != batch)
+      bad_input("cond: " + std::to_string(labels.size()) + " labels for batch " + std::to_string(batch));
+  } else {
+    Schema one = {{"cond", OptionType::Int, "0", "", {}}};
+    YAML::Node wrapped(YAML::NodeType::Map);
+    wrapped["cond"] = cond;
+    labels.assign(size_t(batch), Options::read(wrapped, one, "").integer("cond"));
+  }
+  for (int64_t l : labels)
+    if (l < 0 || (k > 0 && l >= k && l != null_label))
+      bad_input("cond: label " + std::to_string(l) + " is out of range for model.num_classes = " + std::to_string(k));
+  out.labels = at::tensor(labels, at::TensorOptions().dtype(at::kLong));
+  return out;
+}
+
+OutputSpec read_outputs(const YAML::Node& node) {
+  const Options o = Options::read(node, output_schema(), "output");
+  OutputSpec out;
+  out.png = o.str("png");
+  out.npy = o.str("npy");
+  out.nrow = int(o.integer("nrow"));
+  out.trajectory = o.str("trajectory");
+  out.labels = o.str("labels");
+  if (out.nrow < 0) bad_input("output.nrow: expected a non-negative integer");
+  return out;
+}
+
+TokenModelSpec read_token_model(const YAML::Node& node) {
+  const Options mo = Options::read(node, token_model_schema(), "model");
+  TokenModelSpec out;
+  TokenSpec& spec = out.spec;
+  const std::string vocab = mo.str("vocab");
+  if (vocab.empty()) bad_input("model.vocab: missing; give the characters of the tokens (or their number)");
+  const bool numeric = vocab.find_first_not_of("0123456789") == std::string::npos;
+  spec.vocab = numeric ? std::stoll(vocab) : int64_t(vocab.size());
+  out.vocab_chars = numeric ? std::string() : vocab;
+  spec.transition = mo.str("transition") == "uniform" ? Transition::Uniform : Transition::Absorbing;
+  spec.mask_id = mo.integer("mask_id") >= 0 ? mo.integer("mask_id") : spec.vocab;
+  spec.length = mo.integer("length");
+  out.pad = mo.str("pad");
+  if (out.pad.size() > 1) bad_input("model.pad: expected one character");
+  if (mo.str("path").empty()) bad_input("model.path: missing");
+  out.path = find_input_file(mo.str("path"));
+  return out;
+}
+
+std::unique_ptr<DiscreteSchedule> read_discrete_schedule(const YAML::Node& node) {
+  const Options so = Options::read(node, token_schedule_schema(), "schedule");
+  return make_discrete_schedule(so.str("type"), so.number("eps"), so.number("sigma_min"), so.number("sigma_max"));
+}
+
+}  // namespace scorch

@@ -1,0 +1,75 @@
+// One reader per config section (internal to pipeline/). Each declares its schema once
+// (config_schemas() lists them for `scorch config` and the docs test) and returns a plain
+// struct or the engine object the section describes. Errors name the key.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <yaml-cpp/yaml.h>
+
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "scorch/config.h"
+#include "scorch/denoiser.h"
+#include "scorch/discrete.h"
+#include "scorch/discrete_sampler.h"
+#include "scorch/options.h"
+#include "scorch/sampler.h"
+#include "scorch/schedule.h"
+
+namespace scorch {
+
+// The top level of a continuous config: seed, batch, device, dtype, noise and image inputs, cond.
+struct TopSpec {
+  Options o;
+  uint64_t seed = 0;
+  int64_t batch = 1;
+  at::Device device = at::kCPU;
+  at::ScalarType dtype = at::kFloat;
+};
+TopSpec read_top(const YAML::Node& config);
+
+std::shared_ptr<const Schedule> read_schedule(const YAML::Node& node);
+
+// A model section (`model:` or an entry of guidance.compose.models); keys in `skip` belong
+// to the caller. Errors name the section by `path`.
+struct LoadedModel {
+  std::unique_ptr<Denoiser> denoiser;
+  Options options;
+};
+LoadedModel read_model(const YAML::Node& node, const std::string& path, const std::shared_ptr<const Schedule>& schedule,
+                       at::ScalarType dtype, at::Device device, const std::set<std::string>& skip = {});
+
+struct SamplerSpec {
+  const SamplerEntry* entry = nullptr;
+  Options options;
+  GridSpec grid;
+};
+SamplerSpec read_sampler(const YAML::Node& node);
+
+// cond: one label, a list (one per sample), `rows` (one grid row per class) or `null_label`.
+struct Labels {
+  at::Tensor labels;           // [batch] int64 on the CPU; undefined: unconditional
+  int64_t rows_per_class = 0;  // cond: rows
+};
+Labels read_cond(const YAML::Node& cond, const Options& model, bool conditional, int64_t batch);
+
+struct OutputSpec {
+  std::string png, npy, trajectory, labels;
+  int nrow = 0;
+};
+OutputSpec read_outputs(const YAML::Node& node);
+
+// The token pipeline's sections.
+struct TokenModelSpec {
+  TokenSpec spec;
+  std::string path, vocab_chars, pad;
+};
+TokenModelSpec read_token_model(const YAML::Node& node);
+std::unique_ptr<DiscreteSchedule> read_discrete_schedule(const YAML::Node& node);
+const Schema& token_top_schema();
+const Schema& token_output_schema();
+
+}  // namespace scorch

@@ -1,0 +1,131 @@
+#include "scorch/token_pipeline.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include <chrono>
+#include <fstream>
+#include <functional>
+
+#include "scorch/discrete_sampler.h"
+#include "scorch/error.h"
+#include "scorch/io.h"
+#include "sections.h"
+
+namespace scorch {
+
+bool is_token_config(const YAML::Node& config) {
+  const YAML::Node m = config["model"];
+  return m && m.IsMap() && m["type"] && m["type"].IsScalar() && m["type"].as<std::string>() == "tokens";
+}
+
+struct TokenPipeline::Impl {
+  std::unique_ptr<TokenDenoiser> model;
+  std::unique_ptr<DiscreteSchedule> schedule;
+  const DiscreteSamplerEntry* sampler = nullptr;
+  Options sampler_options;
+  std::string vocab_chars, pad;
+  uint64_t seed = 0;
+  int64_t batch = 1;
+  std::string npy, text;
+};
+
+TokenPipeline::TokenPipeline() : impl_(std::make_unique<Impl>()) {}
+TokenPipeline::~TokenPipeline() = default;
+
+std::unique_ptr<TokenPipeline> TokenPipeline::from_config(const YAML::Node& config) {
+  std::unique_ptr<TokenPipeline> p(new TokenPipeline());
+  Impl& m = *p->impl_;
+  const Options top = Options::read(config, token_top_schema(), "");
+  if (top.integer("seed") < 0) bad_input("seed: expected a non-negative integer");
+  m.seed = uint64_t(top.integer("seed"));
+  m.batch = top.integer("batch");
+  if (m.batch <= 0) bad_input("batch: expected a positive integer");
+
+  const TokenModelSpec model = read_token_model(config["model"]);
+  m.vocab_chars = model.vocab_chars;
+  m.pad = model.pad;
+  m.model = load_token_denoiser(model.path, model.spec);
+  m.schedule = read_discrete_schedule(config["schedule"]);
+
+  const YAML::Node sampler = config["sampler"];
+  std::string name = "tweedie";
+  if (sampler && sampler.IsMap() && sampler["name"]) {
+    if (!sampler["name"].IsScalar()) bad_input("sampler.name: expected a sampler name");
+    name = sampler["name"].Scalar();
+  }
+  m.sampler = &discrete_samplers().find(name);
+  if (model.spec.transition == Transition::Uniform && !m.sampler->uniform_ok)
+    bad_input("sampler.name: " + name + " needs an absorbing model; uniform-state models use tweedie");
+  m.sampler_options = read_discrete_options(*m.sampler, sampler, "sampler");
+
+  const Options oo = Options::read(config["output"], token_output_schema(), "output");
+  if (!oo.str("png").empty()) bad_input("output.png: a token model has no image output; use output.text or output.npy");
+  m.npy = oo.str("npy");
+  m.text = oo.str("text");
+  if (!m.npy.empty()) check_writable(m.npy, "output.npy");
+  if (!m.text.empty()) check_writable(m.text, "output.text");
+  return p;
+}
+
+TokenResult TokenPipeline::generate() const {
+  const Impl& m = *impl_;
+  const auto start = std::chrono::steady_clock::now();
+  DiscreteContext ctx(*m.model, *m.schedule, m.seed, m.sampler_options);
+  TokenResult r;
+  r.tokens = m.sampler->run(ctx, discrete_prior(ctx, m.batch), m.sampler_options);
+  r.calls = ctx.calls();
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return r;
+}
+
+std::vector<std::string> TokenPipeline::decode(const at::Tensor& tokens) const {
+  const Impl& m = *impl_;
+  std::vector<std::string> lines;
+  const at::Tensor t = tokens.to(at::kLong).contiguous();
+  for (int64_t i = 0; i < t.size(0); ++i) {
+    std::string s;
+    for (int64_t j = 0; j < t.size(1); ++j) {
+      const int64_t v = t[i][j].item<int64_t>();
+      if (!m.vocab_chars.empty())
+        s += v >= 0 && v < int64_t(m.vocab_chars.size()) ? m.vocab_chars[size_t(v)] : '?';
+      else
+        s += (j ? " " : "") + std::to_string(v);
+    }
+    if (!m.pad.empty() && s.find(m.pad[0]) != std::string::npos) s = s.substr(0, s.find(m.pad[0]));
+    lines.push_back(s);
+  }
+  return lines;
+}
+
+std::vector<std::string> TokenPipeline::write_outputs(const TokenResult& r) const {
+  const Impl& m = *impl_;
+  std::vector<std::string> written;
+  try {
+    if (!m.npy.empty()) {
+      write_npy(m.npy, r.tokens, "output.npy");
+      written.push_back(m.npy);
+    }
+    if (!m.text.empty()) {
+      const auto lines = decode(r.tokens);
+      write_atomically(m.text, "output.text", [&](const std::string& tmp) {
+        std::ofstream f(tmp);
+        for (const auto& l : lines) f << l << "\n";
+        if (!f) throw std::runtime_error("write failed");
+      });
+      written.push_back(m.text);
+    }
+  } catch (...) {
+    for (const auto& f : written) std::remove(f.c_str());
+    throw;
+  }
+  return written;
+}
+
+const std::string& TokenPipeline::sampler_name() const { return impl_->sampler->name; }
+int TokenPipeline::steps() const { return int(impl_->sampler_options.integer("steps")); }
+
+TokenDenoiser& TokenPipeline::model() const { return *impl_->model; }
+const DiscreteSchedule& TokenPipeline::schedule() const { return *impl_->schedule; }
+
+}  // namespace scorch

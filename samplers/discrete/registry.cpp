@@ -1,0 +1,113 @@
+// The discrete-sampler context (model calls, the sampling distribution, float64 draws), the
+// prior, the options every discrete sampler takes, and the discrete registry table.
+#include "scorch/discrete_sampler.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "scorch/error.h"
+#include "scorch/io.h"
+
+namespace scorch {
+
+DiscreteContext::DiscreteContext(TokenDenoiser& model, const DiscreteSchedule& schedule, uint64_t seed,
+                                 const Options& o)
+    : model_(model),
+      schedule_(schedule),
+      gen_(at::detail::createCPUGenerator(seed)),
+      temperature_(o.number("temperature")),
+      top_p_(o.number("top_p")),
+      top_k_(o.integer("top_k")),
+      t_end_(o.number("t_end")),
+      final_argmax_(o.str("final") == "argmax") {
+  if (!(temperature_ > 0.0)) bad_input("sampler.temperature: expected a number > 0");
+  if (!(top_p_ > 0.0 && top_p_ <= 1.0)) bad_input("sampler.top_p: expected a number in (0, 1]");
+  if (top_k_ < 0) bad_input("sampler.top_k: expected an integer >= 0 (0: off)");
+  if (!(t_end_ > 0.0 && t_end_ < 1.0)) bad_input("sampler.t_end: expected a number in (0, 1)");
+}
+
+std::vector<double> DiscreteContext::grid(int steps) const {
+  std::vector<double> t(size_t(steps) + 1);
+  for (int k = 0; k <= steps; ++k) t[size_t(k)] = 1.0 - (1.0 - t_end_) * k / steps;
+  return t;
+}
+
+at::Tensor DiscreteContext::probs(const at::Tensor& x, const at::Tensor& t, const at::Tensor& rows) {
+  const at::Tensor xs = rows.defined() ? x.index_select(0, rows) : x;
+  const at::Tensor ts = rows.defined() ? t.index_select(0, rows) : t;
+  row_calls_ += xs.size(0);
+  at::Tensor logp = model_.log_probs(xs, ts).to(at::kDouble);
+  if (!at::isfinite(logp.exp().sum(-1)).all().item<bool>())
+    bad_input("token model output is not finite (after " + std::to_string(row_calls_) + " sequence calls)");
+  // temperature: p^(1/T); top-k and top-p (nucleus: the smallest set of most likely tokens
+  // whose mass reaches p, the first always kept), renormalised
+  if (temperature_ != 1.0) logp = logp / temperature_;
+  at::Tensor p = at::softmax(logp, -1);
+  if (top_k_ > 0 && top_k_ < p.size(-1)) {
+    const at::Tensor kth = std::get<0>(p.topk(top_k_, -1)).narrow(-1, top_k_ - 1, 1);
+    p = p * (p >= kth);
+  }
+  if (top_p_ < 1.0) {
+    auto [sorted, idx] = p.sort(-1, /*descending=*/true);
+    const at::Tensor before = sorted.cumsum(-1) - sorted;  // mass of the more likely tokens
+    const at::Tensor keep = before < top_p_ * sorted.sum(-1, true);
+    p = at::zeros_like(p).scatter_(-1, idx, sorted * keep);
+  }
+  return p / p.sum(-1, true);
+}
+
+at::Tensor discrete_prior(DiscreteContext& ctx, int64_t batch) {
+  const TokenSpec& s = ctx.spec();
+  ctx.set_batch(batch);
+  if (s.transition == Transition::Absorbing)
+    return at::full({batch, s.length}, s.mask_id, at::TensorOptions().dtype(at::kLong));
+  return at::floor(ctx.uniform({batch, s.length}) * double(s.vocab)).to(at::kLong).clamp_max_(s.vocab - 1);
+}
+
+const Schema& discrete_common_options() {
+  static const Schema specs = {
+      {"steps", OptionType::Int, "64", "number of steps (first_hitting: one model call per token instead)", {}},
+      {"t_end", OptionType::Number, "0.00001", "last time of the uniform grid from 1", {}},
+      {"temperature", OptionType::Number, "1", "p^(1/T), renormalised", {}},
+      {"top_k", OptionType::Int, "0", "keep the k most likely tokens (0: all)", {}},
+      {"top_p", OptionType::Number, "1", "nucleus: the most likely tokens up to this mass", {}},
+      {"final", OptionType::String, "sample", "the last step draws (sample) or takes the most likely token (argmax)",
+       {"sample", "argmax"}},
+      {"blocks", OptionType::Int, "1", "semi-autoregressive: unmask the sequence in this many blocks, left to right", {}},
+  };
+  return specs;
+}
+
+std::vector<DiscreteSamplerEntry> leaping_rows();        // euler, tweedie, cached
+std::vector<DiscreteSamplerEntry> first_hitting_rows();  // first_hitting
+std::vector<DiscreteSamplerEntry> maskgit_rows();        // maskgit
+std::vector<DiscreteSamplerEntry> remdm_rows();          // remdm
+std::vector<DiscreteSamplerEntry> lsd_rows();            // lsd
+
+const Registry<DiscreteSamplerEntry>& discrete_samplers() {
+  static const Registry<DiscreteSamplerEntry> table("discrete sampler", [] {
+    std::vector<DiscreteSamplerEntry> rows;
+    for (auto family : {
+             leaping_rows,
+             first_hitting_rows,
+             maskgit_rows,
+             remdm_rows,
+             lsd_rows,
+         })
+      for (auto& row : family()) rows.push_back(std::move(row));
+    return rows;
+  }());
+  return table;
+}
+
+Options read_discrete_options(const DiscreteSamplerEntry& sampler, const YAML::Node& section, const std::string& path) {
+  Schema specs = discrete_common_options();
+  specs.insert(specs.end(), sampler.options.begin(), sampler.options.end());
+  const Options o = Options::read(section, specs, path, {"name"});
+  if (o.integer("steps") < 1) bad_input(path + ".steps: expected a positive integer");
+  return o;
+}
+
+}  // namespace scorch

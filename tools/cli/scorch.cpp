@@ -1,0 +1,343 @@
+// The scorch command line: `scorch generate` and `scorch samplers`.
+// Exit status: 0 success, 2 bad input (one line on stderr), 1 internal error.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+#include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <thread>
+#include <algorithm>
+
+#include "scorch/config.h"
+#include "scorch/discrete_sampler.h"
+#include "scorch/sampler.h"
+#include "scorch/token_pipeline.h"
+#include "scorch/error.h"
+#include "scorch/eval.h"
+#include "scorch/io.h"
+#include "scorch/fit.h"
+#include "scorch/gaussian.h"
+#include "scorch/mixture_model.h"
+#include "scorch/pipeline.h"
+
+namespace {
+
+// glibc returns large freed blocks to the kernel (munmap above the mmap threshold, and
+// madvise when it trims an arena's top), so every model call faults its activation memory
+// in again, zeroed page by page. With LibTorch's CPU tensors of a few MiB this cost a third
+// of a 1000-sample DDIM run's CPU time in the kernel and made it 2.8x slower here
+// (docs/benchmarks.md, "Allocator"). The CLI is one process per run, so it keeps freed
+// memory for reuse: mmap only above 32 MiB (glibc's largest threshold on 64-bit), trim
+// only above 1 GiB. SCORCH_SYSTEM_MALLOC=1 keeps glibc's defaults (for the side-by-side benchmark).
+// The C API leaves the allocator to its host process (docs/c_api.md).
+void keep_freed_memory() {
+#if defined(__GLIBC__)
+  const char* system = std::getenv("SCORCH_SYSTEM_MALLOC");
+  if (system && std::string(system) == "1") return;
+  mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+#endif
+}
+
+// A token model: samples go to stdout as text, one per line.
+int run_generate_tokens(const YAML::Node& config, bool quiet) {
+  const auto pipeline = scorch::TokenPipeline::from_config(config);
+  const scorch::TokenResult r = pipeline->generate();
+  const auto written = pipeline->write_outputs(r);
+  for (const auto& line : pipeline->decode(r.tokens)) std::printf("%s\n", line.c_str());
+  if (!quiet) {
+    std::fprintf(stderr, "%s: %d steps, %.1f model calls per sequence, %.2fs", pipeline->sampler_name().c_str(),
+                 pipeline->steps(), r.calls, r.seconds);
+    for (const auto& f : written) std::fprintf(stderr, ", wrote %s", f.c_str());
+    std::fputc('\n', stderr);
+  }
+  return 0;
+}
+
+int run_generate(const std::string& config_path, const std::vector<std::string>& sets, bool quiet) {
+  const YAML::Node config = scorch::load_config(config_path, sets);
+  if (scorch::is_token_config(config)) return run_generate_tokens(config, quiet);
+  const auto pipeline = scorch::Pipeline::from_config(config);
+  const bool tty = isatty(STDERR_FILENO);
+  scorch::ProgressFn progress;
+  if (!quiet) {
+    progress = [tty](const scorch::StepInfo& s) {
+      // One updating line on a terminal; otherwise a line at every 10% of the run.
+      // total is 0 when the step count is not known in advance (adaptive step size).
+      char acc[32] = "";
+      if (!std::isnan(s.acceptance)) std::snprintf(acc, sizeof acc, "  accept %.2f", s.acceptance);
+      if (tty) {
+        std::fprintf(stderr, "\rstep %d/%d  NFE %lld  %.2fs%s", s.step, s.total, (long long)s.nfe, s.elapsed_s, acc);
+        if (s.step == s.total) std::fputc('\n', stderr);
+      } else if (s.total <= 0 || s.step == s.total || (s.step * 10) / s.total != ((s.step - 1) * 10) / s.total) {
+        std::fprintf(stderr, "step %d/%d  NFE %lld  %.2fs%s\n", s.step, s.total, (long long)s.nfe, s.elapsed_s, acc);
+      }
+      return true;
+    };
+  }
+  const scorch::GenerateResult result = pipeline->generate(progress);
+  const auto written = pipeline->write_outputs(result);
+  if (!quiet) {
+    for (const auto& line : result.notes) std::fprintf(stderr, "%s\n", line.c_str());
+    std::fprintf(stderr, "%s: %d steps, %lld NFE, %.2fs", pipeline->sampler_name().c_str(), result.steps,
+                 (long long)result.nfe, result.seconds);
+    for (const auto& f : written) std::fprintf(stderr, ", wrote %s", f.c_str());
+    std::fputc('\n', stderr);
+  }
+  return 0;
+}
+
+// [N, H, W] uint8 -> [N, 1, H, W] float in [-1, 1].
+at::Tensor to_unit_range(const at::Tensor& u8) { return u8.to(at::kFloat).div(127.5).sub(1.0).unsqueeze(1); }
+
+int run_eval(const std::string& samples_path, const std::string& labels_path, const std::string& classifier_path,
+             const std::string& reference, int k, bool json) {
+  const scorch::FeatureClassifier classifier(scorch::find_input_file(classifier_path));
+  at::Tensor samples = scorch::read_npy(samples_path);
+  if (!at::isFloatingType(samples.scalar_type())) scorch::bad_input("--samples: expected float32 or float64 data");
+  at::Tensor labels;
+  if (!labels_path.empty()) {
+    labels = scorch::read_npy(labels_path);
+    if (at::isFloatingType(labels.scalar_type())) scorch::bad_input("--labels: expected integer labels");
+  }
+  const std::string ref_file = reference == "test"    ? scorch::fashion_mnist_file("t10k-images-idx3-ubyte.gz")
+                               : reference == "train" ? scorch::fashion_mnist_file("train-images-idx3-ubyte.gz")
+                                                      : reference;
+  at::Tensor ref = ref_file.size() > 4 && ref_file.substr(ref_file.size() - 4) == ".npy"
+                       ? scorch::read_npy(ref_file)
+                       : to_unit_range(scorch::read_idx(ref_file));
+  // Grey images come as [N, H, W] or [N, 1, H, W]: give both sets the same form.
+  if (samples.dim() == 3 && ref.dim() == 4 && ref.size(1) == 1) samples = samples.unsqueeze(1);
+  if (ref.dim() == 3 && samples.dim() == 4 && samples.size(1) == 1) ref = ref.unsqueeze(1);
+  const scorch::EvalReport r = scorch::evaluate(classifier, samples, labels, ref, k);
+  if (json) {
+    std::printf("{\"samples\": %lld, \"reference\": %lld, \"fd\": %.6g, \"accuracy\": %.6g, \"precision\": %.6g, "
+                "\"recall\": %.6g}\n",
+                (long long)r.samples, (long long)r.reference, r.fd, r.accuracy, r.pr.precision, r.pr.recall);
+  } else {
+    std::printf("FD %.4g  label consistency %s  precision %.3f  recall %.3f  (%lld samples vs %lld reference)\n", r.fd,
+                r.accuracy < 0 ? "-" : std::to_string(r.accuracy).substr(0, 5).c_str(), r.pr.precision, r.pr.recall,
+                (long long)r.samples, (long long)r.reference);
+  }
+  return 0;
+}
+
+// Data for `scorch fit`: IDX (.gz) images or .npy; uint8 pixels map to [-1, 1].
+// Returns [N, *shape] float32.
+at::Tensor read_data(const std::string& path) {
+  const bool npy = path.size() > 4 && path.substr(path.size() - 4) == ".npy";
+  at::Tensor x = npy ? scorch::read_npy(path) : scorch::read_idx(path);
+  if (x.dim() < 2) scorch::bad_input("--data '" + path + "': expected samples [N, ...], got a vector");
+  if (x.scalar_type() == at::kByte) x = x.to(at::kFloat).div_(127.5).sub_(1.0);
+  if (!npy && x.dim() == 3) x = x.unsqueeze(1);  // IDX images [N, H, W] -> [N, 1, H, W]
+  if (!at::isFloatingType(x.scalar_type())) scorch::bad_input("--data '" + path + "': expected float or uint8 data");
+  if (!at::isfinite(x).all().item<bool>()) scorch::bad_input("--data '" + path + "': has non-finite values");
+  return x.to(at::kFloat);
+}
+
+struct FitArgs {
+  std::string kind, data, out, cov = "lowrank";
+  double smoothing = 0.0, reg = 1e-4;
+  int64_t limit = 0, k = 10, rank = -1;
+  int iters = 20, em_iters = 5;
+  uint64_t seed = 0;
+};
+
+int run_fit(const FitArgs& a, bool quiet) {
+  if (a.kind != "empirical" && a.kind != "gaussian" && a.kind != "gmm")
+    scorch::bad_input("fit: '" + a.kind + "' is not one of gaussian, gmm, empirical");
+  scorch::check_writable(a.out, "--out");
+  at::Tensor x = read_data(a.data);
+  if (a.limit > 0 && a.limit < x.size(0)) x = x.narrow(0, 0, a.limit);
+  const std::vector<int64_t> shape(x.sizes().begin() + 1, x.sizes().end());
+  const at::Tensor flat = x.reshape({x.size(0), -1});
+  const auto start = std::chrono::steady_clock::now();
+  if (a.kind == "empirical") {
+    if (!(a.smoothing >= 0.0)) scorch::bad_input("--smoothing: expected a number >= 0");
+    scorch::save_empirical(a.out, x, shape, a.smoothing);
+  } else if (a.kind == "gaussian") {
+    // stored as float32: the fit is float64, the files are read as float32 anyway
+    scorch::save_gaussian(a.out, scorch::fit_gaussian(flat, a.rank < 0 ? 0 : a.rank, shape).to(at::kFloat));
+  } else {
+    scorch::GmmFitOptions o;
+    o.k = a.k;
+    o.cov = scorch::parse_covariance(a.cov, "--cov");
+    o.rank = a.rank < 0 ? 32 : a.rank;
+    o.kmeans_iters = a.iters;
+    o.em_iters = a.em_iters;
+    o.seed = a.seed;
+    o.reg = a.reg;
+    if (!quiet)
+      o.progress = [&](const char* phase, int it, int total, double ll) {
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        if (std::isnan(ll))
+          std::fprintf(stderr, "fit gmm: %s done (%.1f s)\n", phase, s);
+        else
+          std::fprintf(stderr, "fit gmm: %s %d/%d  mean log-likelihood %.2f  (%.1f s)\n", phase, it, total, ll, s);
+      };
+    scorch::save_gmm(a.out, scorch::fit_gmm(flat, o).mixture, shape);
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!quiet)
+    std::fprintf(stderr, "fit %s: %lld samples of shape %s in %.1f s, wrote %s\n", a.kind.c_str(),
+                 (long long)x.size(0), scorch::shape_string(shape).c_str(), s, a.out.c_str());
+  return 0;
+}
+
+void print_samplers() {
+  std::printf("Continuous samplers. Options every one takes (the time grid):\n%s",
+              scorch::describe(scorch::grid_options()).c_str());
+  for (const auto& s : scorch::samplers().entries()) {
+    std::printf("\n%s\n  %s\n", s.name.c_str(), s.summary.c_str());
+    scorch::Schema own;
+    for (const auto& o : s.options)
+      if (!s.fixed.count(o.name)) own.push_back(o);
+    std::printf("%s", scorch::describe(own).c_str());
+    for (const auto& [key, value] : s.fixed) std::printf("  (fixes %s = %s)\n", key.c_str(), value.c_str());
+  }
+  std::printf("\nDiscrete samplers (model.type: tokens). Options every one takes:\n%s",
+              scorch::describe(scorch::discrete_common_options()).c_str());
+  for (const auto& s : scorch::discrete_samplers().entries()) {
+    std::printf("\n%s%s\n  %s\n", s.name.c_str(), s.uniform_ok ? " (absorbing and uniform)" : "", s.summary.c_str());
+    std::printf("%s", scorch::describe(s.options).c_str());
+  }
+}
+
+// Every section's keys; with markdown, the tables of docs/configuration.md ("Every key"),
+// which a test keeps equal to this output.
+void print_config(bool markdown) {
+  const auto cell = [](std::string text) {
+    for (size_t i = 0; (i = text.find('|', i)) != std::string::npos; i += 2) text.insert(i, "\\");
+    return text;
+  };
+  for (const auto& section : scorch::config_schemas()) {
+    const std::string title = section.path.empty() ? section.help : "`" + section.path + "`: " + section.help;
+    if (!markdown) {
+      std::printf("%s\n%s\n", section.path.empty() ? section.help.c_str() : (section.path + ": " + section.help).c_str(),
+                  scorch::describe(section.keys).c_str());
+      continue;
+    }
+    std::printf("### %s\n\n| key | type | default | meaning |\n|---|---|---|---|\n", title.c_str());
+    for (const auto& k : section.keys) {
+      std::string meaning = k.help;
+      if (!k.choices.empty()) meaning += ": `" + scorch::join(k.choices, "` | `") + "`";
+      std::printf("| `%s` | %s | %s | %s |\n", k.name.c_str(), scorch::to_string(k.type).c_str(),
+                  k.default_value.empty() ? "" : ("`" + k.default_value + "`").c_str(), cell(meaning).c_str());
+    }
+    std::printf("\n");
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  keep_freed_memory();
+  CLI::App app{"scorch: diffusion and score-model sampling engine"};
+  app.require_subcommand(1);
+  std::string config_path;
+  std::vector<std::string> sets;
+  bool quiet = false;
+  int threads = 0;
+  CLI::App* gen = app.add_subcommand("generate", "generate samples from a YAML pipeline config");
+  gen->add_option("--config", config_path, "YAML config (default: the built-in configs/default.yaml)");
+  gen->add_option("--set", sets, "override a config key: key.path=value (repeatable)");
+  gen->add_flag("-q,--quiet", quiet, "no progress output");
+  gen->add_option("--threads", threads, "CPU threads (default: all cores)")->check(CLI::PositiveNumber);
+  app.add_subcommand("samplers", "list every registered sampler (continuous and discrete) with its options");
+  bool markdown = false;
+  app.add_subcommand("config", "print every config section's keys: type, default, meaning")
+      ->add_flag("--markdown", markdown, "as the Markdown tables of docs/configuration.md");
+  std::string samples_path, labels_path, classifier_path = "models/fmnist_classifier.pt", reference = "test";
+  int k = 3;
+  bool json = false;
+  CLI::App* ev = app.add_subcommand("eval", "sample quality: FD, label consistency, k-NN precision and recall");
+  ev->add_option("--samples", samples_path, ".npy samples [N, *shape] the classifier accepts (images in [-1, 1])")->required();
+  ev->add_option("--labels", labels_path, ".npy int labels of the samples (for label consistency)");
+  ev->add_option("--classifier", classifier_path, "TorchScript classifier with features(x)")->capture_default_str();
+  ev->add_option("--reference", reference, "test | train (Fashion-MNIST) | a .npy or IDX file")->capture_default_str();
+  ev->add_option("--k", k, "k of the k-NN precision and recall")->capture_default_str()->check(CLI::PositiveNumber);
+  ev->add_flag("--json", json, "one JSON line instead of text");
+  std::string lsd_config, lsd_out;
+  scorch::LsdDistillOptions lo;
+  CLI::App* lsd = app.add_subcommand("distill-lsd", "learn the lsd sampler's coefficients for a token model");
+  lsd->add_option("--config", lsd_config, "the token model's config (model, schedule)")->required();
+  lsd->add_option("--steps", lo.steps, "student steps")->capture_default_str();
+  lsd->add_option("--teacher-steps", lo.teacher_steps, "steps of the euler teacher")->capture_default_str();
+  lsd->add_option("--batch", lo.batch, "teacher sequences")->capture_default_str();
+  lsd->add_option("--iters", lo.iters, "Adam iterations per step")->capture_default_str();
+  lsd->add_flag("--learn-step-sizes", lo.learn_step_sizes, "LSD+: also learn a per-step scale of the step size");
+  lsd->add_option("--target", lo.target,
+                  "final: match the distribution the teacher draws each token from; step: the teacher's at the end "
+                  "of the student's step")->capture_default_str();
+  lsd->add_option("--seed", lo.seed, "seed of the teacher")->capture_default_str();
+  lsd->add_option("--out", lsd_out, "YAML for sampler.coefficients")->required();
+  FitArgs fa;
+  CLI::App* fit = app.add_subcommand("fit", "write an analytic model file from data (IDX .gz or .npy)");
+  fit->add_option("kind", fa.kind, "gaussian | gmm | empirical")->required();
+  fit->add_option("--data", fa.data, "IDX (.gz) or .npy samples")->required();
+  fit->add_option("--out", fa.out, "output .safetensors")->required();
+  fit->add_option("--k", fa.k, "gmm: number of components")->capture_default_str();
+  fit->add_option("--cov", fa.cov, "gmm: isotropic | diagonal | lowrank | full")->capture_default_str();
+  fit->add_option("--rank", fa.rank, "gaussian: eigenvalues kept (default all); gmm lowrank: rank per component (default 32)");
+  fit->add_option("--iters", fa.iters, "gmm: k-means (Lloyd) iterations")->capture_default_str();
+  fit->add_option("--em-iters", fa.em_iters, "gmm: EM iterations after k-means")->capture_default_str();
+  fit->add_option("--reg", fa.reg, "gmm: added to every variance and eigenvalue")->capture_default_str();
+  fit->add_option("--seed", fa.seed, "gmm: seed of the k-means++ initialisation")->capture_default_str();
+  fit->add_option("--smoothing", fa.smoothing, "empirical: smoothing sigma of each data point")->capture_default_str();
+  fit->add_option("--limit", fa.limit, "use the first N samples (0: all)")->capture_default_str();
+  fit->add_flag("-q,--quiet", quiet, "no progress output");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::fprintf(stderr, "scorch: error: %s (see scorch --help)\n", e.what());
+    return 2;
+  }
+  try {
+    // Debian's OpenMP build of LibTorch starts with one thread; use every core by default.
+    at::set_num_threads(threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency())));
+    if (app.got_subcommand("samplers")) {
+      print_samplers();
+      return 0;
+    }
+    if (app.got_subcommand("config")) {
+      print_config(markdown);
+      return 0;
+    }
+    if (app.got_subcommand("eval")) return run_eval(samples_path, labels_path, classifier_path, reference, k, json);
+    if (app.got_subcommand("fit")) return run_fit(fa, quiet);
+    if (app.got_subcommand("distill-lsd")) {
+      const auto start = std::chrono::steady_clock::now();
+      const scorch::LsdDistillResult r = scorch::distill_lsd(scorch::load_config(lsd_config, {}), lo);
+      scorch::write_lsd_yaml(lsd_out, r, lo);
+      for (size_t i = 0; i < r.loss_after.size(); ++i)
+        std::fprintf(stderr, "step %zu: c = %.4f  d = %.4f  reverse KL %.4f -> %.4f nats per position\n", i + 1, r.coefficients[i],
+                     r.step_scales[i], r.loss_before[i], r.loss_after[i]);
+      std::fprintf(stderr, "distill-lsd: %d steps in %.1f s, wrote %s\n", lo.steps,
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), lsd_out.c_str());
+      return 0;
+    }
+    return run_generate(config_path, sets, quiet);
+  } catch (const scorch::Error& e) {
+    std::fprintf(stderr, "scorch: error: %s\n", e.what());
+    return e.status() == scorch::Status::BadInput ? 2 : 1;
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "scorch: internal error: %s\n", e.what_without_backtrace());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "scorch: internal error: %s\n", e.what());
+    return 1;
+  }
+}

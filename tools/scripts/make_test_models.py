@@ -1,0 +1,180 @@
+#!/usr/bin/python3
+"""Writes the small TorchScript fixtures the tests use to tests/fixtures/.
+
+Usage: /usr/bin/python3 tools/scripts/make_test_models.py [outdir]
+"""
+import os
+import sys
+
+import torch
+
+
+class GaussianEps(torch.nn.Module):
+    """Exact noise prediction of the diagonal Gaussian N(mean, diag(var)) under
+    vp_linear (beta_0 = 0.1, beta_1 = 20): eps = (x - alpha x0) / sigma with the
+    posterior mean x0 = mean + alpha var / (alpha^2 var + sigma^2) (x - alpha mean)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([[0.5, -1.0, 0.25], [2.0, 0.0, -0.5]]))
+        self.register_buffer("var", torch.tensor([[1.0, 0.25, 4.0], [0.5, 2.0, 0.1]]))
+
+    def forward(self, x, t):
+        t = t.view(-1, 1, 1)
+        log_alpha = -0.25 * t * t * (20.0 - 0.1) - 0.5 * t * 0.1
+        alpha = torch.exp(log_alpha)
+        sigma = torch.sqrt(-torch.expm1(2.0 * log_alpha))
+        x0 = self.mean + alpha * self.var / (alpha * alpha * self.var + sigma * sigma) * (x - alpha * self.mean)
+        return (x - alpha * x0) / sigma
+
+
+class GaussianEnergy(GaussianEps):
+    """GaussianEps plus energy(x, t) = -log p_t(x) up to a constant: the marginal is
+    N(alpha mean, alpha^2 var + sigma^2) per coordinate."""
+
+    @torch.jit.export
+    def energy(self, x, t):
+        t = t.view(-1, 1, 1)
+        log_alpha = -0.25 * t * t * (20.0 - 0.1) - 0.5 * t * 0.1
+        alpha = torch.exp(log_alpha)
+        sigma = torch.sqrt(-torch.expm1(2.0 * log_alpha))
+        v = alpha * alpha * self.var + sigma * sigma
+        e = 0.5 * (x - alpha * self.mean) ** 2 / v + 0.5 * torch.log(v)
+        return e.sum(dim=(1, 2))
+
+
+class GmmClassifier(torch.nn.Module):
+    """Exact noise-conditional classifier of two diagonal Gaussians (classes 0 and 1, weights
+    0.4 and 0.6, samples [2, 3]) under vp_linear: logits_c = log pi_c + log N(x; alpha mu_c,
+    alpha^2 var_c + sigma^2)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([[[1.0, -0.5, 0.0], [0.5, 1.5, -1.0]],
+                                                   [[-1.0, 0.5, 0.5], [0.0, -1.0, 1.0]]]))
+        self.register_buffer("var", torch.tensor([[[0.5, 0.3, 0.8], [0.4, 0.6, 0.2]],
+                                                  [[0.3, 0.7, 0.4], [0.9, 0.2, 0.5]]]))
+        self.register_buffer("log_w", torch.log(torch.tensor([0.4, 0.6])))
+
+    def forward(self, x, t):
+        t = t.view(-1, 1, 1, 1)
+        log_alpha = -0.25 * t * t * (20.0 - 0.1) - 0.5 * t * 0.1
+        alpha = torch.exp(log_alpha)
+        sigma = torch.sqrt(-torch.expm1(2.0 * log_alpha))
+        v = alpha * alpha * self.var + sigma * sigma  # [B, 2, 2, 3]
+        d = x.unsqueeze(1) - alpha * self.mean
+        return self.log_w - 0.5 * (d * d / v + torch.log(v)).sum(dim=(2, 3))
+
+
+class UniformTokens(torch.nn.Module):
+    """Token denoiser forward(tokens [B, 4], t [B]) -> log-probabilities [B, 4, 5], uniform."""
+
+    def forward(self, tokens, t):
+        return torch.full((tokens.shape[0], 4, 5), -1.6094379124341003)
+
+
+class TemperedTokens(torch.nn.Module):
+    """Token denoiser over 5 tokens (mask id 5), any length: every masked position gets
+    softmax(beta z), z = (-1.5, -0.75, 0, 0.75, 1.5), beta = 1 + (fraction of unmasked positions).
+    Its predictions sharpen as tokens are revealed by a known law, so the LSD coefficient that
+    matches a teacher's later predictions is known in closed form (tests/test_cli.cpp)."""
+
+    def forward(self, tokens, t):
+        unmasked = (tokens != 5).to(torch.float32).mean(1)
+        beta = (1.0 + unmasked).view(-1, 1, 1)
+        z = torch.linspace(-1.5, 1.5, 5).view(1, 1, 5)
+        return torch.log_softmax(beta * z, -1).expand(tokens.shape[0], tokens.shape[1], 5).contiguous()
+
+
+class EchoTime(torch.nn.Module):
+    """Returns its time input broadcast to x: shows what the engine passes as t."""
+
+    def forward(self, x, t):
+        return torch.zeros_like(x) + t.view(-1, 1, 1).to(x.dtype)
+
+
+class EchoCond(torch.nn.Module):
+    """Conditional: returns the class label broadcast to x."""
+
+    def forward(self, x, t, cond):
+        return torch.zeros_like(x) + cond.view(-1, 1, 1).to(x.dtype)
+
+
+class WrongArity(torch.nn.Module):
+    def forward(self, x):
+        return x
+
+
+class WrongShape(torch.nn.Module):
+    def forward(self, x, t):
+        return x[:, :1]
+
+
+class NanOutput(torch.nn.Module):
+    def forward(self, x, t):
+        return x * float("nan")
+
+
+class LateNan(torch.nn.Module):
+    """Finite for t >= 0.3 (so the load-time dry run passes), NaN below."""
+
+    def forward(self, x, t):
+        bad = (t < 0.3).view(-1, 1, 1)
+        return torch.where(bad, torch.full_like(x, float("nan")), x * 0.1)
+
+
+class TimeDtypeProbe(torch.nn.Module):
+    """Returns 1 where its time input arrives as float32, else 0: shows the dtype of t."""
+
+    def forward(self, x, t):
+        return torch.zeros_like(x) + (1.0 if t.dtype == torch.float32 else 0.0)
+
+
+class Float32Layers(torch.nn.Module):
+    """Casts its input to float32 before a linear layer: it fails when its weights are
+    moved to a 16-bit model.dtype, as a network whose time embedding stays float32 does."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 3)
+
+    def forward(self, x, t):
+        return self.lin(x.float())
+
+
+class VectorClassifier(torch.nn.Module):
+    """A classifier of 4-d vectors for `scorch eval` on non-image samples: features(x) = x,
+    logits (x_0, -x_0) (label 0 where x_0 > 0); anything but [N, 4] is refused."""
+
+    def check(self, x):
+        if x.dim() != 2 or x.size(1) != 4:
+            raise RuntimeError("expects [N, 4]")
+
+    @torch.jit.export
+    def features(self, x):
+        self.check(x)
+        return x
+
+    def forward(self, x):
+        self.check(x)
+        return torch.stack([x[:, 0], -x[:, 0]], 1)
+
+
+def main():
+    out = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures"
+    os.makedirs(out, exist_ok=True)
+    torch.manual_seed(0)
+    for name, module in [("gaussian_eps", GaussianEps()), ("gaussian_energy", GaussianEnergy()),
+                         ("gmm_classifier", GmmClassifier()), ("uniform_tokens", UniformTokens()), ("tempered_tokens", TemperedTokens()), ("echo_time", EchoTime()), ("echo_cond", EchoCond()),
+                         ("wrong_arity", WrongArity()), ("wrong_shape", WrongShape()),
+                         ("nan_output", NanOutput()), ("late_nan", LateNan()),
+                         ("time_dtype_probe", TimeDtypeProbe()), ("float32_layers", Float32Layers()),
+                         ("vector_classifier", VectorClassifier())]:
+        torch.jit.save(torch.jit.script(module.eval()), os.path.join(out, name + ".pt"))
+    with open(os.path.join(out, "not_a_model.pt"), "w") as f:
+        f.write("this is not a TorchScript archive\n")
+    print("wrote fixtures to", out)
+
+
+if __name__ == "__main__":
+    main()
