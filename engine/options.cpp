@@ -202,19 +202,28 @@ Options Options::read(const YAML::Node& node, const Schema& schema, const std::s
   return o;
 }
 
-Options Options::parse(const std::string& path, const Schema& schema, const std::map<std::string, std::string>& raw) {
-  YAML::Node node(YAML::NodeType::Map);
+YAML::Node yaml_mapping(const std::map<std::string, std::string>& raw) {
+  YAML::Node root(YAML::NodeType::Map);
   for (const auto& [key, text] : raw) {
+    YAML::Node node = root;
+    std::string rest = key;
+    for (size_t dot; (dot = rest.find('.')) != std::string::npos; rest = rest.substr(dot + 1)) {
+      const std::string part = rest.substr(0, dot);
+      if (!node[part] || !node[part].IsMap()) node[part] = YAML::Node(YAML::NodeType::Map);
+      node.reset(node[part]);
+    }
     YAML::Node value;
     try {
       value = YAML::Load(text);
     } catch (const YAML::Exception&) {
-      value = YAML::Node(text);
     }
-    if (!value.IsSequence() && !value.IsMap()) value = YAML::Node(text);  // scalars keep their text
-    node[key] = value;
+    node[rest] = value.IsSequence() || value.IsMap() ? value : YAML::Node(text);
   }
-  return read(node, schema, path);
+  return root;
+}
+
+Options Options::parse(const std::string& path, const Schema& schema, const std::map<std::string, std::string>& raw) {
+  return read(yaml_mapping(raw), schema, path);
 }
 
 void Options::set(const OptionSpec& spec, const std::string& text, const std::string& path) {

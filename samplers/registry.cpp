@@ -14,19 +14,14 @@ std::vector<SamplerEntry> teleport_rows();     // teleport (wrapper)
 std::vector<SamplerEntry> msg_rows();          // msg (wrapper)
 
 const Registry<SamplerEntry>& samplers() {
-  static const Registry<SamplerEntry> table("sampler", [] {
-    std::vector<SamplerEntry> rows;
-    for (auto family : {
-             ddim_euler_rows,
-             dpm_solver_rows,
-             dpmpp_sde_rows,
-             unipc_rows,
-             teleport_rows,
-             msg_rows,
-         })
-      for (auto& row : family()) rows.push_back(std::move(row));
-    return rows;
-  }());
+  static const Registry<SamplerEntry> table("sampler", {
+      ddim_euler_rows,
+      dpm_solver_rows,
+      dpmpp_sde_rows,
+      unipc_rows,
+      teleport_rows,
+      msg_rows,
+  });
   return table;
 }
 

@@ -93,17 +93,7 @@ Options read_sampler_options(const SamplerEntry& sampler, const YAML::Node& sect
 }
 
 Options parse_sampler_options(const SamplerEntry& sampler, const std::map<std::string, std::string>& raw) {
-  YAML::Node node(YAML::NodeType::Map);
-  for (const auto& [key, value] : raw) {
-    YAML::Node v;
-    try {
-      v = YAML::Load(value);
-    } catch (const YAML::Exception&) {
-      v = YAML::Node(value);
-    }
-    node[key] = v.IsSequence() || v.IsMap() ? v : YAML::Node(value);
-  }
-  return read_sampler_options(sampler, node, "sampler");
+  return read_sampler_options(sampler, yaml_mapping(raw), "sampler");
 }
 
 GridSpec grid_spec(const Options& o) {

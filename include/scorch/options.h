@@ -37,7 +37,7 @@ class Options {
   // belong to another reader and are skipped.
   static Options read(const YAML::Node& node, const Schema& schema, const std::string& path,
                       const std::set<std::string>& ignore = {});
-  // The same from key -> YAML scalar text (the C API and tests).
+  // The same from key -> YAML text (the C++ API and tests): yaml_mapping(raw).
   static Options parse(const std::string& path, const Schema& schema, const std::map<std::string, std::string>& raw);
 
   int64_t integer(const std::string& name) const;
@@ -71,6 +71,10 @@ class Options {
   static Value convert(const OptionSpec& spec, const YAML::Node& node, const std::string& key);
   std::map<std::string, Value> values_;
 };
+
+// A YAML mapping from key -> YAML text: "inner.name" nests, a flow sequence or mapping
+// ("[1, 2]") is parsed, any other text stays the scalar it is written as.
+YAML::Node yaml_mapping(const std::map<std::string, std::string>& raw);
 
 std::string to_string(OptionType type);
 // "steps" for "stpes": the closest of `names` by edit distance, or "" when none is close.

@@ -3,6 +3,7 @@
 // unreferenced registrars): a new sampler is one file plus one row in its table.
 #pragma once
 
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -15,7 +16,12 @@ namespace scorch {
 template <class Entry>
 class Registry {
  public:
-  Registry(std::string kind, std::vector<Entry> entries) : kind_(std::move(kind)), entries_(std::move(entries)) {}
+  // The table: each family function returns the rows one file defines, in order.
+  using Family = std::vector<Entry> (*)();
+  Registry(std::string kind, std::initializer_list<Family> families) : kind_(std::move(kind)) {
+    for (Family family : families)
+      for (auto& row : family()) entries_.push_back(std::move(row));
+  }
 
   const std::vector<Entry>& entries() const { return entries_; }
   const Entry* lookup(const std::string& name) const {

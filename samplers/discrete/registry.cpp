@@ -87,18 +87,13 @@ std::vector<DiscreteSamplerEntry> remdm_rows();          // remdm
 std::vector<DiscreteSamplerEntry> lsd_rows();            // lsd
 
 const Registry<DiscreteSamplerEntry>& discrete_samplers() {
-  static const Registry<DiscreteSamplerEntry> table("discrete sampler", [] {
-    std::vector<DiscreteSamplerEntry> rows;
-    for (auto family : {
-             leaping_rows,
-             first_hitting_rows,
-             maskgit_rows,
-             remdm_rows,
-             lsd_rows,
-         })
-      for (auto& row : family()) rows.push_back(std::move(row));
-    return rows;
-  }());
+  static const Registry<DiscreteSamplerEntry> table("discrete sampler", {
+      leaping_rows,
+      first_hitting_rows,
+      maskgit_rows,
+      remdm_rows,
+      lsd_rows,
+  });
   return table;
 }
 

@@ -24,21 +24,7 @@ struct Run {
 };
 
 // A sampler section from "key" -> YAML text; dotted keys ("inner.name") nest.
-inline YAML::Node sampler_section(const std::map<std::string, std::string>& opts) {
-  YAML::Node root(YAML::NodeType::Map);
-  for (const auto& [key, text] : opts) {
-    YAML::Node node = root;
-    std::string rest = key;
-    for (size_t dot; (dot = rest.find('.')) != std::string::npos; rest = rest.substr(dot + 1)) {
-      const std::string part = rest.substr(0, dot);
-      if (!node[part]) node[part] = YAML::Node(YAML::NodeType::Map);
-      node.reset(node[part]);
-    }
-    YAML::Node value = YAML::Load(text);
-    node[rest] = value.IsSequence() || value.IsMap() ? value : YAML::Node(text);
-  }
-  return root;
-}
+inline YAML::Node sampler_section(const std::map<std::string, std::string>& opts) { return yaml_mapping(opts); }
 
 // Runs a registered sampler as the pipeline does: options read once, the grid built once.
 inline Run run_sampler(const std::string& name, Denoiser& model, const Schedule& sched, const at::Tensor& x_T,
