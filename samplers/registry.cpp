@@ -10,6 +10,7 @@ std::vector<SamplerEntry> ddim_euler_rows();   // ddim, euler, euler_ancestral, 
 std::vector<SamplerEntry> dpm_solver_rows();   // dpm_solver and its aliases, dpm_adaptive
 std::vector<SamplerEntry> dpmpp_sde_rows();    // dpmpp_2m_sde, dpmpp_3m_sde
 std::vector<SamplerEntry> unipc_rows();        // unipc
+std::vector<SamplerEntry> ipndm_rows();        // ipndm
 std::vector<SamplerEntry> teleport_rows();     // teleport (wrapper)
 std::vector<SamplerEntry> msg_rows();          // msg (wrapper)
 
@@ -19,6 +20,7 @@ const Registry<SamplerEntry>& samplers() {
       dpm_solver_rows,
       dpmpp_sde_rows,
       unipc_rows,
+      ipndm_rows,
       teleport_rows,
       msg_rows,
   });
