@@ -65,4 +65,16 @@ at::Tensor Denoiser::log_density(const at::Tensor&, double, const at::Tensor&) {
             "energy(x, t, cond) method)");
 }
 
+at::Tensor batch_invariant(const at::Tensor& x, const at::Tensor& cond,
+                           const std::function<at::Tensor(const at::Tensor& x, const at::Tensor& cond)>& f) {
+  const int64_t b = x.size(0), rows = 16;
+  if (b >= rows) return f(x, cond);
+  // Pad with copies of the first row: every evaluation then has at least 16 rows.
+  std::vector<int64_t> idx(size_t(rows), 0);
+  for (int64_t i = 0; i < b; ++i) idx[size_t(i)] = i;
+  const at::Tensor index = at::tensor(idx, at::TensorOptions().dtype(at::kLong).device(x.device()));
+  const at::Tensor padded_cond = cond.defined() && cond.dim() > 0 ? cond.index_select(0, index.to(cond.device())) : cond;
+  return f(x.index_select(0, index), padded_cond).narrow(0, 0, b).contiguous();
+}
+
 }  // namespace scorch

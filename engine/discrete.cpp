@@ -86,18 +86,22 @@ at::Tensor uniform64(at::IntArrayRef sizes, at::Generator& gen) {
   return at::rand(sizes, gen, at::TensorOptions().dtype(at::kDouble));
 }
 
-at::Tensor sample_categorical(const at::Tensor& probs, at::Generator& gen) {
+at::Tensor sample_categorical(const at::Tensor& probs, const at::Tensor& u) {
   // Inverse CDF in float64: the same law as the float64 Gumbel race, with one uniform per
   // draw. A float64 cumulative sum keeps weights of 1e-8 next to a weight near 1 (float32
   // would round them away, which is the temperature-lowering bug of float32 samplers).
   const at::Tensor w = probs.to(at::kDouble).clamp_min(0.0);
   const at::Tensor c = w.cumsum(-1);
-  std::vector<int64_t> shape = w.sizes().vec();
-  shape.back() = 1;
-  const at::Tensor u = uniform64(shape, gen) * c.narrow(-1, w.size(-1) - 1, 1);
-  return at::searchsorted(c.contiguous(), u.contiguous(), /*out_int32=*/false, /*right=*/true)
+  return at::searchsorted(c.contiguous(), (u * c.narrow(-1, w.size(-1) - 1, 1)).contiguous(), /*out_int32=*/false,
+                          /*right=*/true)
       .clamp_max_(w.size(-1) - 1)
       .squeeze(-1);
+}
+
+at::Tensor sample_categorical(const at::Tensor& probs, at::Generator& gen) {
+  std::vector<int64_t> shape = probs.sizes().vec();
+  shape.back() = 1;
+  return sample_categorical(probs, uniform64(shape, gen));
 }
 
 at::Tensor sample_categorical(const at::Tensor& probs, at::Generator& gen, int64_t draws) {

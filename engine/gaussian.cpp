@@ -112,13 +112,17 @@ class GaussianDenoiser final : public Denoiser {
   Prediction predict(const at::Tensor& x, double t, const at::Tensor&) override {
     if (m_.mean.scalar_type() != x.scalar_type() || m_.mean.device() != x.device()) m_ = m_.to(x.options());
     const double alpha = sched_->alpha(t), sigma = sched_->sigma(t);
-    return from_model_output(PredictionType::X0, gaussian_x0(m_, x, alpha, sigma), x, alpha, sigma);
+    const at::Tensor x0 =
+        batch_invariant(x, {}, [&](const at::Tensor& xb, const at::Tensor&) { return gaussian_x0(m_, xb, alpha, sigma); });
+    return from_model_output(PredictionType::X0, x0, x, alpha, sigma);
   }
   std::vector<int64_t> sample_shape() const override { return m_.shape; }
   bool has_log_density() const override { return true; }
   at::Tensor log_density(const at::Tensor& x, double t, const at::Tensor&) override {
     if (m_.mean.scalar_type() != x.scalar_type() || m_.mean.device() != x.device()) m_ = m_.to(x.options());
-    return gaussian_log_density(m_, x, sched_->alpha(t), sched_->sigma(t));
+    return batch_invariant(x, {}, [&](const at::Tensor& xb, const at::Tensor&) {
+      return gaussian_log_density(m_, xb, sched_->alpha(t), sched_->sigma(t));
+    });
   }
 
  private:

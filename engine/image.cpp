@@ -4,9 +4,11 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 
 #include "scorch/error.h"
 #include "scorch/io.h"
+#include "scorch/provenance.h"
 
 #ifdef SCORCH_WITH_OPENCV
 #include <opencv2/core.hpp>
@@ -29,7 +31,8 @@ bool is_image_shape(const std::vector<int64_t>& s) {
   return s.size() == 2 || (s.size() == 3 && (s[0] == 1 || s[0] == 3));
 }
 
-void write_png_grid(const std::string& path, const at::Tensor& samples, int nrow, const std::string& what) {
+void write_png_grid(const std::string& path, const at::Tensor& samples, int nrow, const std::string& what,
+                    const std::map<std::string, std::string>& text) {
 #ifdef SCORCH_WITH_OPENCV
   at::Tensor x = samples.detach().cpu().to(at::kFloat);
   if (x.dim() == 3) x = x.unsqueeze(1);
@@ -48,18 +51,24 @@ void write_png_grid(const std::string& path, const at::Tensor& samples, int nrow
     cv::Mat tile(int(h), int(w), c == 3 ? CV_8UC3 : CV_8UC1, u8[i].data_ptr());
     tile.copyTo(grid(cv::Rect(int(pad + col * (w + pad)), int(pad + r * (h + pad)), int(w), int(h))));
   }
+  std::vector<unsigned char> encoded;
+  bool ok = false;
+  try {
+    ok = cv::imencode(".png", grid, encoded);
+  } catch (const cv::Exception& e) {
+    bad_input(what + ": cannot encode '" + path + "': " + e.what());
+  }
+  if (!ok) bad_input(what + ": cannot encode '" + path + "'");
+  const std::string png = png_with_text(std::string(encoded.begin(), encoded.end()), text);
   write_atomically(path, what, [&](const std::string& tmp) {
-    bool ok = false;
-    try {
-      ok = cv::imwrite(tmp, grid);
-    } catch (const cv::Exception& e) {
-      bad_input(what + ": cannot write '" + path + "': " + e.what());
-    }
-    if (!ok) bad_input(what + ": cannot write '" + path + "'");
+    std::ofstream f(tmp, std::ios::binary);
+    f.write(png.data(), std::streamsize(png.size()));
+    if (!f) bad_input(what + ": cannot write '" + path + "'");
   });
 #else
   (void)samples;
   (void)nrow;
+  (void)text;
   bad_input(what + ": this build has no image output (configured without OpenCV); cannot write '" + path + "'");
 #endif
 }

@@ -48,6 +48,14 @@ void write_atomically(const std::string& path, const std::string& what,
   }
 }
 
+void write_text_file(const std::string& path, const std::string& what, const std::string& text) {
+  write_atomically(path, what, [&](const std::string& tmp) {
+    std::ofstream f(tmp, std::ios::binary);
+    f.write(text.data(), std::streamsize(text.size()));
+    if (!f) bad_input(what + ": cannot write '" + path + "'");
+  });
+}
+
 std::vector<std::string> data_dirs() {
   std::vector<std::string> dirs;
   if (const char* env = std::getenv("SCORCH_DATA_DIR"); env && *env) dirs.push_back(env);

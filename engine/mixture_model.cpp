@@ -290,14 +290,17 @@ class MixtureDenoiser final : public Denoiser {
   MixtureDenoiser(MixtureModel m, std::shared_ptr<const Schedule> s) : m_(std::move(m)), sched_(std::move(s)) {}
   Prediction predict(const at::Tensor& x, double t, const at::Tensor& cond) override {
     const double alpha = sched_->alpha(t), sigma = sched_->sigma(t);
-    const at::Tensor x0 = posterior(x, t, cond, &MixturePosterior::x0);
+    const at::Tensor x0 = batch_invariant(
+        x, cond, [&](const at::Tensor& xb, const at::Tensor& cb) { return posterior(xb, t, cb, &MixturePosterior::x0); });
     return from_model_output(PredictionType::X0, x0.reshape(x.sizes()), x, alpha, sigma);
   }
   std::vector<int64_t> sample_shape() const override { return m_.shape; }
   bool conditional() const override { return m_.labels.defined(); }
   bool has_log_density() const override { return true; }
   at::Tensor log_density(const at::Tensor& x, double t, const at::Tensor& cond) override {
-    return posterior(x, t, cond, &MixturePosterior::log_density);
+    return batch_invariant(x, cond, [&](const at::Tensor& xb, const at::Tensor& cb) {
+      return posterior(xb, t, cb, &MixturePosterior::log_density);
+    });
   }
 
  private:

@@ -180,6 +180,7 @@ Options Options::read(const YAML::Node& node, const Schema& schema, const std::s
       throw Error(Status::Internal, key_name(spec.name) + ": the schema's default is not YAML");
     }
     o.values_[spec.name] = convert(spec, def, key_name(spec.name));
+    o.order_.push_back(spec.name);
   }
   if (!node || node.IsNull()) return o;
   if (!node.IsMap()) bad_input((path.empty() ? std::string("config") : path) + ": expected a mapping of keys to values");
@@ -229,6 +230,13 @@ Options Options::parse(const std::string& path, const Schema& schema, const std:
 void Options::set(const OptionSpec& spec, const std::string& text, const std::string& path) {
   const YAML::Node node = spec.type == OptionType::String ? YAML::Node(text) : YAML::Load(text);
   values_[spec.name] = convert(spec, node, path.empty() ? spec.name : path + "." + spec.name);
+}
+
+YAML::Node Options::to_yaml(const std::set<std::string>& skip) const {
+  YAML::Node out(YAML::NodeType::Map);
+  for (const auto& name : order_)
+    if (!skip.count(name)) out[name] = YAML::Clone(at(name).node);
+  return out;
 }
 
 const Options::Value& Options::at(const std::string& name) const {

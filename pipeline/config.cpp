@@ -6,6 +6,7 @@
 #include "default_config.h"
 #include "scorch/error.h"
 #include "scorch/io.h"
+#include "scorch/provenance.h"
 
 namespace scorch {
 
@@ -51,17 +52,30 @@ void apply_override(YAML::Node& root, const std::string& assignment) {
 
 }  // namespace
 
+std::string config_text(const std::string& file, const std::string& what) {
+  // An output of scorch generate: the PNG's `scorch` chunk or the .npy record's config.
+  if (is_png_file(file)) {
+    const auto chunks = png_text_chunks(file, "--config");
+    const auto it = chunks.find("scorch");
+    if (it == chunks.end())
+      bad_input("--config: '" + what + "' is a PNG without scorch metadata (not written by scorch generate)");
+    return it->second;
+  }
+  if (file.size() > 5 && file.compare(file.size() - 5, 5, ".json") == 0) return provenance_json_config(file, "--config");
+  std::ifstream in(file);
+  if (!in) bad_input("--config: cannot open '" + what + "'");
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
 YAML::Node load_config(const std::string& path, const std::vector<std::string>& overrides) {
   YAML::Node root;
   if (path.empty()) {
     root = parse_yaml(default_config_text(), "configs/default.yaml (built in)");
   } else {
     const std::string file = find_input_file(path);
-    std::ifstream in(file);
-    if (!in) bad_input("--config: cannot open '" + path + "'");
-    std::ostringstream text;
-    text << in.rdbuf();
-    root = parse_yaml(text.str(), path);
+    root = parse_yaml(config_text(file, path), path);
   }
   if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   if (!root.IsMap()) bad_input((path.empty() ? std::string("config") : path) + ": the top level must be a mapping");

@@ -39,7 +39,9 @@ LsdDistillResult distill_lsd(const YAML::Node& config, const LsdDistillOptions& 
   //         whenever that was); with target "step" the same, but a position still masked at
   //         t_{i+1} takes the teacher's distribution at t_{i+1}.
   const DiscreteSamplerEntry& euler = discrete_samplers().find("euler");
-  DiscreteContext ctx(model, ns, o.seed, read_discrete_options(euler, YAML::Node(), "sampler"));
+  std::vector<uint64_t> seeds;  // sequence i's stream: seed + i, as in generate
+  for (int64_t i = 0; i < o.batch; ++i) seeds.push_back(o.seed + uint64_t(i));
+  DiscreteContext ctx(model, ns, Rng::per_sample(seeds), read_discrete_options(euler, YAML::Node(), "sampler"));
   at::Tensor x = discrete_prior(ctx, o.batch);
   const std::vector<double> tt = ctx.grid(o.teacher_steps), ts = ctx.grid(o.steps);
   const int every = o.teacher_steps / o.steps;

@@ -14,6 +14,7 @@
 #include "scorch/image.h"
 #include "scorch/input_files.h"
 #include "scorch/io.h"
+#include "scorch/provenance.h"
 #include "scorch/step_hooks.h"
 #include "scorch/torchscript_denoiser.h"
 #include "sections.h"
@@ -31,11 +32,17 @@ struct Pipeline::Impl {
   GridSpec base_grid;  // the configured grid; SDEdit moves grid.t_start from it
   std::vector<int64_t> shape;
   at::TensorOptions options;
-  uint64_t seed = 0;
+  std::vector<uint64_t> seeds;  // sample i's seed
+  NoiseGenerator noise = NoiseGenerator::Scorch;
   int64_t batch = 1;
+  bool brownian = false;  // noise: brownian
   at::Tensor init_noise, init_image, inpaint_mask, cond, labels;
   bool invert = false;
   OutputSpec out;
+  // Provenance: the resolved config (every key with its value, per-sample seeds, the model's
+  // SHA-256), written into the PNG and beside the .npy.
+  YAML::Node resolved;
+  std::string model_sha256;
 };
 
 namespace {
@@ -73,18 +80,32 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
 
   const TopSpec top = read_top(config);
   const Options& o = top.o;
-  m.seed = top.seed;
+  m.seeds = top.seeds;
+  m.noise = top.noise;
+  m.brownian = o.str("noise") == "brownian";
   m.batch = top.batch;
   m.options = at::TensorOptions().dtype(top.dtype).device(top.device);
-  m.schedule = read_schedule(config["schedule"]);
+  YAML::Node schedule_resolved;
+  m.schedule = read_schedule(config["schedule"], &schedule_resolved);
 
   const YAML::Node model = config["model"];
   if (!model || !model.IsMap()) bad_input("model: missing; expected model.type and model.path");
   LoadedModel loaded = read_model(model, "model", m.schedule, top.dtype, top.device);
   m.denoiser = std::move(loaded.denoiser);
   const Options& mo = loaded.options;
+  YAML::Node loaded_resolved = mo.to_yaml();
+  YAML::Node shape_node(YAML::NodeType::Sequence);  // the model's sample shape, as loaded
+  for (int64_t d : m.denoiser->sample_shape()) shape_node.push_back(d);
+  shape_node.SetStyle(YAML::EmitterStyle::Flow);
+  loaded_resolved["shape"] = shape_node;
   m.null_label = mo.integer("null_label");
   m.shape = m.denoiser->sample_shape();
+
+  const Provenance provenance = read_provenance(config["provenance"]);
+  m.model_sha256 = sha256_file(find_input_file(mo.str("path")), "model.path");
+  if (!provenance.model_sha256.empty() && provenance.model_sha256 != m.model_sha256)
+    bad_input("model.path: '" + mo.str("path") + "' has SHA-256 " + m.model_sha256 + ", not the " +
+              provenance.model_sha256 + " this config was made with (provenance.model_sha256); the model changed");
 
   const SamplerSpec sampler = read_sampler(config["sampler"]);
   m.entry = sampler.entry;
@@ -181,7 +202,35 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
       bad_input("output.png: samples of shape " + shape_string(m.shape) + " are not images (need [C, H, W] or [H, W])");
     check_writable(m.out.png, "output.png");
   }
-  if (!m.out.npy.empty()) check_writable(m.out.npy, "output.npy");
+  if (!m.out.npy.empty()) {
+    check_writable(m.out.npy, "output.npy");
+    check_writable(provenance_json_path(m.out.npy), "output.npy (its .json)");
+  }
+
+  // The resolved config: top-level keys with per-sample seeds, every model, schedule and
+  // sampler key, guidance as given; no outputs (a re-run names its own).
+  YAML::Node& r = m.resolved;
+  // Input files only when given (each excludes others), strength only with init_image.
+  std::set<std::string> skip = {"model", "schedule", "sampler", "guidance", "output", "provenance", "seed"};
+  for (const char* key : {"init_noise", "invert", "init_image", "inpaint_mask"})
+    if (o.str(key).empty()) skip.insert(key);
+  if (o.str("init_image").empty()) skip.insert("strength");
+  r = o.to_yaml(skip);
+  YAML::Node seeds(YAML::NodeType::Sequence);
+  for (uint64_t s : m.seeds) seeds.push_back(s);
+  seeds.SetStyle(YAML::EmitterStyle::Flow);
+  r["seed"] = seeds;
+  r["model"] = loaded_resolved;
+  r["schedule"] = schedule_resolved;
+  YAML::Node sampler_node(YAML::NodeType::Map);
+  sampler_node["name"] = m.entry->name;
+  std::set<std::string> fixed;
+  for (const auto& kv : m.entry->fixed) fixed.insert(kv.first);
+  for (const auto& kv : sampler.options.to_yaml(fixed)) sampler_node[kv.first] = kv.second;
+  r["sampler"] = sampler_node;
+  if (config["guidance"] && !config["guidance"].IsNull()) r["guidance"] = YAML::Clone(config["guidance"]);
+  r["provenance"]["scorch_version"] = scorch_version();
+  r["provenance"]["model_sha256"] = m.model_sha256;
   if (!m.out.trajectory.empty()) check_writable(m.out.trajectory, "output.trajectory");
   return p;
 }
@@ -234,13 +283,12 @@ at::Tensor Pipeline::initial_noise() const {
   std::vector<int64_t> full = {m.batch};
   full.insert(full.end(), m.shape.begin(), m.shape.end());
   const double t_start = m.grid.t.front();
-  if (m.init_image.defined()) {
-    Rng rng(m.seed);
+  // Sample i's z from its own stream (seed i): the same whatever the batch.
+  Rng rng = Rng::per_sample(m.seeds, m.noise);
+  if (m.init_image.defined())
     return m.schedule->alpha(t_start) * m.init_image + m.schedule->sigma(t_start) * rng.normal(full, m.options);
-  }
   // x_T ~ N(0, sigma(t_start)^2 I), the prior that neglects alpha(t_start) x0: the
   // k-diffusion convention (x~ = sigma~_max z in VE variables), N(0, I) at t = 1 for VP.
-  Rng rng(m.seed);
   return rng.normal(full, m.options) * m.schedule->sigma(t_start);
 }
 
@@ -249,10 +297,17 @@ GenerateResult Pipeline::generate(const ProgressFn& progress) const {
   c10::InferenceMode guard;
   const auto start = std::chrono::steady_clock::now();
   const at::Tensor x_T = initial_noise();
-  // Sampler noise uses its own stream, derived from the seed, so that it never
-  // depends on how x_T was obtained.
-  Rng rng(m.seed ^ 0x9E3779B97F4A7C15ull);
+  // Sampler noise: sample i's own stream, derived from its seed, so that it never depends on
+  // how x_T was obtained nor on the other samples.
+  std::vector<uint64_t> noise_seeds;
+  for (uint64_t s : m.seeds) noise_seeds.push_back(noise_stream_seed(s));
+  Rng rng = Rng::per_sample(noise_seeds);
   SamplerContext ctx(*m.denoiser, *m.schedule, rng, m.cond, progress);
+  if (m.brownian) {
+    // One path per sample over the run's noise levels, keyed by its noise seed.
+    const double s0 = m.schedule->ve_sigma(m.grid.t.front()), s1 = m.schedule->ve_sigma(m.grid.t.back());
+    ctx.set_brownian(std::make_shared<BrownianTree>(noise_seeds, std::min(s0, s1), std::max(s0, s1)));
+  }
   ctx.set_null_label(m.null_label);
   // The pipeline's policies between steps, in this order: inpainting (with the corrector's
   // iterations alternating with it) or the corrector alone, then the trajectory.
@@ -280,12 +335,16 @@ std::vector<std::string> Pipeline::write_outputs(const GenerateResult& r) const 
   std::vector<std::string> written;
   try {
     const OutputSpec& out = m.out;
+    const std::string config = provenance_yaml();
     if (!out.npy.empty()) {
       write_npy(out.npy, r.samples.to(at::kFloat), "output.npy");
       written.push_back(out.npy);
+      const std::string json = provenance_json_path(out.npy);
+      write_text_file(json, "output.npy (its .json)", provenance_json(config, summary(r)));
+      written.push_back(json);
     }
     if (!out.png.empty()) {
-      write_png_grid(out.png, r.samples, out.nrow, "output.png");
+      write_png_grid(out.png, r.samples, out.nrow, "output.png", {{"scorch", config}, {"parameters", summary(r)}});
       written.push_back(out.png);
     }
     if (!out.labels.empty()) {
@@ -302,6 +361,25 @@ std::vector<std::string> Pipeline::write_outputs(const GenerateResult& r) const 
     throw;
   }
   return written;
+}
+
+std::string Pipeline::provenance_yaml() const {
+  YAML::Emitter e;
+  e << impl_->resolved;
+  return std::string(e.c_str()) + "\n";
+}
+
+std::string Pipeline::summary(const GenerateResult& r) const {
+  const Impl& m = *impl_;
+  const uint64_t first = m.seeds.front(), last = m.seeds.back();
+  bool consecutive = true;
+  for (size_t i = 0; i < m.seeds.size(); ++i) consecutive = consecutive && m.seeds[i] == first + i;
+  std::string seeds = consecutive ? (m.seeds.size() == 1 ? std::to_string(first)
+                                                         : std::to_string(first) + "-" + std::to_string(last))
+                                  : "a list";
+  return m.entry->name + ", " + std::to_string(r.steps) + " steps, " + std::to_string(r.nfe) + " NFE, seed " + seeds +
+         ", batch " + std::to_string(m.batch) + ", model " + m.resolved["model"]["path"].as<std::string>() +
+         " (SHA-256 " + m.model_sha256.substr(0, 12) + "), scorch " + scorch_version();
 }
 
 const std::vector<int64_t>& Pipeline::sample_shape() const { return impl_->shape; }

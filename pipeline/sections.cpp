@@ -19,7 +19,14 @@ namespace {
 
 const Schema& top_schema() {
   static const Schema s = {
-      {"seed", OptionType::Int, "0", "seed of x_T and of the sampler's noise", {}},
+      {"seed", OptionType::Yaml, "0",
+       "sample i's seed: s + i for one integer s, or a list of batch seeds; it alone sets sample i's noise", {}},
+      {"noise", OptionType::String, "independent",
+       "SDE and ancestral steps: fresh noise per step (independent) or each sample's Brownian path (brownian)",
+       {"independent", "brownian"}},
+      {"noise_generator", OptionType::String, "scorch",
+       "x_T's generator: scorch (float64 normals) or torch (as Python's torch.randn with manual_seed)",
+       {"scorch", "torch"}},
       {"batch", OptionType::Int, "1", "number of samples", {}},
       {"device", OptionType::String, "cpu", "where the model and solver run", {"cpu", "cuda"}},
       {"dtype", OptionType::String, "float32", "solver and model dtype", {"float32", "float64"}},
@@ -38,6 +45,16 @@ const Schema& top_schema() {
       {"sampler", OptionType::Section, "", "the sampler and its options (sampler.*; scorch samplers)", {}},
       {"guidance", OptionType::Section, "", "guidance, composition, correctors (guidance.*)", {}},
       {"output", OptionType::Section, "", "what is written (output.*)", {}},
+      {"provenance", OptionType::Section, "", "how an output was made (written by scorch; provenance.*)", {}},
+  };
+  return s;
+}
+
+const Schema& provenance_schema() {
+  static const Schema s = {
+      {"scorch_version", OptionType::String, "", "the scorch that wrote the output", {}},
+      {"model_sha256", OptionType::String, "",
+       "SHA-256 of model.path when the output was made; a different model file is an error", {}},
   };
   return s;
 }
@@ -149,12 +166,13 @@ at::ScalarType network_dtype(const std::string& name) {
 
 const Schema& token_top_schema() {
   static const Schema s = {
-      {"seed", OptionType::Int, "0", "seed of every draw", {}},
+      {"seed", OptionType::Yaml, "0", "sequence i's seed: s + i for one integer s, or a list of batch seeds", {}},
       {"batch", OptionType::Int, "16", "number of sequences", {}},
       {"model", OptionType::Section, "", "the token denoiser (model.*, type: tokens)", {}},
       {"schedule", OptionType::Section, "", "the discrete schedule (schedule.*)", {}},
       {"sampler", OptionType::Section, "", "the discrete sampler and its options (sampler.*)", {}},
       {"output", OptionType::Section, "", "what is written (output.*)", {}},
+      {"provenance", OptionType::Section, "", "how an output was made (written by scorch; provenance.*)", {}},
   };
   return s;
 }
@@ -186,6 +204,8 @@ std::vector<SectionSchema> config_schemas() {
       {"guidance.compose", "composition; each entry of models is a model section plus weight", compose_schema()},
       {"guidance.corrector", "MCMC corrector after sampler steps", corrector_schema()},
       {"output", "outputs (continuous models)", output_schema()},
+      {"provenance", "written into every output's config by scorch (docs/configuration.md, Provenance)",
+       provenance_schema()},
       {"", "Top level (token models: model.type tokens)", token_top_schema()},
       {"model", "token models (model.type: tokens)", token_model_schema()},
       {"schedule", "token models: the discrete schedule", token_schedule_schema()},
@@ -198,20 +218,55 @@ TopSpec read_top(const YAML::Node& config) {
   TopSpec top;
   top.o = Options::read(config, top_schema(), "");
   const Options& o = top.o;
-  if (o.integer("seed") < 0) bad_input("seed: expected a non-negative integer, got " + o.text("seed"));
-  top.seed = uint64_t(o.integer("seed"));
   top.batch = o.integer("batch");
   if (top.batch <= 0) bad_input("batch: expected a positive integer, got " + o.text("batch"));
+  top.seeds = read_seeds(o.node("seed"), top.batch);
+  top.noise = parse_noise_generator(o.str("noise_generator"));
   if (o.str("device") == "cuda" && !at::hasCUDA()) bad_input("device: cuda requested but no CUDA device is available");
   top.device = at::Device(o.str("device") == "cuda" ? at::kCUDA : at::kCPU);
   top.dtype = o.str("dtype") == "float64" ? at::kDouble : at::kFloat;
   return top;
 }
 
-std::shared_ptr<const Schedule> read_schedule(const YAML::Node& node) {
+std::vector<uint64_t> read_seeds(const YAML::Node& seed, int64_t batch) {
+  const Schema one = {{"seed", OptionType::Int, "0", "", {}}}, list = {{"seed", OptionType::IntList, "[]", "", {}}};
+  YAML::Node wrapped(YAML::NodeType::Map);
+  wrapped["seed"] = seed;
+  std::vector<int64_t> given;
+  if (seed.IsSequence()) {
+    given = Options::read(wrapped, list, "").int_list("seed");
+    if (int64_t(given.size()) != batch)
+      bad_input("seed: " + std::to_string(given.size()) + " seeds for batch " + std::to_string(batch) +
+                "; give one integer or one seed per sample");
+  } else {
+    const int64_t s = Options::read(wrapped, one, "").integer("seed");
+    for (int64_t i = 0; i < batch; ++i) given.push_back(s + i);
+  }
+  std::vector<uint64_t> seeds;
+  for (int64_t s : given) {
+    if (s < 0) bad_input("seed: expected non-negative integers, got " + std::to_string(s));
+    seeds.push_back(uint64_t(s));
+  }
+  return seeds;
+}
+
+const char* scorch_version() { return SCORCH_VERSION; }
+
+Provenance read_provenance(const YAML::Node& node) {
+  const Options o = Options::read(node, provenance_schema(), "provenance");
+  return {o.str("scorch_version"), o.str("model_sha256")};
+}
+
+std::shared_ptr<const Schedule> read_schedule(const YAML::Node& node, YAML::Node* resolved) {
   std::string type = "vp_linear";
   if (node && node.IsMap() && node["type"] && node["type"].IsScalar()) type = node["type"].Scalar();
   const Options o = Options::read(node, schedule_schema(type), "schedule");  // also checks `type`
+  if (resolved) {
+    std::set<std::string> skip;  // an explicit list is recorded only when it was given
+    for (const char* list : {"betas", "alphas_cumprod"})
+      if (type == "vp_discrete" && !o.given(list)) skip.insert(list);
+    *resolved = o.to_yaml(skip);
+  }
   if (type != "vp_discrete" && node && node.IsMap() && (node["betas"] || node["alphas_cumprod"]))
     bad_input("schedule: betas / alphas_cumprod need type vp_discrete");
   if (type == "vp_linear") return make_vp_linear(o.number("beta_0"), o.number("beta_1"));
@@ -332,8 +387,9 @@ OutputSpec read_outputs(const YAML::Node& node) {
   return out;
 }
 
-TokenModelSpec read_token_model(const YAML::Node& node) {
+TokenModelSpec read_token_model(const YAML::Node& node, YAML::Node* resolved) {
   const Options mo = Options::read(node, token_model_schema(), "model");
+  if (resolved) *resolved = mo.to_yaml();
   TokenModelSpec out;
   TokenSpec& spec = out.spec;
   const std::string vocab = mo.str("vocab");
@@ -351,8 +407,9 @@ TokenModelSpec read_token_model(const YAML::Node& node) {
   return out;
 }
 
-std::unique_ptr<DiscreteSchedule> read_discrete_schedule(const YAML::Node& node) {
+std::unique_ptr<DiscreteSchedule> read_discrete_schedule(const YAML::Node& node, YAML::Node* resolved) {
   const Options so = Options::read(node, token_schedule_schema(), "schedule");
+  if (resolved) *resolved = so.to_yaml();
   return make_discrete_schedule(so.str("type"), so.number("eps"), so.number("sigma_min"), so.number("sigma_max"));
 }
 

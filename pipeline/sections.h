@@ -16,6 +16,7 @@
 #include "scorch/discrete.h"
 #include "scorch/discrete_sampler.h"
 #include "scorch/options.h"
+#include "scorch/rng.h"
 #include "scorch/sampler.h"
 #include "scorch/schedule.h"
 
@@ -24,14 +25,28 @@ namespace scorch {
 // The top level of a continuous config: seed, batch, device, dtype, noise and image inputs, cond.
 struct TopSpec {
   Options o;
-  uint64_t seed = 0;
+  std::vector<uint64_t> seeds;  // sample i's seed (read_seeds)
+  NoiseGenerator noise = NoiseGenerator::Scorch;
   int64_t batch = 1;
   at::Device device = at::kCPU;
   at::ScalarType dtype = at::kFloat;
 };
 TopSpec read_top(const YAML::Node& config);
 
-std::shared_ptr<const Schedule> read_schedule(const YAML::Node& node);
+// `seed`: one integer s (sample i gets s + i) or a list of `batch` integers, all >= 0.
+std::vector<uint64_t> read_seeds(const YAML::Node& seed, int64_t batch);
+
+// resolved (optional): every schedule key with its value, for the provenance record.
+std::shared_ptr<const Schedule> read_schedule(const YAML::Node& node, YAML::Node* resolved = nullptr);
+
+// `provenance:` (written by scorch into every output's config): the scorch version and the
+// model file's SHA-256. A config read back from an output checks the model against it.
+struct Provenance {
+  std::string scorch_version, model_sha256;
+};
+Provenance read_provenance(const YAML::Node& node);
+// This build's version (CMake's project version).
+const char* scorch_version();
 
 // A model section (`model:` or an entry of guidance.compose.models); keys in `skip` belong
 // to the caller. Errors name the section by `path`.
@@ -67,8 +82,8 @@ struct TokenModelSpec {
   TokenSpec spec;
   std::string path, vocab_chars, pad;
 };
-TokenModelSpec read_token_model(const YAML::Node& node);
-std::unique_ptr<DiscreteSchedule> read_discrete_schedule(const YAML::Node& node);
+TokenModelSpec read_token_model(const YAML::Node& node, YAML::Node* resolved = nullptr);
+std::unique_ptr<DiscreteSchedule> read_discrete_schedule(const YAML::Node& node, YAML::Node* resolved = nullptr);
 const Schema& token_top_schema();
 const Schema& token_output_schema();
 

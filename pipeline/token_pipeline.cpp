@@ -10,6 +10,7 @@
 #include "scorch/discrete_sampler.h"
 #include "scorch/error.h"
 #include "scorch/io.h"
+#include "scorch/provenance.h"
 #include "sections.h"
 
 namespace scorch {
@@ -25,9 +26,11 @@ struct TokenPipeline::Impl {
   const DiscreteSamplerEntry* sampler = nullptr;
   Options sampler_options;
   std::string vocab_chars, pad;
-  uint64_t seed = 0;
+  std::vector<uint64_t> seeds;  // sequence i's seed
   int64_t batch = 1;
   std::string npy, text;
+  YAML::Node resolved;  // the config as run (provenance): every key, per-sequence seeds
+  std::string model_sha256;
 };
 
 TokenPipeline::TokenPipeline() : impl_(std::make_unique<Impl>()) {}
@@ -37,16 +40,22 @@ std::unique_ptr<TokenPipeline> TokenPipeline::from_config(const YAML::Node& conf
   std::unique_ptr<TokenPipeline> p(new TokenPipeline());
   Impl& m = *p->impl_;
   const Options top = Options::read(config, token_top_schema(), "");
-  if (top.integer("seed") < 0) bad_input("seed: expected a non-negative integer");
-  m.seed = uint64_t(top.integer("seed"));
   m.batch = top.integer("batch");
   if (m.batch <= 0) bad_input("batch: expected a positive integer");
+  m.seeds = read_seeds(top.node("seed"), m.batch);
 
-  const TokenModelSpec model = read_token_model(config["model"]);
+  YAML::Node model_resolved;
+  const TokenModelSpec model = read_token_model(config["model"], &model_resolved);
+  m.model_sha256 = sha256_file(model.path, "model.path");
+  const Provenance provenance = read_provenance(config["provenance"]);
+  if (!provenance.model_sha256.empty() && provenance.model_sha256 != m.model_sha256)
+    bad_input("model.path: '" + model.path + "' has SHA-256 " + m.model_sha256 + ", not the " +
+              provenance.model_sha256 + " this config was made with (provenance.model_sha256); the model changed");
   m.vocab_chars = model.vocab_chars;
   m.pad = model.pad;
   m.model = load_token_denoiser(model.path, model.spec);
-  m.schedule = read_discrete_schedule(config["schedule"]);
+  YAML::Node schedule_resolved;
+  m.schedule = read_discrete_schedule(config["schedule"], &schedule_resolved);
 
   const YAML::Node sampler = config["sampler"];
   std::string name = "tweedie";
@@ -58,12 +67,27 @@ std::unique_ptr<TokenPipeline> TokenPipeline::from_config(const YAML::Node& conf
   if (model.spec.transition == Transition::Uniform && !m.sampler->uniform_ok)
     bad_input("sampler.name: " + name + " needs an absorbing model; uniform-state models use tweedie");
   m.sampler_options = read_discrete_options(*m.sampler, sampler, "sampler");
+  m.resolved = YAML::Node(YAML::NodeType::Map);
+  YAML::Node seeds(YAML::NodeType::Sequence);
+  for (uint64_t s : m.seeds) seeds.push_back(s);
+  seeds.SetStyle(YAML::EmitterStyle::Flow);
+  m.resolved["seed"] = seeds;
+  m.resolved["batch"] = m.batch;
+  m.resolved["model"] = model_resolved;
+  m.resolved["schedule"] = schedule_resolved;
+  m.resolved["sampler"]["name"] = m.sampler->name;
+  for (const auto& kv : m.sampler_options.to_yaml()) m.resolved["sampler"][kv.first] = kv.second;
+  m.resolved["provenance"]["scorch_version"] = scorch_version();
+  m.resolved["provenance"]["model_sha256"] = m.model_sha256;
 
   const Options oo = Options::read(config["output"], token_output_schema(), "output");
   if (!oo.str("png").empty()) bad_input("output.png: a token model has no image output; use output.text or output.npy");
   m.npy = oo.str("npy");
   m.text = oo.str("text");
-  if (!m.npy.empty()) check_writable(m.npy, "output.npy");
+  if (!m.npy.empty()) {
+    check_writable(m.npy, "output.npy");
+    check_writable(provenance_json_path(m.npy), "output.npy (its .json)");
+  }
   if (!m.text.empty()) check_writable(m.text, "output.text");
   return p;
 }
@@ -71,7 +95,7 @@ std::unique_ptr<TokenPipeline> TokenPipeline::from_config(const YAML::Node& conf
 TokenResult TokenPipeline::generate() const {
   const Impl& m = *impl_;
   const auto start = std::chrono::steady_clock::now();
-  DiscreteContext ctx(*m.model, *m.schedule, m.seed, m.sampler_options);
+  DiscreteContext ctx(*m.model, *m.schedule, Rng::per_sample(m.seeds), m.sampler_options);
   TokenResult r;
   r.tokens = m.sampler->run(ctx, discrete_prior(ctx, m.batch), m.sampler_options);
   r.calls = ctx.calls();
@@ -105,6 +129,14 @@ std::vector<std::string> TokenPipeline::write_outputs(const TokenResult& r) cons
     if (!m.npy.empty()) {
       write_npy(m.npy, r.tokens, "output.npy");
       written.push_back(m.npy);
+      YAML::Emitter e;
+      e << m.resolved;
+      const std::string json = provenance_json_path(m.npy);
+      write_text_file(json, "output.npy (its .json)",
+                      provenance_json(std::string(e.c_str()) + "\n",
+                                      m.sampler->name + ", " + std::to_string(steps()) + " steps, batch " +
+                                          std::to_string(m.batch) + ", scorch " + scorch_version()));
+      written.push_back(json);
     }
     if (!m.text.empty()) {
       const auto lines = decode(r.tokens);

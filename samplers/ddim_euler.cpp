@@ -29,7 +29,7 @@ at::Tensor sample_ddim(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid, 
       x = lincomb({{std::exp(ns.log_alpha(tt) - ns.log_alpha(s)), x}, {-sigma_t * std::expm1(h), p.eps}});
     } else {
       const double c = eta * sigma_t * std::sqrt(-std::expm1(-2.0 * h));
-      x = alpha_t * p.x0 + std::sqrt(std::max(0.0, sigma_t * sigma_t - c * c)) * p.eps + c * ctx.noise_like(x);
+      x = alpha_t * p.x0 + std::sqrt(std::max(0.0, sigma_t * sigma_t - c * c)) * p.eps + c * ctx.noise_between(x, s, tt);
     }
     x = ctx.end_step(i + 1, n, tt, x);
   }
@@ -106,7 +106,7 @@ at::Tensor sample_euler_ancestral(SamplerContext& ctx, at::Tensor x, const TimeG
     const double sigma_down = std::sqrt(sigma_next * sigma_next - sigma_up * sigma_up);
     const Prediction p = ctx.denoise(x, t[i]);
     xv = xv + (sigma_down - sigma) * p.eps;
-    if (sigma_up > 0.0) xv = xv + sigma_up * s_noise * ctx.noise_like(xv);
+    if (sigma_up > 0.0) xv = xv + sigma_up * s_noise * ctx.noise_between(xv, t[i], t[i + 1]);
     x = ctx.end_step(i + 1, n, t[i + 1], ns.alpha(t[i + 1]) * xv);
     xv = x / ns.alpha(t[i + 1]);
   }

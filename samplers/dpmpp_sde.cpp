@@ -28,10 +28,11 @@ struct SdeStep {
         b(-alpha_t * std::expm1(-h_eta)) {}
 };
 
-// Adds the noise term of the SDE step.
-at::Tensor add_noise(SamplerContext& ctx, at::Tensor x, double sigma_t, double eta_h, double s_noise) {
+// Adds the noise term of the SDE step from s to t.
+at::Tensor add_noise(SamplerContext& ctx, at::Tensor x, double s, double t, double sigma_t, double eta_h,
+                     double s_noise) {
   if (eta_h == 0.0) return x;
-  return x.add_(ctx.noise_like(x), sigma_t * std::sqrt(-std::expm1(-2.0 * eta_h)) * s_noise);
+  return x.add_(ctx.noise_between(x, s, t), sigma_t * std::sqrt(-std::expm1(-2.0 * eta_h)) * s_noise);
 }
 
 }  // namespace
@@ -58,7 +59,7 @@ at::Tensor sample_dpmpp_2m_sde(SamplerContext& ctx, at::Tensor x, const TimeGrid
       const double c = (heun ? alpha_t * (-std::expm1(-h_eta) / (-h_eta) + 1.0) : 0.5 * b) / r;
       x = lincomb({{a, x}, {b + c, d}, {-c, d_prev}});
     }
-    x = add_noise(ctx, x, st.sigma_t, st.eta_h, s_noise);
+    x = add_noise(ctx, x, t[i], t[i + 1], st.sigma_t, st.eta_h, s_noise);
     d_prev = d;
     h_last = h;
     x = ctx.end_step(i + 1, n, t[i + 1], x);
@@ -96,7 +97,7 @@ at::Tensor sample_dpmpp_3m_sde(SamplerContext& ctx, at::Tensor x, const TimeGrid
     } else {
       x = lincomb({{a, x}, {b, d}});
     }
-    x = add_noise(ctx, x, st.sigma_t, st.eta_h, s_noise);
+    x = add_noise(ctx, x, t[i], t[i + 1], st.sigma_t, st.eta_h, s_noise);
     d2 = d1;
     d1 = d;
     h2 = h1;

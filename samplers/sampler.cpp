@@ -19,8 +19,8 @@ SamplerContext::SamplerContext(Denoiser& model, const Schedule& schedule, Rng& r
       progress_(std::move(progress)),
       start_(std::chrono::steady_clock::now()) {}
 
-Prediction SamplerContext::denoise(const at::Tensor& x, double t) {
-  Prediction p = model_->predict(x, t, cond_);
+Prediction SamplerContext::denoise(const at::Tensor& x, double t, const at::Tensor& cond) {
+  Prediction p = model_->predict(x, t, cond);
   nfe_ += model_->last_calls();
   if (p.x0.size(0) == x.size(0)) last_x0_ = p.x0;  // probes on a sub-batch are no preview
   // One read of x0 finds NaN and Inf (they survive a sum). Checking x0 alone suffices:
@@ -32,6 +32,11 @@ Prediction SamplerContext::denoise(const at::Tensor& x, double t) {
               std::to_string(nfe_) + ")");
   }
   return p;
+}
+
+at::Tensor SamplerContext::noise_between(const at::Tensor& x, double t_from, double t_to) {
+  if (!brownian_) return rng_.normal_like(x);
+  return brownian_->increment(x.sizes(), x.options(), schedule_.ve_sigma(t_from), schedule_.ve_sigma(t_to));
 }
 
 at::Tensor SamplerContext::uniform(const at::Tensor& like) {

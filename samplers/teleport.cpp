@@ -31,7 +31,7 @@ const Schema& teleport_options() {
       {"skip_fraction", OptionType::Number, "-1", "skip point as a fraction of the probe grid (probe_steps)", {}},
       {"auto", OptionType::Bool, "false", "choose the skip point from the denoiser (see docs/samplers.md)", {}},
       {"auto_tol", OptionType::Number, "0.02", "auto: relative eps departure from the Gaussian that ends the jump", {}},
-      {"auto_probe", OptionType::Int, "64", "auto: samples of the batch probed", {}},
+      {"auto_probe", OptionType::Int, "64", "auto: size of the fixed probe batch (its own noise, not the samples)", {}},
       {"probe_steps", OptionType::Int, "20", "steps of the grid over [t_start, t_end] that auto probes and skip_fraction rounds to", {}},
       {"inner", OptionType::Section, "", "the sampler run from the skip point: name (default dpmpp_2m; none: stop at the skip point) and its own options, not the grid", {}},
   };
@@ -41,16 +41,28 @@ const Schema& teleport_options() {
 // auto: walk the probe grid from t_start down; at each point teleport a probe batch
 // there and compare the denoiser's eps with the Gaussian's. The skip point is the
 // last point where the relative RMS departure is at most tol (the largest t where
-// the prediction departs by more than tol ends the jump).
+// the prediction departs by more than tol ends the jump). The probe batch is its own
+// fixed noise (stream 0), not the samples: the skip point depends on the model, the
+// grid and the model only, so each sample stays reproducible on its own. The Gaussian is
+// the whole data's, so a conditional model is probed unconditionally (its null label).
 double auto_skip(SamplerContext& ctx, const GaussianModel& g, const at::Tensor& x, const std::vector<double>& t,
                  double tol, int64_t probe) {
   const Schedule& ns = ctx.schedule();
-  const at::Tensor xp = x.narrow(0, 0, std::min<int64_t>(probe, x.size(0)));
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape[0] = probe;
+  const at::Tensor xp = Rng(0).normal(shape, x.options()) * ns.sigma(t[0]);
+  at::Tensor null;
+  if (ctx.model().conditional()) {
+    if (ctx.null_label() < 0)
+      bad_input("sampler.auto: a conditional model needs model.null_label (the probe compares its unconditional "
+                "prediction with the data's Gaussian)");
+    null = at::full({probe}, ctx.null_label(), at::TensorOptions().dtype(at::kLong).device(x.device()));
+  }
   double t_skip = t.front();
   for (size_t k = 1; k + 1 < t.size(); ++k) {
     const double a = ns.alpha(t[k]), s = ns.sigma(t[k]);
     const at::Tensor xk = gaussian_flow(g, xp, ns.alpha(t[0]), ns.sigma(t[0]), a, s);
-    const at::Tensor eps_model = ctx.denoise(xk, t[k]).eps;
+    const at::Tensor eps_model = ctx.denoise(xk, t[k], null).eps;
     const at::Tensor eps_gauss = from_model_output(PredictionType::X0, gaussian_x0(g, xk, a, s), xk, a, s).eps;
     const double dev = ((eps_model - eps_gauss).norm() / eps_gauss.norm()).item<double>();
     if (!(dev <= tol)) break;
@@ -93,6 +105,7 @@ class Teleport final : public Sampler {
     } else if (o.number("skip_fraction") >= 0) {
       t_skip = tp[size_t(std::lround(o.number("skip_fraction") * probe.steps))];
     } else {
+      if (o.integer("auto_probe") < 1) bad_input("sampler.auto_probe: expected a positive integer");
       t_skip = auto_skip(ctx, g, x, tp, o.number("auto_tol"), o.integer("auto_probe"));
     }
     if (!(t_skip <= t.front() && t_skip >= t.back()))

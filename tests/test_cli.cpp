@@ -14,6 +14,7 @@
 #include "scorch/config.h"
 #include "scorch/discrete_sampler.h"
 #include "scorch/io.h"
+#include "scorch/provenance.h"
 #include "scorch/sampler.h"
 
 namespace fs = std::filesystem;
@@ -102,6 +103,52 @@ TEST_F(Cli, AllocatorSettingsLeaveSamplesBitIdentical) {
   const std::string kept = bytes("kept.npy");
   EXPECT_GT(kept.size(), 28u * 28u * 4u);
   EXPECT_EQ(kept, bytes("glibc.npy"));
+}
+
+// The PNG carries its config: `scorch info` prints it, `--config out.png` runs it again (the
+// same samples), and a PNG without metadata, a corrupt chunk or a recorded config that no
+// longer validates is one error line, exit status 2, no output.
+TEST_F(Cli, InfoAndRunAgainFromAPng) {
+  const std::string base = "generate --config configs/fmnist_gaussian.yaml --set batch=3 --set sampler.steps=4";
+  ASSERT_EQ(run(base + " --set output.png=a.png --set output.npy=a.npy").status, 0);
+  const Result info = run("info a.png");
+  ASSERT_EQ(info.status, 0) << info.err;
+  for (const char* key : {"seed: [0, 1, 2]", "model_sha256:", "scorch_version:", "skip_type: logSNR", "heun, 4 steps"})
+    EXPECT_NE(info.out.find(key), std::string::npos) << key << "\n" << info.out;
+  const Result json = run("info a.json");
+  ASSERT_EQ(json.status, 0) << json.err;
+  EXPECT_NE(json.out.find("seed: [0, 1, 2]"), std::string::npos) << json.out;
+  ASSERT_EQ(run("generate --config a.png --set output.npy=b.npy").status, 0);
+  EXPECT_TRUE(at::equal(scorch::read_npy((dir_ / "a.npy").string()), scorch::read_npy((dir_ / "b.npy").string())));
+  ASSERT_EQ(run("generate --config a.png --set 'seed=[5, 1, 7]' --set output.npy=c.npy").status, 0);
+  const at::Tensor a = scorch::read_npy((dir_ / "a.npy").string()), c = scorch::read_npy((dir_ / "c.npy").string());
+  EXPECT_TRUE(at::equal(a[1], c[1]));
+  EXPECT_FALSE(at::equal(a[0], c[0]));
+
+  // a PNG without metadata, a corrupt chunk, a recorded config that does not validate
+  std::string bytes;
+  {
+    std::ifstream in((dir_ / "a.png").string(), std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    bytes = ss.str();
+  }
+  const size_t at = bytes.find("skip_type: logSNR");
+  ASSERT_NE(at, std::string::npos);
+  std::string corrupt = bytes;
+  corrupt[at] = 'S';
+  std::ofstream((dir_ / "corrupt.png").string(), std::ios::binary) << corrupt;
+  expect_bad("generate --config corrupt.png --set output.npy=x.npy", "CRC mismatch");
+  expect_bad("info corrupt.png", "CRC mismatch");
+  const std::string plain = scorch::png_with_text(bytes.substr(0, 33) + bytes.substr(bytes.find("IDAT") - 4), {});
+  std::ofstream((dir_ / "plain.png").string(), std::ios::binary) << plain;
+  expect_bad("generate --config plain.png --set output.npy=x.npy", "without scorch metadata");
+  expect_bad("info plain.png", "without scorch metadata");
+  std::ofstream((dir_ / "bad.png").string(), std::ios::binary)
+      << scorch::png_with_text(plain, {{"scorch", "model: {type: gaussian, path: models/fmnist_gaussian.safetensors}\n"
+                                                  "sampler: {name: no_such}\n"}});
+  expect_bad("generate --config bad.png --set output.npy=x.npy", "unknown sampler 'no_such'");
+  expect_bad("info notes.txt", "expected a PNG");
 }
 
 // Every registered sampler, continuous and discrete, with every option's help line.

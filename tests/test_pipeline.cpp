@@ -65,7 +65,7 @@ TEST(Pipeline, SdeditStartsFromTheNoisedInitImage) {
                           "strength=" + std::to_string(strength)});
     const auto p = Pipeline::from_config(c);
     const double t_s = 1e-3 + strength * (s->t_max() - 1e-3);
-    const at::Tensor z = Rng(9).normal({3, 2, 3}, f64);
+    const at::Tensor z = Rng::per_sample({9, 10, 11}).normal({3, 2, 3}, f64);  // sample i: seed 9 + i
     const at::Tensor x_s = s->alpha(t_s) * x_init.unsqueeze(0) + s->sigma(t_s) * z;
     EXPECT_LT((p->initial_noise() - x_s).abs().max().item<double>(), 1e-12) << strength;
     const at::Tensor ref = gaussian_flow(g, x_s, s->alpha(t_s), s->sigma(t_s), s->alpha(1e-3), s->sigma(1e-3));

@@ -13,8 +13,13 @@ namespace scorch {
 // Parses YAML text; a syntax error is a bad-input Error "<source>:<line>:<col>: ...".
 YAML::Node parse_yaml(const std::string& text, const std::string& source);
 
-// Loads `path` (empty: the embedded configs/default.yaml) and applies each
-// override "dotted.key=value", whose value parses as a YAML scalar or flow sequence.
+// The text of a config file: YAML, or the config recorded in a scorch output (a PNG's
+// `scorch` chunk, an .npy's .json record). `what` names the file in errors.
+std::string config_text(const std::string& file, const std::string& what);
+
+// Loads `path` (empty: the embedded configs/default.yaml; a scorch PNG or .json record: the
+// config it was made with) and applies each override "dotted.key=value", whose value parses
+// as a YAML scalar or flow sequence.
 YAML::Node load_config(const std::string& path, const std::vector<std::string>& overrides);
 
 // The same from YAML text (the C API's config_yaml).

@@ -11,7 +11,9 @@
 //          v = damping v + sqrt(1 - damping^2) xi, then leapfrog, no accept step
 // The step sizes scale with sigma_t (sigma_t^2 for the Langevin ones), times a factor that
 // mala and hmc adapt after every accept step towards the target acceptance rate (0.57 for
-// mala, Roberts & Rosenthal 1998; 0.65 for hmc): f <- f exp(acceptance - target). The
+// mala, Roberts & Rosenthal 1998; 0.65 for hmc), each sample by its own acceptance
+// probability a_i = min(1, e^{log ratio_i}): f_i <- f_i exp(a_i - target), so that no sample
+// depends on the others. The
 // factor carries over from step to step, so it grows where the marginal is much wider
 // than sigma_t (at low noise, where sigma_t-sized steps would not mix). `adapt: false`
 // keeps f = 1. mala and hmc need log p_t (Denoiser::log_density).
@@ -43,8 +45,9 @@ void check_corrector(const CorrectorSpec& c, const std::string& where);
 
 // Runs c.steps iterations at time t; returns the corrected x and sets *acceptance to the
 // fraction of accepted proposals (NaN for ula and uhmc, which accept everything).
-// *factor: the adapted step-size factor f, carried from call to call (start at 1).
+// *factor: each sample's adapted step-size factor f_i, float64 [batch], carried from call to
+// call (undefined at the start: all 1).
 at::Tensor run_corrector(SamplerContext& ctx, const CorrectorSpec& c, at::Tensor x, double t, double* acceptance,
-                         double* factor);
+                         at::Tensor* factor);
 
 }  // namespace scorch

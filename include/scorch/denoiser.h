@@ -5,6 +5,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -33,6 +35,15 @@ Prediction from_model_output(PredictionType type, const at::Tensor& out, const a
                              double sigma);
 // The inverse: what a model of the given type would output for this prediction.
 at::Tensor to_model_output(PredictionType type, const Prediction& p, double alpha, double sigma);
+
+// BLAS picks its kernels by the number of rows, and they round differently: OpenBLAS uses
+// matrix-vector and small-matrix kernels below a few rows (measured here: up to 5 rows
+// differ from larger batches, 8 and more agree). Analytic models therefore evaluate a batch
+// of fewer than 16 samples padded to 16 rows (copies of the first), so that sample i's
+// numbers do not depend on the batch size (per-sample reproducibility, bit for bit on this
+// CPU build): f(x, cond) on [rows, ...].
+at::Tensor batch_invariant(const at::Tensor& x, const at::Tensor& cond,
+                           const std::function<at::Tensor(const at::Tensor& x, const at::Tensor& cond)>& f);
 
 class Denoiser {
  public:

@@ -54,10 +54,12 @@ class TokenDenoiser {
 // docs/file_formats.md); validated on load with a dry run.
 std::unique_ptr<TokenDenoiser> load_token_denoiser(const std::string& path, const TokenSpec& spec);
 
-// Exact categorical sampling in float64 (Gumbel-max in its exponential-race form:
-// argmax_j w_j / E_j, E_j ~ Exp(1) from float64 uniforms). probs: [..., K] non-negative
-// weights (need not be normalised); returns [...] int64. Negative weights never win.
+// Exact categorical sampling in float64 by the inverse CDF: one float64 uniform per draw
+// against the float64 cumulative sum. probs: [..., K] non-negative weights (need not be
+// normalised); returns [...] int64. Negative weights never win.
 at::Tensor sample_categorical(const at::Tensor& probs, at::Generator& gen);
+// The same from given uniforms u in [0, 1), float64, shaped as probs with a last dimension of 1.
+at::Tensor sample_categorical(const at::Tensor& probs, const at::Tensor& u);
 // `draws` independent draws [draws] from one distribution probs [K].
 at::Tensor sample_categorical(const at::Tensor& probs, at::Generator& gen, int64_t draws);
 // Uniform(0, 1) float64 numbers.

@@ -15,18 +15,25 @@
 #include "scorch/discrete.h"
 #include "scorch/options.h"
 #include "scorch/registry.h"
+#include "scorch/rng.h"
 
 namespace scorch {
 
 class DiscreteContext {
  public:
-  DiscreteContext(TokenDenoiser& model, const DiscreteSchedule& schedule, uint64_t seed, const Options& options);
+  // rng: per-sample streams (Rng::per_sample: row i of every draw from sequence i's stream,
+  // as the pipeline does) or one stream for the whole batch.
+  DiscreteContext(TokenDenoiser& model, const DiscreteSchedule& schedule, Rng rng, const Options& options);
+  DiscreteContext(TokenDenoiser& model, const DiscreteSchedule& schedule, uint64_t seed, const Options& options)
+      : DiscreteContext(model, schedule, Rng(seed), options) {}
 
   // p(clean token) [b, L, V] in float64 for the rows `rows` of x (all rows if undefined), at
   // times t [B]; temperature, top_k and top_p applied. Counts one model call per row.
   at::Tensor probs(const at::Tensor& x, const at::Tensor& t, const at::Tensor& rows = {});
-  at::Tensor sample(const at::Tensor& probs) { return sample_categorical(probs, gen_); }
-  at::Tensor uniform(at::IntArrayRef sizes) { return uniform64(sizes, gen_); }
+  // A token per row of probs [b, ..., V] (rows: which sequences the b rows are; all when
+  // undefined), and uniforms in [0, 1) of `sizes` (first dimension: rows), in float64.
+  at::Tensor sample(const at::Tensor& probs, const at::Tensor& rows = {});
+  at::Tensor uniform(at::IntArrayRef sizes, const at::Tensor& rows = {}) { return rng_.uniform(sizes, rows); }
 
   const DiscreteSchedule& schedule() const { return schedule_; }
   const TokenSpec& spec() const { return model_.spec(); }
@@ -41,7 +48,7 @@ class DiscreteContext {
  private:
   TokenDenoiser& model_;
   const DiscreteSchedule& schedule_;
-  at::Generator gen_;
+  Rng rng_;
   double temperature_, top_p_;
   int64_t top_k_;
   double t_end_;

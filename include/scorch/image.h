@@ -3,6 +3,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <map>
 #include <string>
 
 namespace scorch {
@@ -12,7 +13,9 @@ bool images_supported();
 
 // samples: [B, C, H, W] with C = 1 or 3, or [B, H, W]. nrow: images per row (0: ceil(sqrt(B))).
 // Written atomically; errors name `what` (e.g. "output.png").
-void write_png_grid(const std::string& path, const at::Tensor& samples, int nrow, const std::string& what);
+// text: tEXt chunks written into the PNG (scorch/provenance.h).
+void write_png_grid(const std::string& path, const at::Tensor& samples, int nrow, const std::string& what,
+                    const std::map<std::string, std::string>& text = {});
 
 // Reads an image file (PNG, JPEG, ...) as grey values in [0, 1], resized to h x w with
 // area interpolation: [h, w] float32. Errors name `what` (e.g. "guidance.terms[0].mask").

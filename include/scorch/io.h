@@ -19,6 +19,8 @@ void write_atomically(const std::string& path, const std::string& what,
 
 // Throws a bad-input Error naming `what` unless `path`'s directory exists and is writable.
 void check_writable(const std::string& path, const std::string& what);
+// Writes text to `path` atomically (write_atomically); errors name `what`.
+void write_text_file(const std::string& path, const std::string& what, const std::string& text);
 
 // NumPy .npy (format 1.0-3.0, little-endian, C order): f4, f8, i8, i4, u1, b1.
 at::Tensor read_npy(const std::string& path);

@@ -52,6 +52,9 @@ class Options {
   bool given(const std::string& name) const;
   // The value as text, for messages ("eta = 0.5").
   const std::string& text(const std::string& name) const;
+  // Every key with its value, given or default, as a YAML mapping (keys in `skip` left out):
+  // the resolved section a provenance record stores.
+  YAML::Node to_yaml(const std::set<std::string>& skip = {}) const;
   // Sets a key to YAML text, checked against its spec (an alias's fixed options).
   void set(const OptionSpec& spec, const std::string& text, const std::string& path);
 
@@ -70,6 +73,7 @@ class Options {
   const Value& at(const std::string& name) const;
   static Value convert(const OptionSpec& spec, const YAML::Node& node, const std::string& key);
   std::map<std::string, Value> values_;
+  std::vector<std::string> order_;  // the schema's order, for to_yaml
 };
 
 // A YAML mapping from key -> YAML text: "inner.name" nests, a flow sequence or mapping

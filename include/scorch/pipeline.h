@@ -44,6 +44,12 @@ class Pipeline {
   // Writes output.png / output.npy (atomically); returns the paths written.
   std::vector<std::string> write_outputs(const GenerateResult& result) const;
 
+  // The resolved config as YAML (every key with its value, per-sample seeds, provenance:
+  // the scorch version and the model's SHA-256), as written into the PNG's `scorch` chunk and
+  // the .npy's .json; `scorch generate --config` of either runs it again.
+  std::string provenance_yaml() const;
+  // One line: sampler, steps, NFE, seeds, batch, model (the PNG's `parameters` chunk).
+  std::string summary(const GenerateResult& result) const;
   const std::vector<int64_t>& sample_shape() const;
   const std::string& sampler_name() const;
 

@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "scorch/brownian.h"
 #include "scorch/denoiser.h"
 #include "scorch/lincomb.h"
 #include "scorch/options.h"
@@ -61,7 +62,9 @@ class SamplerContext {
                  ProgressFn progress = {});
 
   // One model evaluation: counts it and fails with the step number on non-finite output.
-  Prediction denoise(const at::Tensor& x, double t);
+  Prediction denoise(const at::Tensor& x, double t) { return denoise(x, t, cond_); }
+  // The same with other labels (a probe batch that is not the samples: teleport's auto).
+  Prediction denoise(const at::Tensor& x, double t, const at::Tensor& cond);
   // log p_t(x) per sample, from the denoiser (MALA and HMC correctors).
   at::Tensor log_density(const at::Tensor& x, double t) { return model_->log_density(x, t, cond_); }
   Denoiser& model() { return *model_; }
@@ -70,6 +73,11 @@ class SamplerContext {
   int64_t null_label() const { return null_label_; }
   void set_null_label(int64_t label) { null_label_ = label; }
   at::Tensor noise_like(const at::Tensor& x) { return rng_.normal_like(x); }
+  // The noise of a step from t_from to t_to (SDE and ancestral steps): a fresh standard
+  // normal per sample, or, with a Brownian tree installed (config `noise: brownian`), the
+  // increment of each sample's Brownian path over [sigma~(t_from), sigma~(t_to)] (brownian.h).
+  at::Tensor noise_between(const at::Tensor& x, double t_from, double t_to);
+  void set_brownian(std::shared_ptr<const BrownianTree> tree) { brownian_ = std::move(tree); }
   // Uniform(0, 1) numbers shaped like `like`, from the same seeded stream.
   at::Tensor uniform(const at::Tensor& like);
   // Ends step `step` of `total` at time t with state x: runs the hooks in the order they
@@ -95,6 +103,7 @@ class SamplerContext {
   ProgressFn progress_;
   int64_t null_label_ = -1;
   std::vector<std::shared_ptr<StepHook>> hooks_;
+  std::shared_ptr<const BrownianTree> brownian_;
   at::Tensor last_x0_;  // the latest prediction, for progress previews
   bool corrected_ = false;
   int64_t nfe_ = 0;

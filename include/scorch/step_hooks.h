@@ -20,7 +20,7 @@ class CorrectorHook final : public StepHook {
 
  private:
   CorrectorSpec spec_;
-  double factor_ = 1.0;
+  at::Tensor factor_;  // per-sample step-size factors (corrector.h)
 };
 
 // Inpainting by replacement (RePaint without its resampling, Lugmayr et al. 2022): after
@@ -38,7 +38,7 @@ class InpaintHook final : public StepHook {
  private:
   at::Tensor known_, mask_;
   CorrectorSpec corrector_;
-  double factor_ = 1.0;
+  at::Tensor factor_;  // per-sample step-size factors (corrector.h)
 };
 
 // Keeps the state after every step (output.trajectory); the first entry is x_T. Install it

@@ -27,7 +27,7 @@ at::Tensor sample_first_hitting(DiscreteContext& ctx, at::Tensor x, const Option
     const at::Tensor n = masked.sum(1);
     const at::Tensor rows = at::nonzero(n > 0).squeeze(1);
     if (rows.numel() == 0) break;
-    const at::Tensor u = ctx.uniform({rows.size(0)});
+    const at::Tensor u = ctx.uniform({rows.size(0)}, rows);
     auto ta = t.accessor<double, 1>();
     auto ua = u.accessor<double, 1>();
     auto na = n.accessor<int64_t, 1>();
@@ -37,10 +37,10 @@ at::Tensor sample_first_hitting(DiscreteContext& ctx, at::Tensor x, const Option
       ta[r] = ns.inverse_alpha(1.0 - (1.0 - ns.alpha(ta[r])) * std::pow(ua[i], 1.0 / double(na[r])));
     }
     const at::Tensor p = ctx.probs(x, t, rows);                              // [b, L, V]
-    const at::Tensor pick = (ctx.uniform({rows.size(0), x.size(1)}) + 1.0) * masked.index_select(0, rows);
+    const at::Tensor pick = (ctx.uniform({rows.size(0), x.size(1)}, rows) + 1.0) * masked.index_select(0, rows);
     const at::Tensor pos = pick.argmax(1);                                   // one masked position per row
     const at::Tensor pp = p.gather(1, pos.view({-1, 1, 1}).expand({-1, 1, p.size(2)})).squeeze(1);  // [b, V]
-    x.index_put_({rows, pos}, ctx.sample(pp));
+    x.index_put_({rows, pos}, ctx.sample(pp, rows));
   }
   return x;
 }

@@ -12,11 +12,10 @@
 
 namespace scorch {
 
-DiscreteContext::DiscreteContext(TokenDenoiser& model, const DiscreteSchedule& schedule, uint64_t seed,
-                                 const Options& o)
+DiscreteContext::DiscreteContext(TokenDenoiser& model, const DiscreteSchedule& schedule, Rng rng, const Options& o)
     : model_(model),
       schedule_(schedule),
-      gen_(at::detail::createCPUGenerator(seed)),
+      rng_(std::move(rng)),
       temperature_(o.number("temperature")),
       top_p_(o.number("top_p")),
       top_k_(o.integer("top_k")),
@@ -56,6 +55,12 @@ at::Tensor DiscreteContext::probs(const at::Tensor& x, const at::Tensor& t, cons
     p = at::zeros_like(p).scatter_(-1, idx, sorted * keep);
   }
   return p / p.sum(-1, true);
+}
+
+at::Tensor DiscreteContext::sample(const at::Tensor& probs, const at::Tensor& rows) {
+  std::vector<int64_t> shape = probs.sizes().vec();
+  shape.back() = 1;
+  return sample_categorical(probs, rng_.uniform(shape, rows));
 }
 
 at::Tensor discrete_prior(DiscreteContext& ctx, int64_t batch) {

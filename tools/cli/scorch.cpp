@@ -28,6 +28,7 @@
 #include "scorch/gaussian.h"
 #include "scorch/mixture_model.h"
 #include "scorch/pipeline.h"
+#include "scorch/provenance.h"
 
 namespace {
 
@@ -254,6 +255,10 @@ int main(int argc, char** argv) {
   gen->add_option("--threads", threads, "CPU threads (default: all cores)")->check(CLI::PositiveNumber);
   app.add_subcommand("samplers", "list every registered sampler (continuous and discrete) with its options");
   bool markdown = false;
+  std::string info_path;
+  app.add_subcommand("info", "print how an output was made: a PNG's scorch metadata or an .npy's .json")
+      ->add_option("file", info_path, "a PNG or .json written by scorch generate")
+      ->required();
   app.add_subcommand("config", "print every config section's keys: type, default, meaning")
       ->add_flag("--markdown", markdown, "as the Markdown tables of docs/configuration.md");
   std::string samples_path, labels_path, classifier_path = "models/fmnist_classifier.pt", reference = "test";
@@ -310,6 +315,20 @@ int main(int argc, char** argv) {
     at::set_num_threads(threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency())));
     if (app.got_subcommand("samplers")) {
       print_samplers();
+      return 0;
+    }
+    if (app.got_subcommand("info")) {
+      if (scorch::is_png_file(info_path)) {
+        const auto chunks = scorch::png_text_chunks(info_path, "info");
+        if (!chunks.count("scorch"))
+          scorch::bad_input("info: '" + info_path + "' is a PNG without scorch metadata (not written by scorch generate)");
+        if (chunks.count("parameters")) std::printf("# %s\n", chunks.at("parameters").c_str());
+        std::printf("%s", chunks.at("scorch").c_str());
+      } else if (info_path.size() > 5 && info_path.compare(info_path.size() - 5, 5, ".json") == 0) {
+        std::printf("%s", scorch::provenance_json_config(info_path, "info").c_str());
+      } else {
+        scorch::bad_input("info: expected a PNG or an .npy's .json written by scorch generate, got '" + info_path + "'");
+      }
       return 0;
     }
     if (app.got_subcommand("config")) {
