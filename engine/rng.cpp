@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <mutex>
+
 #include "scorch/error.h"
 
 namespace scorch {
@@ -56,7 +58,16 @@ at::Tensor Rng::normal_like(const at::Tensor& like, const at::Tensor& rows) {
 }
 
 at::Tensor Rng::uniform(at::IntArrayRef sizes, const at::Tensor& rows) {
-  return draw(sizes, at::kDouble, rows, [](at::Tensor& t, at::Generator& g) { t.uniform_(0.0, 1.0, g); });
+  if (!per_sample_)
+    return draw(sizes, at::kDouble, rows, [](at::Tensor& t, at::Generator& g) { t.uniform_(0.0, 1.0, g); });
+  // Per-sample rows are often short (a sequence's tokens): the 53 high bits of the stream's
+  // next 64-bit words, without a tensor op per row.
+  return draw(sizes, at::kDouble, rows, [](at::Tensor& t, at::Generator& g) {
+    auto* gen = at::check_generator<at::CPUGeneratorImpl>(g);
+    std::lock_guard<std::mutex> lock(gen->mutex_);
+    double* p = t.data_ptr<double>();
+    for (int64_t j = 0; j < t.numel(); ++j) p[j] = double(gen->random64() >> 11) * (1.0 / 9007199254740992.0);
+  });
 }
 
 uint64_t noise_stream_seed(uint64_t sample_seed) {

@@ -56,8 +56,8 @@ int run_generate_tokens(const YAML::Node& config, bool quiet) {
   const auto written = pipeline->write_outputs(r);
   for (const auto& line : pipeline->decode(r.tokens)) std::printf("%s\n", line.c_str());
   if (!quiet) {
-    std::fprintf(stderr, "%s: %d steps, %.1f model calls per sequence, %.2fs", pipeline->sampler_name().c_str(),
-                 pipeline->steps(), r.calls, r.seconds);
+    std::fprintf(stderr, "%s: %d steps, %.1f model calls per sequence, sampling %.1f ms", pipeline->sampler_name().c_str(),
+                 pipeline->steps(), r.calls, 1e3 * r.seconds);
     for (const auto& f : written) std::fprintf(stderr, ", wrote %s", f.c_str());
     std::fputc('\n', stderr);
   }
@@ -89,8 +89,8 @@ int run_generate(const std::string& config_path, const std::vector<std::string>&
   const auto written = pipeline->write_outputs(result);
   if (!quiet) {
     for (const auto& line : result.notes) std::fprintf(stderr, "%s\n", line.c_str());
-    std::fprintf(stderr, "%s: %d steps, %lld NFE, %.2fs", pipeline->sampler_name().c_str(), result.steps,
-                 (long long)result.nfe, result.seconds);
+    std::fprintf(stderr, "%s: %d steps, %lld NFE, sampling %.1f ms", pipeline->sampler_name().c_str(), result.steps,
+                 (long long)result.nfe, 1e3 * result.seconds);
     for (const auto& f : written) std::fprintf(stderr, ", wrote %s", f.c_str());
     std::fputc('\n', stderr);
   }
