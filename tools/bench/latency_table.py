@@ -58,7 +58,7 @@ def main():
                           str(args.repeats)] + [str(b) for b in batches],
                          cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\n")[1:]
     rows = {int(l.split()[0]): [float(v) for v in l.split()[1:]] for l in out if l.strip()}
-    lines = [f"Produced by `/usr/bin/python3 tools/bench/latency_table.py --threads {args.threads} --repeats "
+    lines = [f"Produced by `/usr/bin/python3 tools/bench/latency_table.py --dpm-solver DIR --threads {args.threads} --repeats "
              f"{args.repeats}` on {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}: the shipped U-Net, "
              "DPM-Solver++(2M), 10 steps, one class label, warm, median of the repeats, model load excluded. "
              "bare: the 10 TorchScript calls alone (C++, the module as torch::jit::load gives it, whole batch "
