@@ -90,6 +90,19 @@ TEST_F(Cli, GenerateWithNoArgumentsWritesPng) {
 
 // The CLI keeps freed memory for reuse (tools/cli/scorch.cpp, keep_freed_memory); glibc's
 // defaults (SCORCH_SYSTEM_MALLOC=1) must give the same bytes, only slower.
+// The CLI runs CPU networks with TorchScript's plain executor (no profiling runs): the same
+// samples, to the bit, as LibTorch's default profiling executor.
+TEST_F(Cli, PlainExecutorLeavesSamplesBitIdentical) {
+  const std::string args = "generate -q --set output.png= --set batch=10 --set sampler.steps=3 --set output.npy=";
+  ASSERT_EQ(run(args + "plain.npy").status, 0);
+  ASSERT_EQ(std::system(("cd '" + dir_.string() + "' && SCORCH_PROFILING_EXECUTOR=1 '" + kCli + "' " + args +
+                         "profiling.npy")
+                            .c_str()),
+            0);
+  EXPECT_TRUE(at::equal(scorch::read_npy((dir_ / "plain.npy").string()),
+                        scorch::read_npy((dir_ / "profiling.npy").string())));
+}
+
 TEST_F(Cli, AllocatorSettingsLeaveSamplesBitIdentical) {
   const std::string args = "generate -q --set output.png= --set sampler.steps=2 --set output.npy=";
   ASSERT_EQ(run(args + "kept.npy").status, 0);

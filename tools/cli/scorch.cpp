@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
 #include <unistd.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -64,8 +65,23 @@ int run_generate_tokens(const YAML::Node& config, bool quiet) {
   return 0;
 }
 
+// TorchScript's profiling executor spends the first calls of a freshly loaded network
+// profiling and optimising it: at batch 1 the first run of 10 U-Net steps took 61 ms against
+// 31-35 ms warm (tools/bench/bench_latency.cpp), and a CLI run is always a first run. On the
+// CPU it gains nothing afterwards (31.5 ms warm without it), so the CLI runs CPU networks with
+// the plain executor; the samples are bit-identical (tested). SCORCH_PROFILING_EXECUTOR=1
+// keeps LibTorch's default; GPU runs keep it too (its fusers may pay off there).
+void plain_executor_on_cpu(const YAML::Node& config) {
+  const char* keep = std::getenv("SCORCH_PROFILING_EXECUTOR");
+  if (keep && std::string(keep) == "1") return;
+  const YAML::Node device = config["device"];
+  if (device && device.IsScalar() && device.Scalar() == "cuda") return;
+  torch::jit::getProfilingMode() = false;
+}
+
 int run_generate(const std::string& config_path, const std::vector<std::string>& sets, bool quiet) {
   const YAML::Node config = scorch::load_config(config_path, sets);
+  plain_executor_on_cpu(config);
   if (scorch::is_token_config(config)) return run_generate_tokens(config, quiet);
   const auto pipeline = scorch::Pipeline::from_config(config);
   const bool tty = isatty(STDERR_FILENO);
