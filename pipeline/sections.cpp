@@ -228,20 +228,23 @@ TopSpec read_top(const YAML::Node& config) {
   return top;
 }
 
-std::vector<uint64_t> read_seeds(const YAML::Node& seed, int64_t batch) {
-  const Schema one = {{"seed", OptionType::Int, "0", "", {}}}, list = {{"seed", OptionType::IntList, "[]", "", {}}};
+// `key`: one integer (returned alone) or a list of `batch` integers, one per sample.
+static std::vector<int64_t> int_or_list(const YAML::Node& value, const std::string& key, int64_t batch) {
+  const bool list = value.IsSequence();
   YAML::Node wrapped(YAML::NodeType::Map);
-  wrapped["seed"] = seed;
-  std::vector<int64_t> given;
-  if (seed.IsSequence()) {
-    given = Options::read(wrapped, list, "").int_list("seed");
-    if (int64_t(given.size()) != batch)
-      bad_input("seed: " + std::to_string(given.size()) + " seeds for batch " + std::to_string(batch) +
-                "; give one integer or one seed per sample");
-  } else {
-    const int64_t s = Options::read(wrapped, one, "").integer("seed");
-    for (int64_t i = 0; i < batch; ++i) given.push_back(s + i);
-  }
+  wrapped[key] = value;
+  const Options o = Options::read(wrapped, {{key, list ? OptionType::IntList : OptionType::Int, list ? "[]" : "0", "", {}}}, "");
+  if (!list) return {o.integer(key)};
+  if (int64_t(o.int_list(key).size()) != batch)
+    bad_input(key + ": " + std::to_string(o.int_list(key).size()) + " values for batch " + std::to_string(batch) +
+              "; give one integer or one per sample");
+  return o.int_list(key);
+}
+
+std::vector<uint64_t> read_seeds(const YAML::Node& seed, int64_t batch) {
+  std::vector<int64_t> given = int_or_list(seed, "seed", batch);
+  if (!seed.IsSequence())
+    for (int64_t i = 1; i < batch; ++i) given.push_back(given[0] + i);
   std::vector<uint64_t> seeds;
   for (int64_t s : given) {
     if (s < 0) bad_input("seed: expected non-negative integers, got " + std::to_string(s));
@@ -355,18 +358,9 @@ Labels read_cond(const YAML::Node& cond, const Options& mo, bool conditional, in
   } else if (keyword == "null_label") {
     if (null_label < 0) bad_input("cond: null_label needs model.null_label");
     labels.assign(size_t(batch), null_label);
-  } else if (cond.IsSequence()) {
-    Schema list = {{"cond", OptionType::IntList, "[]", "", {}}};
-    YAML::Node wrapped(YAML::NodeType::Map);
-    wrapped["cond"] = cond;
-    labels = Options::read(wrapped, list, "").int_list("cond");
-    if (int64_t(labels.size()) != batch)
-      bad_input("cond: " + std::to_string(labels.size()) + " labels for batch " + std::to_string(batch));
   } else {
-    Schema one = {{"cond", OptionType::Int, "0", "", {}}};
-    YAML::Node wrapped(YAML::NodeType::Map);
-    wrapped["cond"] = cond;
-    labels.assign(size_t(batch), Options::read(wrapped, one, "").integer("cond"));
+    labels = int_or_list(cond, "cond", batch);
+    if (!cond.IsSequence()) labels.assign(size_t(batch), labels[0]);
   }
   for (int64_t l : labels)
     if (l < 0 || (k > 0 && l >= k && l != null_label))

@@ -127,6 +127,8 @@ TEST(Teleport, BadOptions) {
   bad({{"gaussian", c.path}, {"t_skip", "0.3"}, {"inner.etaa", "1"}});
   bad({{"gaussian", c.path}, {"t_skip", "0.3"}, {"inner.steps", "5"}});     // the grid is the wrapper's
   bad({{"gaussian", c.path}, {"t_skip", "0.3"}, {"inner.skip_type", "karras"}});
+  bad({{"gaussian", c.path}, {"auto", "true"}, {"probe_steps", "0"}});
+  bad({{"gaussian", c.path}, {"auto", "true"}, {"auto_probe", "0"}});
   bad({{"gaussian", "/nonexistent.safetensors"}, {"t_skip", "0.3"}});
   const GaussianModel small = testing::random_gaussian(4, 4, 1);
   save_gaussian(c.path, small);

@@ -66,10 +66,9 @@ int run_generate_tokens(const YAML::Node& config, bool quiet) {
 }
 
 // TorchScript's profiling executor spends the first calls of a freshly loaded network
-// profiling and optimising it: at batch 1 the first run of 10 U-Net steps took 61 ms against
-// 31-35 ms warm (tools/bench/bench_latency.cpp), and a CLI run is always a first run. On the
-// CPU it gains nothing afterwards (31.5 ms warm without it), so the CLI runs CPU networks with
-// the plain executor; the samples are bit-identical (tested). SCORCH_PROFILING_EXECUTOR=1
+// profiling and optimising it, and a CLI run is always a first run: with the plain executor
+// sampling takes 0.56x the time at batch 1, 0.98x at 64 (tools/bench/bench_executor.sh), with
+// bit-identical samples (tested), so the CLI runs CPU networks with it. SCORCH_PROFILING_EXECUTOR=1
 // keeps LibTorch's default; GPU runs keep it too (its fusers may pay off there).
 void plain_executor_on_cpu(const YAML::Node& config) {
   const char* keep = std::getenv("SCORCH_PROFILING_EXECUTOR");
