@@ -67,7 +67,7 @@ int run_generate_tokens(const YAML::Node& config, bool quiet) {
 
 // TorchScript's profiling executor spends the first calls of a freshly loaded network
 // profiling and optimising it, and a CLI run is always a first run: with the plain executor
-// sampling takes 0.56x the time at batch 1, 0.98x at 64 (tools/bench/bench_executor.sh), with
+// sampling takes 0.55x the time at batch 1, 0.96x at 64 (tools/bench/bench_small_batch.sh), with
 // bit-identical samples (tested), so the CLI runs CPU networks with it. SCORCH_PROFILING_EXECUTOR=1
 // keeps LibTorch's default; GPU runs keep it too (its fusers may pay off there).
 void plain_executor_on_cpu(const YAML::Node& config) {
