@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include "scorch/error.h"
+#include "scorch/schedule.h"
 
 namespace scorch {
 
@@ -11,7 +12,8 @@ PredictionType parse_prediction_type(const std::string& name) {
   if (name == "x0") return PredictionType::X0;
   if (name == "v") return PredictionType::V;
   if (name == "score") return PredictionType::Score;
-  bad_input("model.prediction: expected eps | x0 | v | score, got '" + name + "'");
+  if (name == "velocity") return PredictionType::Velocity;
+  bad_input("model.prediction: expected eps | x0 | v | score | velocity, got '" + name + "'");
 }
 
 std::string to_string(PredictionType type) {
@@ -20,12 +22,13 @@ std::string to_string(PredictionType type) {
     case PredictionType::X0: return "x0";
     case PredictionType::V: return "v";
     case PredictionType::Score: return "score";
+    case PredictionType::Velocity: return "velocity";
   }
   return "?";
 }
 
 Prediction from_model_output(PredictionType type, const at::Tensor& out, const at::Tensor& x, double alpha,
-                             double sigma) {
+                             double sigma, double d_alpha, double d_sigma) {
   Prediction p;
   switch (type) {
     case PredictionType::Eps:
@@ -46,16 +49,31 @@ Prediction from_model_output(PredictionType type, const at::Tensor& out, const a
       p.eps = -sigma * out;
       p.x0 = (x + (sigma * sigma) * out) / alpha;
       break;
+    case PredictionType::Velocity: {
+      const double d = alpha * d_sigma - sigma * d_alpha;
+      if (!(d != 0.0)) bad_input("model.prediction: velocity needs the schedule's d alpha/dt and d sigma/dt");
+      p.x0 = (d_sigma * x - sigma * out) / d;
+      p.eps = (alpha * out - d_alpha * x) / d;
+      break;
+    }
   }
   return p;
 }
 
-at::Tensor to_model_output(PredictionType type, const Prediction& p, double alpha, double sigma) {
+Prediction from_model_output(PredictionType type, const at::Tensor& out, const at::Tensor& x, const Schedule& schedule,
+                             double t) {
+  return from_model_output(type, out, x, schedule.alpha(t), schedule.sigma(t), schedule.d_alpha(t),
+                           schedule.d_sigma(t));
+}
+
+at::Tensor to_model_output(PredictionType type, const Prediction& p, double alpha, double sigma, double d_alpha,
+                           double d_sigma) {
   switch (type) {
     case PredictionType::Eps: return p.eps;
     case PredictionType::X0: return p.x0;
     case PredictionType::V: return alpha * p.eps - sigma * p.x0;
     case PredictionType::Score: return p.eps / (-sigma);
+    case PredictionType::Velocity: return d_alpha * p.x0 + d_sigma * p.eps;
   }
   return p.eps;
 }

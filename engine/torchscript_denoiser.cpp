@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <torch/script.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #ifdef _OPENMP
@@ -24,13 +25,14 @@ TimeInput parse_time_input(const std::string& name) {
   bad_input("model.time_input: expected t | index | sigma, got '" + name + "'");
 }
 
+int64_t cpu_chunk_size(int64_t batch) {
+  return std::clamp<int64_t>((batch + 1) / 2, 2, 16);
+}
+
 double model_time(TimeInput input, const Schedule& schedule, double t) {
   switch (input) {
     case TimeInput::T: return t;
-    case TimeInput::Index: {
-      const double n = schedule.num_train_steps();
-      return (t - 1.0 / n) * n;
-    }
+    case TimeInput::Index: return schedule.timestep(t);
     case TimeInput::Sigma: return schedule.ve_sigma(t);
   }
   return t;
@@ -65,28 +67,28 @@ class TorchScriptDenoiser final : public Denoiser {
     if (out.sizes() != x.sizes())
       bad_input("model '" + spec_.path + "': forward returned shape " + shape_string(out.sizes()) +
                 " for input " + shape_string(x.sizes()));
-    return from_model_output(spec_.prediction, out.to(x.scalar_type()), x, sched_->alpha(t), sched_->sigma(t));
+    return from_model_output(spec_.prediction, out.to(x.scalar_type()), x, *sched_, t);
   }
 
-  // On the CPU the batch is cut into chunks of a fixed size (model.max_batch, default
-  // kCpuChunk) that run in parallel, each on one thread: oneDNN's convolutions split
-  // their reductions by thread count, so a whole-batch call is not reproducible across
-  // --threads, while a chunk on one thread is. On other devices: sequential chunks when
-  // max_batch is set, else one call.
-  static constexpr int64_t kCpuChunk = 16;
+  // On the CPU (cpu_parallel: chunks) the batch is cut into chunks whose size depends on
+  // the batch alone (model.max_batch, else cpu_chunk_size) that run in parallel, each on one
+  // thread: oneDNN's convolutions split their reductions by thread count, so a call on
+  // several threads is not reproducible across --threads, while a chunk on one thread is.
+  // With intra_op, and on other devices: sequential chunks when max_batch is set, else one
+  // call, with LibTorch's own threads inside.
   at::Tensor chunked_forward(const at::Tensor& x, double t, const at::Tensor& cond) {
-    const bool cpu = x.device().is_cpu();
-    const int64_t chunk = spec_.max_batch > 0 ? spec_.max_batch : (cpu ? kCpuChunk : x.size(0));
+    const bool chunks = x.device().is_cpu() && !spec_.intra_op;
+    const int64_t chunk = spec_.max_batch > 0 ? spec_.max_batch : (chunks ? cpu_chunk_size(x.size(0)) : x.size(0));
     const int64_t count = (x.size(0) + chunk - 1) / chunk;
-    if (count <= 1 && !cpu) return forward(x, t, cond);
+    if (count <= 1 && !chunks) return forward(x, t, cond);
     std::vector<at::Tensor> parts(static_cast<size_t>(count));
     const auto run = [&](int64_t i) {
       const int64_t n = std::min(chunk, x.size(0) - i * chunk);
       parts[size_t(i)] = forward(x.narrow(0, i * chunk, n), t, cond.defined() ? cond.narrow(0, i * chunk, n) : cond);
     };
 #ifdef _OPENMP
-    if (cpu && at::get_num_threads() > 1) {
-      // No more threads than chunks: with one chunk (a batch of up to 16) a team of idle
+    if (chunks && at::get_num_threads() > 1) {
+      // No more threads than chunks: with one chunk (a batch of 1 or 2) a team of idle
       // threads only waits at the barrier, which cost 1.5x at batch 1 (0.09 s against 0.06 s
       // for 10 U-Net steps). A team of one still sets its thread count to 1 below, so each
       // chunk runs single-threaded, as with --threads 1.
@@ -97,6 +99,11 @@ class TorchScriptDenoiser final : public Denoiser {
       std::exception_ptr error;
 #pragma omp parallel for num_threads(threads) schedule(static)
       for (int64_t i = 0; i < count; ++i) {
+        // ATen sets a thread's OpenMP thread count to --threads on the thread's first ATen
+        // call (lazy_init_num_threads): make that call first, or it would undo the 1 below on a
+        // fresh worker, and ATen would then pick oneDNN over its own kernels for convolutions
+        // of fewer than 16 samples, which round differently from the --threads 1 run.
+        (void)at::get_num_threads();
         omp_set_num_threads(1);
         try {
           c10::InferenceMode guard;

@@ -86,10 +86,13 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
   m.batch = top.batch;
   m.options = at::TensorOptions().dtype(top.dtype).device(top.device);
   YAML::Node schedule_resolved;
-  m.schedule = read_schedule(config["schedule"], &schedule_resolved);
-
   const YAML::Node model = config["model"];
   if (!model || !model.IsMap()) bad_input("model: missing; expected model.type and model.path");
+  std::vector<int64_t> shape;  // for flow's dynamic shift; model.shape is validated with the model
+  if (model["shape"] && model["shape"].IsSequence())
+    for (const auto& v : model["shape"]) shape.push_back(v.IsScalar() ? std::atoll(v.Scalar().c_str()) : 0);
+  m.schedule = read_schedule(config["schedule"], &schedule_resolved, shape);
+
   LoadedModel loaded = read_model(model, "model", m.schedule, top.dtype, top.device);
   m.denoiser = std::move(loaded.denoiser);
   const Options& mo = loaded.options;
@@ -305,7 +308,7 @@ GenerateResult Pipeline::generate(const ProgressFn& progress) const {
   SamplerContext ctx(*m.denoiser, *m.schedule, rng, m.cond, progress);
   if (m.brownian) {
     // One path per sample over the run's noise levels, keyed by its noise seed.
-    const double s0 = m.schedule->ve_sigma(m.grid.t.front()), s1 = m.schedule->ve_sigma(m.grid.t.back());
+    const double s0 = ode_time(*m.schedule, m.grid.t.front()), s1 = ode_time(*m.schedule, m.grid.t.back());
     ctx.set_brownian(std::make_shared<BrownianTree>(noise_seeds, std::min(s0, s1), std::max(s0, s1)));
   }
   ctx.set_null_label(m.null_label);

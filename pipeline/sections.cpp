@@ -59,7 +59,7 @@ const Schema& provenance_schema() {
   return s;
 }
 
-const std::vector<std::string> kScheduleTypes = {"vp_linear", "vp_discrete", "vp_cosine", "edm"};
+const std::vector<std::string> kScheduleTypes = {"vp_linear", "vp_discrete", "vp_cosine", "edm", "flow"};
 
 // The keys of each schedule type; `type` comes first in every one.
 const Schema& schedule_schema(const std::string& type) {
@@ -74,11 +74,29 @@ const Schema& schedule_schema(const std::string& type) {
       {"beta_end", OptionType::Number, "0.02", "vp_discrete: last beta", {}},
       {"num_train_steps", OptionType::Int, "1000", "vp_discrete: number of training steps N", {}},
       {"betas", OptionType::NumberList, "[]", "vp_discrete: the betas themselves (instead of beta_schedule)", {}},
-      {"alphas_cumprod", OptionType::NumberList, "[]", "vp_discrete: the cumulative alphas themselves", {}}};
+      {"alphas_cumprod", OptionType::NumberList, "[]", "vp_discrete: the cumulative alphas themselves", {}},
+      {"timestep_spacing", OptionType::String, "",
+       "vp_discrete: diffusers' timestep spacing, the grid of skip_type auto (empty: logSNR)",
+       {"linspace", "leading", "trailing"}},
+      {"rescale_zero_terminal_snr", OptionType::Bool, "false",
+       "vp_discrete: rescale the betas to zero terminal SNR (Lin et al. 2024; needs a v, x0 or velocity model)", {}}};
   static const Schema vp_cosine = {kType, {"s", OptionType::Number, "0.008", "vp_cosine: offset s (Nichol & Dhariwal)", {}}};
   static const Schema edm = {kType,
                              {"sigma_min", OptionType::Number, "0.002", "edm: smallest sigma", {}},
                              {"sigma_max", OptionType::Number, "80", "edm: largest sigma", {}}};
+  static const Schema flow = {
+      kType,
+      {"shift", OptionType::Number, "1", "flow: SD3's time shift t = shift u / (1 + (shift - 1) u)", {}},
+      {"num_train_steps", OptionType::Int, "1000", "flow: N; the network's timestep is N t (time_input: index)", {}},
+      {"use_dynamic_shifting", OptionType::Bool, "false",
+       "flow: Flux's resolution-dependent shift t = e^mu / (e^mu + 1/u - 1) instead of `shift`", {}},
+      {"base_shift", OptionType::Number, "0.5", "flow, dynamic: mu at base_image_seq_len tokens", {}},
+      {"max_shift", OptionType::Number, "1.15", "flow, dynamic: mu at max_image_seq_len tokens", {}},
+      {"base_image_seq_len", OptionType::Int, "256", "flow, dynamic: first point of mu's line", {}},
+      {"max_image_seq_len", OptionType::Int, "4096", "flow, dynamic: second point of mu's line", {}},
+      {"image_seq_len", OptionType::Int, "0",
+       "flow, dynamic: latent tokens; 0: (H/2)(W/2) from model.shape's last two sizes (Flux's 2x2 patches)", {}}};
+  if (type == "flow") return flow;
   if (type == "vp_discrete") return vp_discrete;
   if (type == "vp_cosine") return vp_cosine;
   if (type == "edm") return edm;
@@ -90,10 +108,15 @@ const Schema& model_schema() {
       {"type", OptionType::String, "", "model kind (required)", {"torchscript", "gaussian", "gmm", "empirical"}},
       {"path", OptionType::String, "", "model file (required)", {}},
       {"shape", OptionType::IntList, "[]", "one sample's shape, e.g. [1, 28, 28] (required for torchscript)", {}},
-      {"prediction", OptionType::String, "eps", "what the network outputs", {"eps", "x0", "v", "score"}},
+      {"prediction", OptionType::String, "eps", "what the network outputs (velocity: d x_t / dt, flow models)",
+       {"eps", "x0", "v", "score", "velocity"}},
       {"time_input", OptionType::String, "t", "time argument of the network", {"t", "index", "sigma"}},
       {"rank", OptionType::Int, "0", "gaussian: keep the largest `rank` eigenvalues (0: all)", {}},
       {"max_batch", OptionType::Int, "0", "torchscript: evaluate in chunks of at most this many samples", {}},
+      {"cpu_parallel", OptionType::String, "chunks",
+       "torchscript on CPU: chunks (parallel one-thread chunks, bit-identical for any --threads) or intra_op "
+       "(LibTorch's threads inside each call; faster at small batches, round-off varies with --threads)",
+       {"chunks", "intra_op"}},
       {"dtype", OptionType::String, "", "torchscript: the network's dtype (default: the top-level dtype)",
        {"float32", "float64", "bfloat16", "float16"}},
       {"num_classes", OptionType::Int, "0", "conditional models: number of class labels (for cond: rows)", {}},
@@ -260,7 +283,8 @@ Provenance read_provenance(const YAML::Node& node) {
   return {o.str("scorch_version"), o.str("model_sha256")};
 }
 
-std::shared_ptr<const Schedule> read_schedule(const YAML::Node& node, YAML::Node* resolved) {
+std::shared_ptr<const Schedule> read_schedule(const YAML::Node& node, YAML::Node* resolved,
+                                              const std::vector<int64_t>& sample_shape) {
   std::string type = "vp_linear";
   if (node && node.IsMap() && node["type"] && node["type"].IsScalar()) type = node["type"].Scalar();
   const Options o = Options::read(node, schedule_schema(type), "schedule");  // also checks `type`
@@ -275,13 +299,34 @@ std::shared_ptr<const Schedule> read_schedule(const YAML::Node& node, YAML::Node
   if (type == "vp_linear") return make_vp_linear(o.number("beta_0"), o.number("beta_1"));
   if (type == "vp_cosine") return make_vp_cosine(o.number("s"));
   if (type == "edm") return make_edm(o.number("sigma_min"), o.number("sigma_max"));
+  if (type == "flow") {
+    const int n = int(o.integer("num_train_steps"));
+    if (!o.flag("use_dynamic_shifting")) return make_flow(o.number("shift"), n);
+    if (o.given("shift")) bad_input("schedule.shift: not used with use_dynamic_shifting (mu comes from the tokens)");
+    int64_t tokens = o.integer("image_seq_len");
+    if (tokens == 0) {
+      if (sample_shape.size() < 2)
+        bad_input("schedule.image_seq_len: set it, or model.shape with height and width, for the dynamic shift");
+      tokens = (sample_shape[sample_shape.size() - 2] / 2) * (sample_shape.back() / 2);
+    }
+    if (tokens <= 0) bad_input("schedule.image_seq_len: expected a positive number of tokens");
+    return make_flow_dynamic(flux_mu(double(tokens), double(o.integer("base_image_seq_len")),
+                                     double(o.integer("max_image_seq_len")), o.number("base_shift"),
+                                     o.number("max_shift")),
+                             n);
+  }
   if (o.given("betas") && o.given("alphas_cumprod")) bad_input("schedule: give betas or alphas_cumprod, not both");
-  if (o.given("alphas_cumprod")) return make_vp_discrete(o.number_list("alphas_cumprod"));
-  const std::vector<double> betas =
-      o.given("betas") ? o.number_list("betas")
-                       : make_betas(o.str("beta_schedule"), o.number("beta_start"), o.number("beta_end"),
-                                    int(o.integer("num_train_steps")));
-  return make_vp_discrete(alphas_cumprod_from_betas(betas));
+  const std::string spacing = o.str("timestep_spacing");
+  if (o.given("alphas_cumprod")) {
+    if (o.flag("rescale_zero_terminal_snr"))
+      bad_input("schedule.rescale_zero_terminal_snr: rescales betas; give alphas_cumprod already rescaled instead");
+    return make_vp_discrete(o.number_list("alphas_cumprod"), spacing);
+  }
+  std::vector<double> betas = o.given("betas") ? o.number_list("betas")
+                                               : make_betas(o.str("beta_schedule"), o.number("beta_start"),
+                                                            o.number("beta_end"), int(o.integer("num_train_steps")));
+  if (o.flag("rescale_zero_terminal_snr")) betas = rescale_zero_terminal_snr(betas);
+  return make_vp_discrete(alphas_cumprod_from_betas(betas), spacing);
 }
 
 LoadedModel read_model(const YAML::Node& node, const std::string& path, const std::shared_ptr<const Schedule>& schedule,
@@ -309,6 +354,7 @@ LoadedModel read_model(const YAML::Node& node, const std::string& path, const st
     spec.device = device;
     spec.max_batch = mo.integer("max_batch");
     if (spec.max_batch < 0) bad_input(path + ".max_batch: expected a non-negative integer");
+    spec.intra_op = mo.str("cpu_parallel") == "intra_op";
     out.denoiser = load_torchscript_denoiser(spec, schedule);
   } else if (!mo.str("dtype").empty()) {
     bad_input(path + ".dtype: only torchscript models take a dtype of their own; analytic models run in `dtype`");

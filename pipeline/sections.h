@@ -37,7 +37,10 @@ TopSpec read_top(const YAML::Node& config);
 std::vector<uint64_t> read_seeds(const YAML::Node& seed, int64_t batch);
 
 // resolved (optional): every schedule key with its value, for the provenance record.
-std::shared_ptr<const Schedule> read_schedule(const YAML::Node& node, YAML::Node* resolved = nullptr);
+// sample_shape: one sample's shape (model.shape), from which flow's dynamic shift counts the
+// latent tokens when schedule.image_seq_len is 0.
+std::shared_ptr<const Schedule> read_schedule(const YAML::Node& node, YAML::Node* resolved = nullptr,
+                                              const std::vector<int64_t>& sample_shape = {});
 
 // `provenance:` (written by scorch into every output's config): the scorch version and the
 // model file's SHA-256. A config read back from an output checks the model against it.

@@ -1,8 +1,10 @@
 // DDIM, Euler, Euler ancestral and Heun.
 //
 // Notation (DPM-Solver): a step goes from s = t_i to t = t_{i+1}, h = lambda_t - lambda_s > 0.
-// The k-diffusion samplers work in VE variables x~ = x / alpha and sigma~ = sigma / alpha,
-// where the PF-ODE is dx~/dsigma~ = (x~ - D(x~, sigma~)) / sigma~ = eps.
+// The k-diffusion samplers work in the coordinates of OdeFrame (sampler.h): VE variables
+// x~ = x / alpha and sigma~ = sigma / alpha, where the PF-ODE is dx~/dsigma~ = eps, or on
+// a flow schedule t and x, where dx/dt is the velocity. DDIM and Euler ancestral step from
+// alpha = 0 and to sigma = 0 themselves; Euler and Heun on flow (sampler.h, Endpoints).
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -25,7 +27,9 @@ at::Tensor sample_ddim(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid, 
     const double h = ns.lambda(tt) - ns.lambda(s);
     const Prediction p = ctx.denoise(x, s);
     const double sigma_t = ns.sigma(tt), alpha_t = ns.alpha(tt);
-    if (eta == 0.0) {
+    // The noise-prediction form divides by alpha_s and multiplies sigma_t by e^h: at flow's
+    // endpoints (alpha_s = 0 or sigma_t = 0) only the data form is finite.
+    if (eta == 0.0 && ns.alpha(s) > 0.0 && sigma_t > 0.0) {
       x = lincomb({{std::exp(ns.log_alpha(tt) - ns.log_alpha(s)), x}, {-sigma_t * std::expm1(h), p.eps}});
     } else {
       const double c = eta * sigma_t * std::sqrt(-std::expm1(-2.0 * h));
@@ -39,45 +43,50 @@ at::Tensor sample_ddim(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid, 
 namespace {
 
 // Karras et al. (2022) Alg. 2, lines 4-6: raise the noise level from sigma~ to
-// sigma_hat = sigma~ (1 + gamma) by adding fresh noise. Returns the time of sigma_hat.
-double churn(SamplerContext& ctx, at::Tensor& xv, double t, double sigma, int n, const Options& o,
-             double* sigma_hat) {
+// sigma_hat = sigma~ (1 + gamma) (VE) by adding fresh noise. In x: x_hat = (alpha_hat / alpha) x
+// + alpha_hat sqrt(sigma_hat^2 - sigma~^2) z. Returns the time of sigma_hat.
+double churn(SamplerContext& ctx, at::Tensor& x, double t, int n, const Options& o) {
+  const Schedule& ns = ctx.schedule();
+  const double sigma = ns.ve_sigma(t);
   const double gamma = (o.number("s_tmin") <= sigma && sigma <= o.number("s_tmax"))
                            ? std::min(o.number("s_churn") / n, std::sqrt(2.0) - 1.0)
                            : 0.0;
-  *sigma_hat = sigma * (1.0 + gamma);
-  if (gamma <= 0.0) return t;
-  xv = xv + std::sqrt(*sigma_hat * *sigma_hat - sigma * sigma) * o.number("s_noise") * ctx.noise_like(xv);
-  return ctx.schedule().t_of_ve_sigma(*sigma_hat);
+  if (gamma <= 0.0 || !std::isfinite(sigma)) return t;
+  const double sigma_hat = sigma * (1.0 + gamma), t_hat = ns.t_of_ve_sigma(sigma_hat);
+  const double a = ns.alpha(t_hat);
+  x = lincomb({{a / ns.alpha(t), x},
+               {a * std::sqrt(sigma_hat * sigma_hat - sigma * sigma) * o.number("s_noise"), ctx.noise_like(x)}});
+  return t_hat;
 }
 
 }  // namespace
 
 namespace {
 
-// Karras et al. (2022), Alg. 2 in VE variables: after the churn,
-//   Euler: x~_{i+1} = x~_hat + (sigma~_{i+1} - sigma_hat) eps(x~_hat, sigma_hat)
-//   Heun:  the same predictor x~', then the trapezoidal corrector
-//          x~_{i+1} = x~_hat + (sigma~_{i+1} - sigma_hat) (eps(x~_hat, sigma_hat) + eps(x~', sigma~_{i+1})) / 2.
+// Karras et al. (2022), Alg. 2 in the OdeFrame's y and s (VE: x~ and sigma~; flow: x and t),
+// after the churn, with d = dy/ds:
+//   Euler: y_{i+1} = y_hat + (s_{i+1} - s_hat) d(y_hat, s_hat)
+//   Heun:  the same predictor y', then the trapezoidal corrector
+//          y_{i+1} = y_hat + (s_{i+1} - s_hat) (d(y_hat, s_hat) + d(y', s_{i+1})) / 2,
+//          except into sigma = 0 (flow's t = 0), where Euler is taken (as k-diffusion does).
 at::Tensor karras_alg2(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid, const Options& o, bool heun) {
   const Schedule& ns = ctx.schedule();
+  const OdeFrame f{ns};
   const std::vector<double>& t = grid.t;
   const int n = int(t.size()) - 1;
-  at::Tensor xv = x / ns.alpha(t[0]);
   for (int i = 0; i < n; ++i) {
-    double sigma_hat;
-    const double t_hat = churn(ctx, xv, t[i], ns.ve_sigma(t[i]), n, o, &sigma_hat);
-    const double dt = ns.ve_sigma(t[i + 1]) - sigma_hat;
-    const at::Tensor d = ctx.denoise(ns.alpha(t_hat) * xv, t_hat).eps;
-    if (heun) {
-      const at::Tensor d2 = ctx.denoise(ns.alpha(t[i + 1]) * lincomb({{1.0, xv}, {dt, d}}), t[i + 1]).eps;
-      xv = lincomb({{1.0, xv}, {0.5 * dt, d}, {0.5 * dt, d2}});
-    } else {
-      xv = lincomb({{1.0, xv}, {dt, d}});
+    const double t_hat = churn(ctx, x, t[i], n, o);
+    const double ds = f.s(t[i + 1]) - f.s(t_hat);
+    const at::Tensor y = f.y(x, t_hat);
+    const at::Tensor d = f.dy(ctx.denoise(x, t_hat), t_hat);
+    at::Tensor y_next = lincomb({{1.0, y}, {ds, d}});
+    if (heun && ns.sigma(t[i + 1]) > 0.0) {
+      const at::Tensor d2 = f.dy(ctx.denoise(f.x(y_next, t[i + 1]), t[i + 1]), t[i + 1]);
+      y_next = lincomb({{1.0, y}, {0.5 * ds, d}, {0.5 * ds, d2}});
     }
-    xv = ctx.end_step(i + 1, n, t[i + 1], ns.alpha(t[i + 1]) * xv) / ns.alpha(t[i + 1]);
+    x = ctx.end_step(i + 1, n, t[i + 1], f.x(y_next, t[i + 1]));
   }
-  return ns.alpha(t[n]) * xv;
+  return x;
 }
 
 }  // namespace
@@ -90,25 +99,24 @@ at::Tensor sample_heun(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid, 
   return karras_alg2(ctx, x, grid, o, /*heun=*/true);
 }
 
-// Euler ancestral (k-diffusion): an Euler step down to sigma_down, then fresh
-// noise of size sigma_up, with sigma_up = min(sigma', eta sqrt(sigma'^2 (sigma^2 - sigma'^2) / sigma^2))
-// and sigma_down = sqrt(sigma'^2 - sigma_up^2).
+// Euler ancestral (k-diffusion): an Euler step down to sigma_down, then fresh noise of size
+// sigma_up, with sigma_up = min(sigma', eta sqrt(sigma'^2 (sigma^2 - sigma'^2) / sigma^2)) and
+// sigma_down = sqrt(sigma'^2 - sigma_up^2), in VE sigma. Since sigma'/sigma = e^{-h} there, the
+// same step in x, finite at flow's endpoints, is
+//   x_t = alpha_t x0 + sqrt(sigma_t^2 - c^2) eps + s_noise c z,  c = min(sigma_t, eta sigma_t sqrt(1 - e^{-2h})).
 at::Tensor sample_euler_ancestral(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid, const Options& o) {
   const Schedule& ns = ctx.schedule();
   const std::vector<double>& t = grid.t;
   const double eta = o.number("eta"), s_noise = o.number("s_noise");
   const int n = int(t.size()) - 1;
-  at::Tensor xv = x / ns.alpha(t[0]);
   for (int i = 0; i < n; ++i) {
-    const double sigma = ns.ve_sigma(t[i]), sigma_next = ns.ve_sigma(t[i + 1]);
-    const double sigma_up = std::min(
-        sigma_next, eta * std::sqrt(sigma_next * sigma_next * (sigma * sigma - sigma_next * sigma_next) / (sigma * sigma)));
-    const double sigma_down = std::sqrt(sigma_next * sigma_next - sigma_up * sigma_up);
+    const double h = ns.lambda(t[i + 1]) - ns.lambda(t[i]);
+    const double alpha_t = ns.alpha(t[i + 1]), sigma_t = ns.sigma(t[i + 1]);
+    const double c = std::min(sigma_t, eta * sigma_t * std::sqrt(-std::expm1(-2.0 * h)));
     const Prediction p = ctx.denoise(x, t[i]);
-    xv = xv + (sigma_down - sigma) * p.eps;
-    if (sigma_up > 0.0) xv = xv + sigma_up * s_noise * ctx.noise_between(xv, t[i], t[i + 1]);
-    x = ctx.end_step(i + 1, n, t[i + 1], ns.alpha(t[i + 1]) * xv);
-    xv = x / ns.alpha(t[i + 1]);
+    x = lincomb({{alpha_t, p.x0}, {std::sqrt(sigma_t * sigma_t - c * c), p.eps}});
+    if (c > 0.0) x = x + c * s_noise * ctx.noise_between(x, t[i], t[i + 1]);
+    x = ctx.end_step(i + 1, n, t[i + 1], x);
   }
   return x;
 }
@@ -128,15 +136,15 @@ std::vector<SamplerEntry> ddim_euler_rows() {
   return {
       {"ddim", "DDIM (Song et al. 2021); eta = 0 is DPM-Solver-1. 1 NFE/step",
        {{"eta", OptionType::Number, "0", "stochasticity: 0 deterministic, 1 DDPM-like", {}}},
-       function_sampler(sample_ddim), {}, {"eta"}},
-      {"euler", "Euler on the PF-ODE in sigma = sigma/alpha (k-diffusion). 1 NFE/step", kChurn,
-       function_sampler(sample_euler), {}, {"s_churn"}},
+       function_sampler(sample_ddim, Endpoints::Own), {}, {"eta"}},
+      {"euler", "Euler on the PF-ODE in sigma = sigma/alpha (k-diffusion; on flow: in t, FlowMatchEuler). 1 NFE/step", kChurn,
+       function_sampler(sample_euler, Endpoints::InTime), {}, {"s_churn"}},
       {"euler_ancestral", "Euler with ancestral noise (k-diffusion). 1 NFE/step",
        {{"eta", OptionType::Number, "1", "ancestral noise fraction", {}},
         {"s_noise", OptionType::Number, "1", "scale of the added noise", {}}},
-       function_sampler(sample_euler_ancestral), {}, {"eta"}},
+       function_sampler(sample_euler_ancestral, Endpoints::Own), {}, {"eta"}},
       {"heun", "Heun's 2nd order method (Karras et al. 2022, Alg. 2). 2 NFE/step", kChurn,
-       function_sampler(sample_heun), {}, {"s_churn"}},
+       function_sampler(sample_heun, Endpoints::InTime), {}, {"s_churn"}},
   };
 }
 

@@ -180,6 +180,10 @@ class DpmSolver {
 std::vector<double> inner_fractions(const Schedule& ns, const TimeGrid& grid, double s, double t, int order) {
   GridSpec inner = grid.spec;
   inner.steps = order;
+  // flow_match and the timestep spacings are lists of points, not grids between any two
+  // times; between two of their points they are uniform in (unshifted) time.
+  for (const char* list : {"flow_match", "linspace", "leading", "trailing"})
+    if (inner.skip_type == list) inner.skip_type = "time_uniform";
   inner.t_start = std::max(s, t);
   inner.t_end = std::min(s, t);
   inner.reverse = s < t;

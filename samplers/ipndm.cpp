@@ -1,7 +1,8 @@
 // iPNDM (Zhang & Chen 2023, "Fast Sampling of Diffusion Models with Exponential Integrator",
 // the improved pseudo numerical method of their Sec. 5; ComfyUI's `ipndm`): a linear
-// multistep (Adams-Bashforth) method on the PF-ODE in VE variables x~ = x / alpha,
-// sigma~ = sigma / alpha, where dx~/dsigma~ = eps(x, t). With d_i = eps(x_i, t_i) and
+// multistep (Adams-Bashforth) method on the PF-ODE in the OdeFrame's coordinates: VE
+// variables x~ = x / alpha, sigma~ = sigma / alpha, where dx~/dsigma~ = eps(x, t) (on flow:
+// x and t, with the velocity). With d_i = eps(x_i, t_i) and
 // k = min(max_order, i + 1) (lower orders while the history fills):
 //   x~_{i+1} = x~_i + (sigma~_{i+1} - sigma~_i) sum_j b^k_j d_{i-j},
 //   b^1 = (1), b^2 = (3, -1)/2, b^3 = (23, -16, 5)/12, b^4 = (55, -59, 37, -9)/24,
@@ -25,19 +26,18 @@ at::Tensor sample_ipndm(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid,
   const Schedule& ns = ctx.schedule();
   const std::vector<double>& t = grid.t;
   const int n = grid.steps();
-  at::Tensor xv = x / ns.alpha(t[0]);
+  const OdeFrame f{ns};
   std::deque<at::Tensor> d;  // d_i, d_{i-1}, ...
   for (int i = 0; i < n; ++i) {
-    d.push_front(ctx.denoise(ns.alpha(t[i]) * xv, t[i]).eps);
+    d.push_front(f.dy(ctx.denoise(x, t[i]), t[i]));
     if (int(d.size()) > max_order) d.pop_back();
     const std::vector<double>& bk = b[d.size() - 1];
-    const double h = ns.ve_sigma(t[i + 1]) - ns.ve_sigma(t[i]);
-    std::vector<std::pair<double, at::Tensor>> terms = {{1.0, xv}};
+    const double h = f.s(t[i + 1]) - f.s(t[i]);
+    std::vector<std::pair<double, at::Tensor>> terms = {{1.0, f.y(x, t[i])}};
     for (size_t j = 0; j < d.size(); ++j) terms.emplace_back(h * bk[j], d[j]);
-    xv = lincomb(terms);
-    xv = ctx.end_step(i + 1, n, t[i + 1], ns.alpha(t[i + 1]) * xv) / ns.alpha(t[i + 1]);
+    x = ctx.end_step(i + 1, n, t[i + 1], f.x(lincomb(terms), t[i + 1]));
   }
-  return ns.alpha(t[n]) * xv;
+  return x;
 }
 
 }  // namespace
@@ -45,7 +45,7 @@ at::Tensor sample_ipndm(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid,
 std::vector<SamplerEntry> ipndm_rows() {
   return {{"ipndm", "iPNDM (Zhang & Chen 2023): Adams-Bashforth up to order 4 on eps in VE variables. 1 NFE/step",
            {{"max_order", OptionType::Int, "4", "highest Adams-Bashforth order (1: euler)", {}}},
-           function_sampler(sample_ipndm)}};
+           function_sampler(sample_ipndm, Endpoints::InTime)}};
 }
 
 }  // namespace scorch

@@ -34,9 +34,20 @@ Prediction SamplerContext::denoise(const at::Tensor& x, double t, const at::Tens
   return p;
 }
 
+double ode_time(const Schedule& schedule, double t) {
+  return schedule.integrates_in_time() ? t : schedule.ve_sigma(t);
+}
+
+at::Tensor OdeFrame::y(const at::Tensor& x, double t) const { return ns.integrates_in_time() ? x : x / ns.alpha(t); }
+at::Tensor OdeFrame::x(const at::Tensor& y, double t) const { return ns.integrates_in_time() ? y : ns.alpha(t) * y; }
+
+at::Tensor OdeFrame::dy(const Prediction& p, double t) const {
+  return ns.integrates_in_time() ? lincomb({{ns.d_alpha(t), p.x0}, {ns.d_sigma(t), p.eps}}) : p.eps;
+}
+
 at::Tensor SamplerContext::noise_between(const at::Tensor& x, double t_from, double t_to) {
   if (!brownian_) return rng_.normal_like(x);
-  return brownian_->increment(x.sizes(), x.options(), schedule_.ve_sigma(t_from), schedule_.ve_sigma(t_to));
+  return brownian_->increment(x.sizes(), x.options(), ode_time(schedule_, t_from), ode_time(schedule_, t_to));
 }
 
 at::Tensor SamplerContext::uniform(const at::Tensor& like) {
@@ -45,6 +56,8 @@ at::Tensor SamplerContext::uniform(const at::Tensor& like) {
 }
 
 at::Tensor SamplerContext::end_step(int step, int total, double t, at::Tensor x) {
+  step += step_offset_;
+  if (total > 0) total += extra_steps_;
   step_ = step;
   StepEnd end{step, total, t};
   for (const auto& hook : hooks_) x = hook->after_step(*this, x, end);
@@ -59,7 +72,8 @@ at::Tensor SamplerContext::end_step(int step, int total, double t, at::Tensor x)
 const Schema& grid_options() {
   static const Schema specs = {
       {"steps", OptionType::Int, "20", "number of steps (the time grid has steps + 1 points)", {}},
-      {"skip_type", OptionType::String, "logSNR", "time grid", skip_types()},
+      {"skip_type", OptionType::String, "auto", "time grid (auto: flow_match on flow schedules, else logSNR)",
+       skip_types()},
       {"t_start", OptionType::Number, "-1", "first time of the grid; -1: the schedule's t_max", {}},
       {"t_end", OptionType::Number, "-1", "last time of the grid; -1: the schedule's t_min", {}},
       {"rho", OptionType::Number, "7", "karras grid exponent", {}},
@@ -113,20 +127,63 @@ GridSpec grid_spec(const Options& o) {
 
 namespace {
 
-class FunctionSampler final : public Sampler {
+// Restores the context's step offset when the run ends (or throws).
+class StepOffset {
  public:
-  FunctionSampler(SamplerFn fn, Options o) : fn_(fn), o_(std::move(o)) {}
-  at::Tensor run(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid) override { return fn_(ctx, x, grid, o_); }
+  StepOffset(SamplerContext& ctx, int before, int after) : ctx_(ctx) { ctx.set_step_offset(before, after); }
+  ~StepOffset() { ctx_.set_step_offset(0, 0); }
 
  private:
+  SamplerContext& ctx_;
+};
+
+class FunctionSampler final : public Sampler {
+ public:
+  FunctionSampler(SamplerFn fn, Options o, Endpoints endpoints) : fn_(fn), o_(std::move(o)), endpoints_(endpoints) {}
+  at::Tensor run(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid) override {
+    const Schedule& ns = ctx.schedule();
+    const int n = grid.steps();
+    // An endpoint where logSNR is infinite (an exponential integrator's h would be too).
+    const auto singular = [&](double t) { return ns.alpha(t) == 0.0 || ns.sigma(t) == 0.0; };
+    const bool own = endpoints_ == Endpoints::Own || (endpoints_ == Endpoints::InTime && ns.integrates_in_time());
+    const bool first = !own && singular(grid.t.front()), last = !own && singular(grid.t.back());
+    if (!first && !last) return fn_(ctx, x, grid, o_);
+    int lo = 0, hi = n;
+    if (first) {
+      x = endpoint_step(ctx, x, grid.t[0], grid.t[1], 1, n);
+      lo = 1;
+    }
+    if (last && hi > lo) hi = n - 1;
+    if (hi > lo) {
+      TimeGrid inner = grid;
+      inner.t.assign(grid.t.begin() + lo, grid.t.begin() + hi + 1);
+      inner.spec.steps = hi - lo;
+      inner.spec.t_start = inner.t.front();
+      inner.spec.t_end = inner.t.back();
+      if (inner.spec.reverse) std::swap(inner.spec.t_start, inner.spec.t_end);
+      StepOffset offset(ctx, lo, n - hi);
+      x = fn_(ctx, x, inner, o_);
+    }
+    if (hi < n) x = endpoint_step(ctx, x, grid.t[hi], grid.t[n], n, n);
+    return x;
+  }
+
+ private:
+  // x_t = alpha_t x0 + sigma_t eps (DDIM, first order).
+  static at::Tensor endpoint_step(SamplerContext& ctx, const at::Tensor& x, double s, double t, int step, int total) {
+    const Prediction p = ctx.denoise(x, s);
+    return ctx.end_step(step, total, t, lincomb({{ctx.schedule().alpha(t), p.x0}, {ctx.schedule().sigma(t), p.eps}}));
+  }
+
   SamplerFn fn_;
   Options o_;
+  Endpoints endpoints_;
 };
 
 }  // namespace
 
-std::function<std::unique_ptr<Sampler>(const Options&)> function_sampler(SamplerFn fn) {
-  return [fn](const Options& o) { return std::unique_ptr<Sampler>(new FunctionSampler(fn, o)); };
+std::function<std::unique_ptr<Sampler>(const Options&)> function_sampler(SamplerFn fn, Endpoints endpoints) {
+  return [fn, endpoints](const Options& o) { return std::unique_ptr<Sampler>(new FunctionSampler(fn, o, endpoints)); };
 }
 
 std::unique_ptr<Sampler> make_inner_sampler(const YAML::Node& section, const std::string& path,

@@ -216,6 +216,14 @@ TEST_F(Cli, NpyOutputIsFloat32WithBatchShape) {
   EXPECT_NE(head.find("(3, 1, 28, 28)"), std::string::npos) << head;
 }
 
+// A flow config: the Gaussian's exact velocity network (tests/fixtures), 4 samples, .npy out.
+void write_flow_config(const fs::path& dir) {
+  std::ofstream(dir / "flow.yaml") << "model: {type: torchscript, path: " << kFixtures
+                                   << "/gaussian_velocity.pt, shape: [2, 3], prediction: velocity, time_input: t}\n"
+                                      "schedule: {type: flow}\nsampler: {name: dpmpp_2m, steps: 10}\nbatch: 4\n"
+                                      "output: {npy: out.npy}\n";
+}
+
 TEST_F(Cli, BadInputExitsTwoWithOneLineAndNoOutput) {
   const std::string ts =
       "--set model.type=torchscript --set model.shape=[2,3] --set model.time_input=t --set cond= --set output.npy=out.npy "
@@ -239,6 +247,28 @@ TEST_F(Cli, BadInputExitsTwoWithOneLineAndNoOutput) {
   expect_bad("generate --bogus-flag", "bogus");
   expect_bad("eval --samples missing.npy", "missing.npy");
   expect_bad("eval --samples x.npy --classifier missing.pt", "missing.pt");
+  // flow: a velocity network on the flow schedule, and what is wrong with it
+  write_flow_config(dir_);
+  const std::string flow = "--config flow.yaml ";
+  expect_bad("generate " + flow + "--set schedule.shift=0", "schedule.shift");
+  expect_bad("generate " + flow + "--set schedule.shift=-1", "schedule.shift");
+  expect_bad("generate " + flow + "--set sampler.t_start=1.5", "sampler.t_start");
+  expect_bad("generate " + flow + "--set sampler.skip_type=logSNR", "sampler.skip_type");
+  expect_bad("generate " + flow + "--set schedule.type=rectified", "schedule.type");
+  expect_bad("generate " + flow + "--set model.prediction=flow", "model.prediction");
+  expect_bad("generate " + flow + "--set schedule.use_dynamic_shifting=true --set schedule.shift=3", "schedule.shift");
+  expect_bad("generate " + flow + "--set schedule.type=vp_linear --set sampler.skip_type=flow_match", "flow_match");
+}
+
+// The velocity network on flow runs from t = 1 to t = 0 with every ODE sampler family.
+TEST_F(Cli, FlowVelocityModelRuns) {
+  write_flow_config(dir_);
+  const std::string flow = "generate --config flow.yaml --set schedule.shift=3 --set output.npy=f.npy ";
+  for (const char* name : {"euler", "heun", "dpmpp_2m", "unipc", "dpmpp_2m_sde", "euler_ancestral"}) {
+    const Result r = run(flow + "--set sampler.name=" + name);
+    ASSERT_EQ(r.status, 0) << name << ": " << r.err;
+    EXPECT_TRUE(at::isfinite(scorch::read_npy((dir_ / "f.npy").string())).all().item<bool>()) << name;
+  }
 }
 
 TEST_F(Cli, UnwritableOutputDirectory) {

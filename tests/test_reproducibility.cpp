@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "scorch/torchscript_denoiser.h"
 #include "scorch/config.h"
 #include "scorch/discrete_sampler.h"
 #include "scorch/error.h"
@@ -171,6 +172,27 @@ TEST(Reproducibility, TorchNoiseGeneratorMatchesPython) {
   const auto q = Pipeline::from_config(load_config(kGaussian, {"seed=1234", "batch=3", "output.png="}));
   EXPECT_FALSE(at::equal(q->initial_noise(), x_T));
   EXPECT_THROW(Pipeline::from_config(load_config(kGaussian, {"noise_generator=numpy"})), Error);
+}
+
+// model.cpu_parallel: the default chunks are bit-identical for 1 and 2 threads at every
+// batch size (their size depends on the batch alone); intra_op agrees to float32 round-off.
+TEST(Reproducibility, UnetChunksIgnoreThreadsAndIntraOpAgreesToRoundOff) {
+  EXPECT_EQ(cpu_chunk_size(1), 2);
+  EXPECT_EQ(cpu_chunk_size(5), 3);
+  EXPECT_EQ(cpu_chunk_size(16), 8);
+  EXPECT_EQ(cpu_chunk_size(64), 16);
+  EXPECT_EQ(cpu_chunk_size(1000), 16);
+  const std::vector<std::string> sets = {"sampler.name=dpmpp_2m", "sampler.steps=3", "cond=4"};
+  std::vector<std::string> intra = sets;
+  intra.push_back("model.cpu_parallel=intra_op");
+  for (int64_t batch : {1, 5, 16}) {
+    const at::Tensor one = sample_batch("", sets, batch, 1);
+    EXPECT_TRUE(at::equal(one, sample_batch("", sets, batch, 2))) << "batch " << batch;
+    EXPECT_LT((one - sample_batch("", intra, batch, 2)).abs().max().item<double>(), 1e-4) << "batch " << batch;
+  }
+  std::vector<std::string> bad = sets;
+  bad.push_back("model.cpu_parallel=threads");
+  EXPECT_THROW(sample_batch("", bad, 2), Error);
 }
 
 }  // namespace

@@ -16,8 +16,8 @@ namespace scorch {
 class Schedule;
 
 // What a network's raw output means (config key model.prediction).
-enum class PredictionType { Eps, X0, V, Score };
-PredictionType parse_prediction_type(const std::string& name);  // eps | x0 | v | score
+enum class PredictionType { Eps, X0, V, Score, Velocity };
+PredictionType parse_prediction_type(const std::string& name);  // eps | x0 | v | score | velocity
 std::string to_string(PredictionType type);
 
 struct Prediction {
@@ -31,10 +31,18 @@ struct Prediction {
 //   v:     v = alpha eps - sigma x0   (Salimans & Ho 2022), so with
 //          r = alpha^2 + sigma^2:     x0 = (alpha x - sigma v)/r, eps = (sigma x + alpha v)/r
 //   score: score = -eps / sigma,      eps = -sigma out
+//   velocity: the time derivative of the interpolant, u = alpha' x0 + sigma' eps (flow:
+//          z - x0, the SD3/Flux convention), so with d = alpha sigma' - sigma alpha':
+//          x0 = (sigma' x - sigma u) / d, eps = (alpha u - alpha' x) / d
+// (alpha' = d alpha / dt, sigma' = d sigma / dt; only velocity uses them).
 Prediction from_model_output(PredictionType type, const at::Tensor& out, const at::Tensor& x, double alpha,
-                             double sigma);
+                             double sigma, double d_alpha = 0.0, double d_sigma = 0.0);
+// The same with alpha, sigma and their derivatives taken from the schedule at t.
+Prediction from_model_output(PredictionType type, const at::Tensor& out, const at::Tensor& x, const Schedule& schedule,
+                             double t);
 // The inverse: what a model of the given type would output for this prediction.
-at::Tensor to_model_output(PredictionType type, const Prediction& p, double alpha, double sigma);
+at::Tensor to_model_output(PredictionType type, const Prediction& p, double alpha, double sigma, double d_alpha = 0.0,
+                           double d_sigma = 0.0);
 
 // BLAS picks its kernels by the number of rows, and they round differently: OpenBLAS uses
 // matrix-vector and small-matrix kernels below a few rows (measured here: up to 5 rows

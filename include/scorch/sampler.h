@@ -40,6 +40,21 @@ namespace scorch {
 
 class SamplerContext;
 
+// The coordinates the k-diffusion-style samplers (euler, heun, ipndm) integrate the PF-ODE in,
+// with the time variable s(t) of the Brownian noise too:
+//   VP, EDM (Karras et al. 2022): y = x / alpha, s = sigma / alpha,  dy/ds = eps;
+//   flow (diffusers' FlowMatchEuler/Heun): y = x, s = t, dy/ds = alpha' x0 + sigma' eps
+//   (the velocity, z - x0), finite at both ends t = 1 and t = 0.
+// Euler is DDIM in both (a step exact for constant eps resp. velocity; on flow both hold).
+double ode_time(const Schedule& schedule, double t);
+struct OdeFrame {
+  const Schedule& ns;
+  double s(double t) const { return ode_time(ns, t); }
+  at::Tensor y(const at::Tensor& x, double t) const;
+  at::Tensor x(const at::Tensor& y, double t) const;
+  at::Tensor dy(const Prediction& p, double t) const;
+};
+
 // What a step hook sees of the step just taken; a hook that changes x sets `changed`
 // (multistep samplers then re-evaluate the model instead of reusing a corrector-free value).
 struct StepEnd {
@@ -86,6 +101,12 @@ class SamplerContext {
   at::Tensor end_step(int step, int total, double t, at::Tensor x);
   // Whether a hook changed x at the last end_step.
   bool corrected() const { return corrected_; }
+  // Steps taken outside the sampler's own grid (endpoint steps): end_step reports step +
+  // `before` of total + `before` + `after`.
+  void set_step_offset(int before, int after) {
+    step_offset_ = before;
+    extra_steps_ = before + after;
+  }
   void add_hook(std::shared_ptr<StepHook> hook) { hooks_.push_back(std::move(hook)); }
 
   const Schedule& schedule() const { return schedule_; }
@@ -108,6 +129,7 @@ class SamplerContext {
   bool corrected_ = false;
   int64_t nfe_ = 0;
   int step_ = 0;
+  int step_offset_ = 0, extra_steps_ = 0;
   std::vector<std::string> notes_;
   std::chrono::steady_clock::time_point start_;
 };
@@ -134,7 +156,7 @@ class FunctionDenoiser final : public Denoiser {
   FunctionDenoiser(Fn f, PredictionType type, std::shared_ptr<const Schedule> schedule, std::vector<int64_t> shape)
       : f_(std::move(f)), type_(type), schedule_(std::move(schedule)), shape_(std::move(shape)) {}
   Prediction predict(const at::Tensor& x, double t, const at::Tensor&) override {
-    return from_model_output(type_, f_(x, t), x, schedule_->alpha(t), schedule_->sigma(t));
+    return from_model_output(type_, f_(x, t), x, *schedule_, t);
   }
   std::vector<int64_t> sample_shape() const override { return shape_; }
 
@@ -168,8 +190,19 @@ struct SamplerEntry {
   std::vector<std::string> noise_options = {};
 };
 
-// The row maker for a function sampler.
-std::function<std::unique_ptr<Sampler>(const Options&)> function_sampler(SamplerFn fn);
+// Where logSNR is infinite (flow's t = 1 and t = 0; a zero-terminal-SNR vp_discrete's t = 1):
+// which samplers step there themselves.
+enum class Endpoints {
+  Runner,  // none: the runner takes a first-order step there (below)
+  InTime,  // where the schedule integrates in time (OdeFrame: flow), else the runner
+  Own,     // always (data-form steps: ddim, euler_ancestral)
+};
+// The row maker for a function sampler. A grid that starts or ends where logSNR is infinite
+// gets, unless the sampler steps there itself, a first-order data-prediction step there,
+// x_t = alpha_t x0 + sigma_t eps (finite at both; it returns x0 at t = 0, diffusers'
+// final_sigmas_type "zero"), and the sampler runs on the points in between.
+std::function<std::unique_ptr<Sampler>(const Options&)> function_sampler(SamplerFn fn,
+                                                                         Endpoints endpoints = Endpoints::Runner);
 
 // The explicit registry table (samplers/registry.cpp).
 const Registry<SamplerEntry>& samplers();

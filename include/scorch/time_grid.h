@@ -11,7 +11,11 @@ namespace scorch {
 struct GridSpec {
   // logSNR | time_uniform | time_quadratic (official DPM-Solver, get_time_steps)
   // karras | exponential (k-diffusion, in VE sigma = sigma/alpha)
-  std::string skip_type = "logSNR";
+  // flow_match (diffusers' FlowMatchEulerDiscreteScheduler)
+  // linspace | leading | trailing (diffusers' timestep_spacing, vp_discrete; spaced_timesteps)
+  // auto: the schedule's default (flow_match on flow, schedule.timestep_spacing on
+  // vp_discrete when set, logSNR otherwise)
+  std::string skip_type = "auto";
   int steps = 20;
   double t_start = -1.0;  // < 0: the schedule's t_max
   double t_end = -1.0;    // < 0: the schedule's t_min
@@ -25,7 +29,7 @@ const std::vector<std::string>& skip_types();
 // steps + 1 decreasing times (increasing with spec.reverse). Throws a bad-input Error on an invalid spec.
 std::vector<double> make_time_grid(const Schedule& schedule, const GridSpec& spec);
 
-// A built grid: what a sampler runs on. The pipeline builds it once from the sampler's
+// A built grid: what a sampler runs on (skip_type `auto` resolved). The pipeline builds it once from the sampler's
 // grid keys; `spec` stays with it for the samplers whose update needs points of the same
 // kind between grid points (singlestep DPM-Solver's intermediate fractions).
 struct TimeGrid {

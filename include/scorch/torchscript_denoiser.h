@@ -18,7 +18,7 @@ class Schedule;
 // What the network receives as its time argument (model.time_input).
 enum class TimeInput {
   T,      // continuous t in (0, 1]
-  Index,  // DDPM label (t - 1/N) N, N = the schedule's number of training steps
+  Index,  // the schedule's discrete timestep: DDPM label (t - 1/N) N; flow: N t (SD3)
   Sigma,  // VE noise level sigma(t) / alpha(t)
 };
 TimeInput parse_time_input(const std::string& name);
@@ -32,7 +32,19 @@ struct TorchScriptSpec {
   at::ScalarType dtype = at::kFloat;
   c10::Device device = c10::Device(c10::kCPU);
   int64_t max_batch = 0;  // > 0: evaluate the network in chunks of at most this many samples
+  // CPU only. false (`model.cpu_parallel: chunks`, the default): the batch is cut into chunks
+  // whose size depends on the batch alone, run in parallel with one thread each, so the
+  // output is bit-identical for any --threads. true (`intra_op`): LibTorch's own threads
+  // inside each call, as a bare call makes it; faster at small batches, but the output
+  // then varies with --threads at float32 round-off.
+  bool intra_op = false;
 };
+
+// The CPU chunk size of `cpu_parallel: chunks` for a batch of `batch` samples (no
+// max_batch): half the batch, so that two cores share a small batch, but at least 2 samples
+// per call (a one-sample call costs nearly as much as a two-sample one) and at most 16 (larger
+// calls are slower per sample on one thread; docs/benchmarks.md, "latency").
+int64_t cpu_chunk_size(int64_t batch);
 
 // Loads, moves and freezes the module, then validates it with a one-sample
 // dry run (arity, output shape, finite output): any problem is a bad-input Error.

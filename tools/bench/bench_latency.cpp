@@ -2,9 +2,10 @@
 // shipped U-Net (configs/default.yaml), dpmpp_2m, 10 steps, one class label, at each batch.
 //   bare:   the TorchScript module as a user loads it (torch::jit::load, eval), called
 //           10 times on [batch, 1, 28, 28] with the DDPM index and the labels, warm;
-//   scorch: Pipeline::generate (x_T, the 10 calls, the solver, the checks), warm.
-// Prints one line per batch: batch, bare ms, scorch ms, their ratio (median of `repeats`), and
-// the first (cold) run of the loop after loading the pipeline.
+//   scorch: Pipeline::generate (x_T, the 10 calls, the solver, the checks), warm, with the
+//           default model.cpu_parallel (chunks) and with intra_op.
+// Prints one line per batch: batch, bare ms, scorch ms, their ratio (median of `repeats`), the
+// first (cold) run of the loop after loading the pipeline, then scorch ms and ratio with intra_op.
 // Usage: scorch_bench_latency [threads] [repeats] [batches...]   (tools/bench/latency_table.py)
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -48,10 +49,14 @@ int main(int argc, char** argv) {
   const std::string model_path = scorch::find_input_file("models/fmnist_unet.pt");
   torch::jit::Module module = torch::jit::load(model_path);
   module.eval();
-  std::printf("batch bare_ms scorch_ms ratio cold_ms\n");
+  std::printf("batch bare_ms scorch_ms ratio cold_ms intra_op_ms intra_op_ratio\n");
   for (int64_t b : batches) {
-    const auto p = scorch::Pipeline::from_config(scorch::load_config(
-        "", {"batch=" + std::to_string(b), "cond=3", "output.png=", "sampler.name=dpmpp_2m", "sampler.steps=10"}));
+    const std::vector<std::string> sets = {"batch=" + std::to_string(b), "cond=3", "output.png=",
+                                           "sampler.name=dpmpp_2m", "sampler.steps=10"};
+    std::vector<std::string> intra_sets = sets;
+    intra_sets.push_back("model.cpu_parallel=intra_op");
+    const auto p = scorch::Pipeline::from_config(scorch::load_config("", sets));
+    const auto q = scorch::Pipeline::from_config(scorch::load_config("", intra_sets));
     c10::InferenceMode guard;
     const at::Tensor x = at::randn({b, 1, 28, 28}), label = at::full({b}, 3, at::kLong);
     auto bare = [&] {
@@ -59,11 +64,14 @@ int main(int argc, char** argv) {
         module.forward({x, at::full({b}, 999.0 - 99.0 * k, at::kFloat), label}).toTensor();
     };
     auto loop = [&] { p->generate(); };
+    auto intra = [&] { q->generate(); };
     // cold: the first run after loading (the profiling executor optimises during the first calls)
     const double cold_ms = median_ms(1, loop);
-    for (int w = 0; w < 2; ++w) bare(), loop();
+    for (int w = 0; w < 2; ++w) bare(), loop(), intra();
     const double bare_ms = median_ms(repeats, bare), scorch_ms = median_ms(repeats, loop);
-    std::printf("%lld %.2f %.2f %.3f %.2f\n", (long long)b, bare_ms, scorch_ms, scorch_ms / bare_ms, cold_ms);
+    const double intra_ms = median_ms(repeats, intra);
+    std::printf("%lld %.2f %.2f %.3f %.2f %.2f %.3f\n", (long long)b, bare_ms, scorch_ms, scorch_ms / bare_ms, cold_ms,
+                intra_ms, intra_ms / bare_ms);
     std::fflush(stdout);
   }
   return 0;

@@ -65,15 +65,17 @@ def main():
              "per call); scorch: `Pipeline::generate` in the same process; official: the DPM-Solver "
              "repository's Python loop (dpm_solver_pytorch.py, multistep, logSNR) on the same TorchScript file; "
              "cold: the first scorch run after loading, with LibTorch's profiling executor (the library keeps it, "
-             "the CLI does not).",
+             "the CLI does not); intra_op: scorch with `model.cpu_parallel: intra_op` (LibTorch's threads inside "
+             "each call, as the bare calls; round-off then varies with --threads).",
              "",
              "| batch | bare calls (ms) | scorch loop (ms) | scorch / bare | scorch cold (ms) | official DPM-Solver (ms) "
-             "| official / scorch |",
-             "|---|---|---|---|---|---|---|"]
+             "| official / scorch | scorch intra_op (ms) | intra_op / bare | official / intra_op |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for b in batches:
-        bare, mine, ratio, cold = rows[b]
+        bare, mine, ratio, cold, intra, intra_ratio = rows[b]
         off = official_ms(args.dpm_solver, b, args.threads, args.repeats)
-        lines.append(f"| {b} | {bare:.1f} | {mine:.1f} | {ratio:.2f} | {cold:.1f} | {off:.1f} | {off / mine:.2f} |")
+        lines.append(f"| {b} | {bare:.1f} | {mine:.1f} | {ratio:.2f} | {cold:.1f} | {off:.1f} | {off / mine:.2f} "
+                     f"| {intra:.1f} | {intra_ratio:.2f} | {off / intra:.2f} |")
         print(lines[-1], flush=True)
     update_benchmarks("latency", lines)
 

@@ -28,6 +28,25 @@ class GaussianEps(torch.nn.Module):
         return (x - alpha * x0) / sigma
 
 
+class GaussianVelocity(GaussianEps):
+    """Exact velocity of the same diagonal Gaussian under rectified flow, x_t = (1 - t) x0 + t z
+    (schedule.type: flow, model.prediction: velocity, time_input: t): v = E[z | x_t] - E[x0 | x_t]
+    with V = (1 - t)^2 var + t^2, E[z | x_t] = t (x_t - (1 - t) mean) / V and E[x0 | x_t] =
+    mean + (1 - t) var (x_t - (1 - t) mean) / V, finite at t = 0 and t = 1. The buffers are
+    float64, so a float64 run matches the closed form to round-off."""
+
+    def __init__(self):
+        super().__init__()
+        self.mean = torch.tensor([[0.5, -1.0, 0.25], [2.0, 0.0, -0.5]], dtype=torch.float64)
+        self.var = torch.tensor([[1.0, 0.25, 4.0], [0.5, 2.0, 0.1]], dtype=torch.float64)
+
+    def forward(self, x, t):
+        t = t.view(-1, 1, 1)
+        a = 1.0 - t
+        r = (x - a * self.mean) / (a * a * self.var + t * t)
+        return t * r - (self.mean + a * self.var * r)
+
+
 class GaussianEnergy(GaussianEps):
     """GaussianEps plus energy(x, t) = -log p_t(x) up to a constant: the marginal is
     N(alpha mean, alpha^2 var + sigma^2) per coordinate."""
@@ -164,7 +183,7 @@ def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures"
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)
-    for name, module in [("gaussian_eps", GaussianEps()), ("gaussian_energy", GaussianEnergy()),
+    for name, module in [("gaussian_eps", GaussianEps()), ("gaussian_velocity", GaussianVelocity()), ("gaussian_energy", GaussianEnergy()),
                          ("gmm_classifier", GmmClassifier()), ("uniform_tokens", UniformTokens()), ("tempered_tokens", TemperedTokens()), ("echo_time", EchoTime()), ("echo_cond", EchoCond()),
                          ("wrong_arity", WrongArity()), ("wrong_shape", WrongShape()),
                          ("nan_output", NanOutput()), ("late_nan", LateNan()),

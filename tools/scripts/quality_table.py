@@ -2,7 +2,9 @@
 """Regenerates the sample-quality table of docs/benchmarks.md and the sample grids of
 docs/gallery.md for the Fashion-MNIST model, with `scorch generate` and `scorch eval`.
 
-Rows: every sampler at NFE 5, 10, 20, 50, 1000-step DDIM (the reference row), and two
+Rows: every sampler at NFE 5, 10, 20, 50, 1000-step DDIM (the reference row), the
+rectified-flow model of configs/fmnist_flow.yaml with euler, heun, dpmpp_2m and unipc at
+the same NFE (rows "flow: ...", --flow-samplers), and two
 anchors measured the same way: the training set against the test set (the floor) and
 samples of the analytic Gaussian of the data (a ceiling). Columns: FD in the evaluation
 classifier's feature space, label consistency, k-NN precision and recall, against the
@@ -22,7 +24,7 @@ removed. Quantising to uint8 moves FD by about 0.001 (1000 dpmpp_2m samples: 14.
 14.850 uint8). `--samplers ""` runs only the anchors and the reference.
 
 Usage: /usr/bin/python3 tools/scripts/quality_table.py [--n 10000] [--samplers ddim,dpmpp_2m,...]
-                                                [--max-minutes M] [--build build]
+                                                [--flow-samplers euler,...] [--max-minutes M] [--build build]
 """
 import argparse
 import io
@@ -41,6 +43,8 @@ from update_doc_section import update_benchmarks
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SAMPLERS = ["ddim", "euler", "heun", "dpmpp_2m", "dpmpp_3m", "dpmpp_2s", "dpm_solver_3s", "unipc",
             "dpmpp_2m_sde", "dpmpp_3m_sde", "euler_ancestral"]
+FLOW_SAMPLERS = ["euler", "heun", "dpmpp_2m", "unipc"]
+FLOW_CONFIG = "configs/fmnist_flow.yaml"
 NFES = [5, 10, 20, 50]
 NFE_PER_STEP = {"heun": 2}
 CHUNKED = {"ddim1000": 1000}  # rows made in chunks of this many samples, kept between runs
@@ -60,7 +64,7 @@ def generate(scorch, out_dir, name, n, sets, config="configs/default.yaml"):
            "--set", f"output.npy={npy}"]
     for s in sets:
         cmd += ["--set", s]
-    if config == "configs/default.yaml":
+    if config in ("configs/default.yaml", FLOW_CONFIG):
         cmd += ["--set", f"output.labels={labels}"]
     t0 = time.time()
     run(cmd)
@@ -136,6 +140,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=10000, help="samples per row (a multiple of 10)")
     ap.add_argument("--samplers", default=",".join(SAMPLERS))
+    ap.add_argument("--flow-samplers", default=",".join(FLOW_SAMPLERS), help="samplers of the flow model's rows")
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--no-reference", action="store_true", help="skip the 1000-step DDIM row")
     ap.add_argument("--max-minutes", type=float, default=0, help="start no new row after this many minutes (0: no limit)")
@@ -158,12 +163,25 @@ def main():
             if steps >= 2:
                 rows.append((f"{sampler}{nfe}", sampler, steps * NFE_PER_STEP.get(sampler, 1),
                              ("configs/default.yaml", sampler, steps), nfe))
+    flow_order = [x for x in args.flow_samplers.split(",") if x]
+    for sampler in FLOW_SAMPLERS + [x for x in flow_order if x not in FLOW_SAMPLERS]:
+        for nfe in NFES:
+            steps = nfe // NFE_PER_STEP.get(sampler, 1)
+            if steps >= 2:
+                rows.append((f"flow_{sampler}{nfe}", f"flow: {sampler}", steps * NFE_PER_STEP.get(sampler, 1),
+                             (FLOW_CONFIG, sampler, steps), nfe))
     cache = load_cache()
     start = time.time()
-    def priority(r):  # anchors, then the samplers in --samplers order, the 1000-step reference last
+    def priority(r):  # anchors, the samplers in --samplers order, the flow rows, the 1000-step reference last
         sampler = r[3][1] if r[3] and r[0] != "gaussian" else ""
+        if r[0].startswith("flow_"):
+            return (r[0] == "ddim1000", len(order) + flow_order.index(sampler))
         return (r[0] == "ddim1000", order.index(sampler) if sampler in order else -1)
-    selected = [r for r in rows if r[3] is None or r[0] in ("gaussian", "ddim1000") or r[3][1] in order]
+    def wanted(r):
+        if r[0].startswith("flow_"):
+            return r[3][1] in flow_order
+        return r[3] is None or r[0] in ("gaussian", "ddim1000") or r[3][1] in order
+    selected = [r for r in rows if wanted(r)]
     pending = sorted((r for r in selected if cache.get(r[0], {}).get("n", 0) < args.n), key=priority)
     def out_of_time():
         return args.max_minutes and time.time() - start > 60 * args.max_minutes
@@ -201,7 +219,7 @@ def main():
         f"Produced by `/usr/bin/python3 tools/scripts/quality_table.py --n {args.n}` on {os.cpu_count()} cores "
         f"(rows kept in `docs/quality_rows.json`; sample counts here: {', '.join(map(str, counts))}). "
         "Class-conditional samples (labels 0-9 in equal shares, no guidance), `configs/default.yaml`'s model and "
-        "schedule, seed 0 (the chunked reference: seed i for its chunk i of 1000); metrics by `scorch eval` against the 10k test images in the feature space of "
+        "schedule (the rows \"flow: ...\": `configs/fmnist_flow.yaml`'s rectified-flow model on its flow-matching grid), seed 0 (the chunked reference: seed i for its chunk i of 1000); metrics by `scorch eval` against the 10k test images in the feature space of "
         "`models/fmnist_classifier.pt`. n: samples in the row. Seconds: wall time of `scorch generate`.",
         "",
         "| samples | NFE | n | FD | label consistency | precision | recall | seconds |",
