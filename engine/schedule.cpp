@@ -113,7 +113,11 @@ class VpDiscrete final : public Schedule {
   double t_max() const override { return zero_last_ ? 1.0 : t_.back(); }
   double t_min() const override { return t_.front(); }
   int num_train_steps() const override { return int(t_.size()) + (zero_last_ ? 1 : 0); }
-  std::string default_skip_type() const override { return spacing_.empty() ? "logSNR" : spacing_; }
+  // Zero terminal SNR has lambda = -inf at t = 1, where a logSNR grid cannot start: trailing,
+  // as Lin et al. (2024) pair them.
+  std::string default_skip_type() const override {
+    return !spacing_.empty() ? spacing_ : (zero_last_ ? "trailing" : "logSNR");
+  }
   std::string name() const override { return "vp_discrete"; }
 
  private:

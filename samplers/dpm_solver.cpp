@@ -319,7 +319,7 @@ at::Tensor sample_dpm_solver(SamplerContext& ctx, at::Tensor x, const TimeGrid& 
   const int order = int(o.integer("order"));
   if (order < 1 || order > 3) bad_input("sampler.order: expected 1, 2 or 3, got " + std::to_string(order));
   if (method == "multistep") {
-    if (grid.steps() < order)
+    if (grid.spec.steps < order)  // the configured steps (the runner's endpoint steps may take some)
       bad_input("sampler.steps: multistep order " + std::to_string(order) + " needs steps >= order");
     x = run_multistep(solver, ctx, x, grid, order, o.flag("lower_order_final"));
   } else if (method == "singlestep") {

@@ -157,7 +157,7 @@ class FunctionSampler final : public Sampler {
     if (hi > lo) {
       TimeGrid inner = grid;
       inner.t.assign(grid.t.begin() + lo, grid.t.begin() + hi + 1);
-      inner.spec.steps = hi - lo;
+      // spec.steps stays the configured count: the step-count checks are about the user's steps.
       inner.spec.t_start = inner.t.front();
       inner.spec.t_end = inner.t.back();
       if (inner.spec.reverse) std::swap(inner.spec.t_start, inner.spec.t_end);

@@ -63,7 +63,7 @@ at::Tensor sample_unipc(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid,
   const Schedule& ns = ctx.schedule();
   const int order = int(o.integer("order"));
   if (order < 1 || order > 3) bad_input("sampler.order: expected 1, 2 or 3, got " + std::to_string(order));
-  if (grid.steps() < order) bad_input("sampler.steps: UniPC order " + std::to_string(order) + " needs steps >= order");
+  if (grid.spec.steps < order) bad_input("sampler.steps: UniPC order " + std::to_string(order) + " needs steps >= order");
   const bool data = o.str("algorithm_type") == "data_prediction", bh1 = o.str("variant") == "bh1";
   const std::vector<int64_t> disabled = o.int_list("disable_corrector");
   const std::vector<double>& t = grid.t;

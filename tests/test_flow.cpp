@@ -346,8 +346,8 @@ TEST(Flow, MixtureConvergesToRk4Reference) {
 // samplers approach the exact Gaussian flow map from alpha = 0.
 TEST(Flow, ZeroTerminalSnrStartsAtAlphaZero) {
   std::shared_ptr<const Schedule> sched = make_vp_discrete(
-      alphas_cumprod_from_betas(rescale_zero_terminal_snr(make_betas("scaled_linear", 0.00085, 0.012, 1000))),
-      "trailing");
+      alphas_cumprod_from_betas(rescale_zero_terminal_snr(make_betas("scaled_linear", 0.00085, 0.012, 1000))));
+  EXPECT_EQ(sched->default_skip_type(), "trailing");  // logSNR cannot start at lambda = -inf
   const GaussianModel g = testing::random_gaussian(8, 8, 11);
   auto model = make_gaussian_denoiser(g, sched);
   const at::Tensor x = at::randn({16, 8}, at::detail::createCPUGenerator(12), kF64);

@@ -5,7 +5,8 @@
 //   scorch: Pipeline::generate (x_T, the 10 calls, the solver, the checks), warm, with the
 //           default model.cpu_parallel (chunks) and with intra_op.
 // Prints one line per batch: batch, bare ms, scorch ms, their ratio (median of `repeats`), the
-// first (cold) run of the loop after loading the pipeline, then scorch ms and ratio with intra_op.
+// first (cold) run of the loop after loading the pipeline, then scorch ms and ratio with intra_op,
+// and the start-up: Pipeline::from_config (load, freeze, validate by a dry run), median of `repeats`.
 // Usage: scorch_bench_latency [threads] [repeats] [batches...]   (tools/bench/latency_table.py)
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -49,7 +50,7 @@ int main(int argc, char** argv) {
   const std::string model_path = scorch::find_input_file("models/fmnist_unet.pt");
   torch::jit::Module module = torch::jit::load(model_path);
   module.eval();
-  std::printf("batch bare_ms scorch_ms ratio cold_ms intra_op_ms intra_op_ratio\n");
+  std::printf("batch bare_ms scorch_ms ratio cold_ms intra_op_ms intra_op_ratio startup_ms\n");
   for (int64_t b : batches) {
     const std::vector<std::string> sets = {"batch=" + std::to_string(b), "cond=3", "output.png=",
                                            "sampler.name=dpmpp_2m", "sampler.steps=10"};
@@ -70,8 +71,9 @@ int main(int argc, char** argv) {
     for (int w = 0; w < 2; ++w) bare(), loop(), intra();
     const double bare_ms = median_ms(repeats, bare), scorch_ms = median_ms(repeats, loop);
     const double intra_ms = median_ms(repeats, intra);
-    std::printf("%lld %.2f %.2f %.3f %.2f %.2f %.3f\n", (long long)b, bare_ms, scorch_ms, scorch_ms / bare_ms, cold_ms,
-                intra_ms, intra_ms / bare_ms);
+    const double startup_ms = median_ms(repeats, [&] { scorch::Pipeline::from_config(scorch::load_config("", sets)); });
+    std::printf("%lld %.2f %.2f %.3f %.2f %.2f %.3f %.2f\n", (long long)b, bare_ms, scorch_ms, scorch_ms / bare_ms,
+                cold_ms, intra_ms, intra_ms / bare_ms, startup_ms);
     std::fflush(stdout);
   }
   return 0;

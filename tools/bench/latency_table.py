@@ -66,16 +66,17 @@ def main():
              "repository's Python loop (dpm_solver_pytorch.py, multistep, logSNR) on the same TorchScript file; "
              "cold: the first scorch run after loading, with LibTorch's profiling executor (the library keeps it, "
              "the CLI does not); intra_op: scorch with `model.cpu_parallel: intra_op` (LibTorch's threads inside "
-             "each call, as the bare calls; round-off then varies with --threads).",
+             "each call, as the bare calls; round-off then varies with --threads); start-up: `Pipeline::from_config` "
+             "(load, freeze, validate by a one-sample dry run), reported apart from sampling.",
              "",
              "| batch | bare calls (ms) | scorch loop (ms) | scorch / bare | scorch cold (ms) | official DPM-Solver (ms) "
-             "| official / scorch | scorch intra_op (ms) | intra_op / bare | official / intra_op |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| official / scorch | scorch intra_op (ms) | intra_op / bare | official / intra_op | start-up (ms) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for b in batches:
-        bare, mine, ratio, cold, intra, intra_ratio = rows[b]
+        bare, mine, ratio, cold, intra, intra_ratio, startup = rows[b]
         off = official_ms(args.dpm_solver, b, args.threads, args.repeats)
         lines.append(f"| {b} | {bare:.1f} | {mine:.1f} | {ratio:.2f} | {cold:.1f} | {off:.1f} | {off / mine:.2f} "
-                     f"| {intra:.1f} | {intra_ratio:.2f} | {off / intra:.2f} |")
+                     f"| {intra:.1f} | {intra_ratio:.2f} | {off / intra:.2f} | {startup:.1f} |")
         print(lines[-1], flush=True)
     update_benchmarks("latency", lines)
 

@@ -82,7 +82,10 @@ int run_generate(const std::string& config_path, const std::vector<std::string>&
   const YAML::Node config = scorch::load_config(config_path, sets);
   plain_executor_on_cpu(config);
   if (scorch::is_token_config(config)) return run_generate_tokens(config, quiet);
-  const auto pipeline = scorch::Pipeline::from_config(config);
+  const auto load_start = std::chrono::steady_clock::now();
+  const auto pipeline = scorch::Pipeline::from_config(config);  // load and validate
+  const double load_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - load_start).count();
   const bool tty = isatty(STDERR_FILENO);
   scorch::ProgressFn progress;
   if (!quiet) {
@@ -104,8 +107,8 @@ int run_generate(const std::string& config_path, const std::vector<std::string>&
   const auto written = pipeline->write_outputs(result);
   if (!quiet) {
     for (const auto& line : result.notes) std::fprintf(stderr, "%s\n", line.c_str());
-    std::fprintf(stderr, "%s: %d steps, %lld NFE, sampling %.1f ms", pipeline->sampler_name().c_str(), result.steps,
-                 (long long)result.nfe, 1e3 * result.seconds);
+    std::fprintf(stderr, "%s: %d steps, %lld NFE, start-up %.1f ms, sampling %.1f ms", pipeline->sampler_name().c_str(),
+                 result.steps, (long long)result.nfe, load_ms, 1e3 * result.seconds);
     for (const auto& f : written) std::fprintf(stderr, ", wrote %s", f.c_str());
     std::fputc('\n', stderr);
   }

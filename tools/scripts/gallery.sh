@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates docs/gallery.md: one row per class (labels 0..9, left to right) from the
-# default config's Fashion-MNIST model, for every sampler at 5, 10 and 20 NFE, side by side.
+# default config's Fashion-MNIST model, for every sampler at 5, 10 and 20 NFE, side by side,
+# and the same for the rectified-flow model (configs/fmnist_flow.yaml) with its samplers.
 # Usage: tools/scripts/gallery.sh [build-dir]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -24,6 +25,26 @@ mkdir -p docs/img
       "$scorch" generate -q --set sampler.name=$s --set sampler.steps=$steps --set batch=10 \
         --set output.nrow=10 --set output.png=docs/img/${s}_${nfe}.png
       row="$row ![$s $nfe](img/${s}_${nfe}.png) |"
+    done
+    echo "$row"
+  done
+  echo
+  echo "## The rectified-flow model"
+  echo
+  echo "\`configs/fmnist_flow.yaml\`: the same U-Net trained with the rectified-flow objective"
+  echo "(velocity prediction), on diffusers' flow-matching grid from t = 1 to t = 0, seed 0,"
+  echo "classes 0-9 left to right, no guidance."
+  echo
+  echo "| sampler | 5 NFE | 10 NFE | 20 NFE |"
+  echo "|---|---|---|---|"
+  for s in euler heun dpmpp_2m unipc; do
+    row="| \`$s\` |"
+    for nfe in 5 10 20; do
+      steps=$nfe
+      [ "$s" = heun ] && steps=$((nfe / 2))
+      "$scorch" generate -q --config configs/fmnist_flow.yaml --set sampler.name=$s --set sampler.steps=$steps \
+        --set batch=10 --set output.nrow=10 --set output.png=docs/img/flow_${s}_${nfe}.png
+      row="$row ![flow $s $nfe](img/flow_${s}_${nfe}.png) |"
     done
     echo "$row"
   done
