@@ -64,7 +64,15 @@ class GuidedDenoiser final : public Denoiser {
   Prediction predict(const at::Tensor& x, double t, const at::Tensor& cond) override {
     const double alpha = sched_->alpha(t), sigma = sched_->sigma(t);
     calls_ = 0;
-    at::Tensor eps = guided_eps(x, t, cond);
+    at::Tensor x0;
+    at::Tensor eps = guided_eps(x, t, cond, &x0);
+    if (alpha == 0.0 && g_.compose == GuidanceSpec::Compose::None) {
+      // Pure noise (flow's t = 1, zero terminal SNR): x0 = (x - sigma eps) / alpha is 0/0 there,
+      // so the guided x0 is the same combination of the predictions' x0 as eps is of their eps
+      // (each prediction is affine in the network output). A classifier's log p(c | x_1) does
+      // not depend on x: its gradient is 0.
+      return {x0, eps};
+    }
     if (g_.classifier && g_.classifier_scale != 0.0) {
       eps = eps - g_.classifier_scale * sigma * classifier_grad(x, t, cond);
       ++calls_;
@@ -106,7 +114,8 @@ class GuidedDenoiser final : public Denoiser {
                                u / sched_->alpha(ts[j]) * term.ref_x[j]);
   }
 
-  at::Tensor guided_eps(const at::Tensor& x, double t, const at::Tensor& cond) {
+  // The guided eps; *x0_out gets the same combination of the predictions' x0.
+  at::Tensor guided_eps(const at::Tensor& x, double t, const at::Tensor& cond, at::Tensor* x0_out) {
     const int64_t b = x.size(0);
     Batch batch;
     const size_t base = batch.need(x, cond);
@@ -146,6 +155,7 @@ class GuidedDenoiser final : public Denoiser {
     }
     calls_ += base_->last_calls();
     at::Tensor out = cfg ? eps[uncond] + g_.cfg_scale * (eps[base] - eps[uncond]) : eps[base];
+    at::Tensor out_x0 = cfg ? x0[uncond] + g_.cfg_scale * (x0[base] - x0[uncond]) : x0[base];
     for (const auto& a : active) {
       // A reference term's prediction is carried to x: the noise that would give x the
       // reference's x0, eps_i = (x - alpha x0(x*_t, c_i)) / sigma. (The raw eps(x*_t) holds
@@ -154,10 +164,15 @@ class GuidedDenoiser final : public Denoiser {
       const at::Tensor eps_i = a.term->ref_x.empty()
                                    ? eps[a.i]
                                    : (x - sched_->alpha(t) * x0[a.i]) / sched_->sigma(t);
-      at::Tensor d = a.w * (eps_i - eps[a.r]);
-      if (a.term->mask.defined()) d = d * a.term->mask.to(x.options());
+      at::Tensor d = a.w * (eps_i - eps[a.r]), d_x0 = a.w * (x0[a.i] - x0[a.r]);
+      if (a.term->mask.defined()) {
+        d = d * a.term->mask.to(x.options());
+        d_x0 = d_x0 * a.term->mask.to(x.options());
+      }
       out = out + d;
+      out_x0 = out_x0 + d_x0;
     }
+    *x0_out = out_x0;
     return out;
   }
 

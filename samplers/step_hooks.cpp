@@ -4,8 +4,18 @@
 
 namespace scorch {
 
+namespace {
+
+// Where sigma_t = 0 (flow's t = 0) the marginal is the data itself, the score is undefined and
+// the Langevin and HMC step sizes (proportional to sigma_t^2 and sigma_t) are 0: no correction.
+bool correctable(const SamplerContext& ctx, const CorrectorSpec& spec, double t) {
+  return spec.active(t) && ctx.schedule().sigma(t) > 0.0;
+}
+
+}  // namespace
+
 at::Tensor CorrectorHook::after_step(SamplerContext& ctx, at::Tensor x, StepEnd& step) {
-  if (!spec_.active(step.t)) return x;
+  if (!correctable(ctx, spec_, step.t)) return x;
   step.changed = true;
   return run_corrector(ctx, spec_, x, step.t, &step.acceptance, &factor_);
 }
@@ -14,7 +24,7 @@ at::Tensor InpaintHook::after_step(SamplerContext& ctx, at::Tensor x, StepEnd& s
   const Schedule& ns = ctx.schedule();
   const at::Tensor known_t = ns.alpha(step.t) * known_ + ns.sigma(step.t) * ctx.noise_like(x);
   x = at::lerp(known_t, x, mask_);
-  if (!corrector_.active(step.t)) return x;
+  if (!correctable(ctx, corrector_, step.t)) return x;
   CorrectorSpec one = corrector_;
   one.steps = 1;
   for (int k = 0; k < corrector_.steps; ++k)

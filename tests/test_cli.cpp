@@ -264,11 +264,19 @@ TEST_F(Cli, BadInputExitsTwoWithOneLineAndNoOutput) {
 TEST_F(Cli, FlowVelocityModelRuns) {
   write_flow_config(dir_);
   const std::string flow = "generate --config flow.yaml --set schedule.shift=3 --set output.npy=f.npy ";
-  for (const char* name : {"euler", "heun", "dpmpp_2m", "unipc", "dpmpp_2m_sde", "euler_ancestral"}) {
-    const Result r = run(flow + "--set sampler.name=" + name);
-    ASSERT_EQ(r.status, 0) << name << ": " << r.err;
-    EXPECT_TRUE(at::isfinite(scorch::read_npy((dir_ / "f.npy").string())).all().item<bool>()) << name;
+  for (const std::string extra :
+       {"--set sampler.name=euler", "--set sampler.name=heun", "--set sampler.name=dpmpp_2m", "--set sampler.name=unipc",
+        "--set sampler.name=dpmpp_2m_sde", "--set sampler.name=euler_ancestral", "--set guidance.corrector.type=ula",
+        "--set guidance.corrector.type=uhmc", "--set sampler.name=dpmpp_2m_sde --set noise=brownian"}) {
+    const Result r = run(flow + extra);
+    ASSERT_EQ(r.status, 0) << extra << ": " << r.err;
+    EXPECT_TRUE(at::isfinite(scorch::read_npy((dir_ / "f.npy").string())).all().item<bool>()) << extra;
   }
+  // The shipped flow model with classifier-free guidance.
+  const Result g = run("generate --config configs/fmnist_flow.yaml --set batch=10 --set sampler.steps=3 "
+                       "--set guidance.scale=2 --set output.png= --set output.npy=g.npy");
+  ASSERT_EQ(g.status, 0) << g.err;
+  EXPECT_TRUE(at::isfinite(scorch::read_npy((dir_ / "g.npy").string())).all().item<bool>());
 }
 
 TEST_F(Cli, UnwritableOutputDirectory) {

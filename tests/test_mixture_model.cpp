@@ -34,9 +34,22 @@ void write_gmm(const std::string& path, const at::Tensor& w, const at::Tensor& m
 const Covariance kAllCovariances[] = {Covariance::Isotropic, Covariance::Diagonal, Covariance::LowRank,
                                       Covariance::Full};
 
+// VP (continuous and discrete), EDM and rectified flow (shift 3).
 std::vector<std::shared_ptr<const Schedule>> three_schedules() {
   return {make_vp_linear(), make_vp_discrete(alphas_cumprod_from_betas(make_betas("linear", 1e-4, 0.02, 1000))),
-          make_edm()};
+          make_edm(), make_flow(3.0)};
+}
+
+// Under flow at t = 1 (alpha = 0, pure noise) every covariance type's posterior mean is the
+// prior mean sum_k pi_k mu_k, and the empirical model's the data mean.
+TEST(MixtureModel, PureNoiseGivesThePriorMean) {
+  for (Covariance cov : kAllCovariances) {
+    const GaussianMixture m = testing::random_gmm(cov, 20);
+    const at::Tensor x = at::randn({6, 7}, at::detail::createCPUGenerator(21), f64);
+    const at::Tensor prior = (m.log_weights.exp().unsqueeze(1) * m.means).sum(0);
+    const MixturePosterior p = gmm_posterior(m, x, 0.0, 1.0);
+    EXPECT_LT((p.x0 - prior.expand_as(x)).abs().max().item<double>(), 1e-12) << covariance_name(cov);
+  }
 }
 
 // Every covariance type against the textbook formulas with dense matrices:
