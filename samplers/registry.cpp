@@ -11,6 +11,7 @@ std::vector<SamplerEntry> dpm_solver_rows();   // dpm_solver and its aliases, dp
 std::vector<SamplerEntry> dpmpp_sde_rows();    // dpmpp_2m_sde, dpmpp_3m_sde
 std::vector<SamplerEntry> unipc_rows();        // unipc
 std::vector<SamplerEntry> ipndm_rows();        // ipndm
+std::vector<SamplerEntry> lms_rows();          // lms
 std::vector<SamplerEntry> teleport_rows();     // teleport (wrapper)
 std::vector<SamplerEntry> msg_rows();          // msg (wrapper)
 
@@ -21,6 +22,7 @@ const Registry<SamplerEntry>& samplers() {
       dpmpp_sde_rows,
       unipc_rows,
       ipndm_rows,
+      lms_rows,
       teleport_rows,
       msg_rows,
   });
