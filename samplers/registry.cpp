@@ -6,7 +6,7 @@
 
 namespace scorch {
 
-std::vector<SamplerEntry> ddim_euler_rows();   // ddim, euler, euler_ancestral, heun
+std::vector<SamplerEntry> ddim_euler_rows();   // ddim, euler, euler_ancestral, heun, dpm_2
 std::vector<SamplerEntry> dpm_solver_rows();   // dpm_solver and its aliases, dpm_adaptive
 std::vector<SamplerEntry> dpmpp_sde_rows();    // dpmpp_2m_sde, dpmpp_3m_sde
 std::vector<SamplerEntry> unipc_rows();        // unipc

@@ -54,6 +54,7 @@ void expect_order(const std::string& name, double order, const std::string& skip
 TEST(Samplers, DdimIsFirstOrder) { expect_order("ddim", 1, "logSNR", 40); }
 TEST(Samplers, EulerIsFirstOrder) { expect_order("euler", 1, "logSNR", 40); }
 TEST(Samplers, HeunIsSecondOrder) { expect_order("heun", 2, "logSNR", 40); }
+TEST(Samplers, Dpm2IsSecondOrder) { expect_order("dpm_2", 2, "logSNR", 40); }
 
 TEST(Samplers, Ddim1000LogSnrStepsIsAccurate) {
   GaussianCase c;
