@@ -13,6 +13,12 @@ const std::vector<std::string>& skip_types() {
   return names;
 }
 
+std::string resolve_skip_type(const Schedule& sched, const GridSpec& spec) {
+  if (spec.skip_type != "auto") return spec.skip_type;
+  if (sched.name() == "flow" && !spec.flow_auto.empty()) return spec.flow_auto;
+  return sched.default_skip_type();
+}
+
 std::vector<double> make_time_grid(const Schedule& sched, const GridSpec& spec) {
   const int n = spec.steps;
   if (n <= 0) bad_input("sampler.steps: expected a positive integer, got " + std::to_string(n));
@@ -28,7 +34,7 @@ std::vector<double> make_time_grid(const Schedule& sched, const GridSpec& spec) 
 
   std::vector<double> t(size_t(n) + 1);
   const auto lerp = [n](double a, double b, int i) { return a + (b - a) * double(i) / double(n); };
-  const std::string kind = spec.skip_type == "auto" ? sched.default_skip_type() : spec.skip_type;
+  const std::string kind = resolve_skip_type(sched, spec);
   // Grids spaced in logSNR or VE sigma need both ends finite (flow: 0 < t < 1).
   if ((kind == "logSNR" || kind == "exponential" || kind == "karras") &&
       !(std::isfinite(sched.lambda(t_start)) && std::isfinite(sched.lambda(t_end))))
@@ -91,7 +97,7 @@ std::vector<double> make_time_grid(const Schedule& sched, const GridSpec& spec) 
 
 TimeGrid build_time_grid(const Schedule& schedule, const GridSpec& spec) {
   GridSpec resolved = spec;
-  if (resolved.skip_type == "auto") resolved.skip_type = schedule.default_skip_type();
+  resolved.skip_type = resolve_skip_type(schedule, spec);
   return TimeGrid{resolved, make_time_grid(schedule, resolved)};
 }
 

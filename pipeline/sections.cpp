@@ -382,6 +382,7 @@ SamplerSpec read_sampler(const YAML::Node& node) {
   s.entry = &samplers().find(name);
   s.options = read_sampler_options(*s.entry, node, "sampler");
   s.grid = grid_spec(s.options);
+  s.grid.flow_auto = s.entry->flow_grid;
   return s;
 }
 

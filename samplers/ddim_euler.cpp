@@ -165,17 +165,17 @@ std::vector<SamplerEntry> ddim_euler_rows() {
   return {
       {"ddim", "DDIM (Song et al. 2021); eta = 0 is DPM-Solver-1. 1 NFE/step",
        {{"eta", OptionType::Number, "0", "stochasticity: 0 deterministic, 1 DDPM-like", {}}},
-       function_sampler(sample_ddim, Endpoints::Own), {}, {"eta"}},
+       function_sampler(sample_ddim, Endpoints::Own), {}, {"eta"}, "flow_match"},
       {"euler", "Euler on the PF-ODE in sigma = sigma/alpha (k-diffusion; on flow: in t, FlowMatchEuler). 1 NFE/step", kChurn,
-       function_sampler(sample_euler, Endpoints::InTime), {}, {"s_churn"}},
+       function_sampler(sample_euler, Endpoints::InTime), {}, {"s_churn"}, "flow_match"},
       {"euler_ancestral", "Euler with ancestral noise (k-diffusion). 1 NFE/step",
        {{"eta", OptionType::Number, "1", "ancestral noise fraction", {}},
         {"s_noise", OptionType::Number, "1", "scale of the added noise", {}}},
-       function_sampler(sample_euler_ancestral, Endpoints::Own), {}, {"eta"}},
+       function_sampler(sample_euler_ancestral, Endpoints::Own), {}, {"eta"}, "flow_match"},
       {"heun", "Heun's 2nd order method (Karras et al. 2022, Alg. 2). 2 NFE/step", kChurn,
-       function_sampler(sample_heun, Endpoints::InTime), {}, {"s_churn"}},
+       function_sampler(sample_heun, Endpoints::InTime), {}, {"s_churn"}, "flow_match"},
       {"dpm_2", "DPM-Solver-2 as k-diffusion's sample_dpm_2: a midpoint step at the geometric mean sigma. 2 NFE/step",
-       kChurn, function_sampler(sample_dpm_2, Endpoints::InTime), {}, {"s_churn"}},
+       kChurn, function_sampler(sample_dpm_2, Endpoints::InTime), {}, {"s_churn"}, "flow_match"},
   };
 }
 

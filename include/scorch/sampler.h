@@ -188,6 +188,11 @@ struct SamplerEntry {
   std::map<std::string, std::string> fixed = {};
   // Options that add noise when non-zero: inversion needs them all 0.
   std::vector<std::string> noise_options = {};
+  // The grid of `skip_type: auto` on a flow schedule: time_uniform from t = 1 to 0 for the
+  // solvers that step in logSNR (diffusers' use_flow_sigmas grid, which starts at 1 - 1/N;
+  // its points near t = 0 are not logSNR steps of several units), flow_match
+  // (FlowMatchEuler's) for the samplers that step in t.
+  std::string flow_grid = "time_uniform";
 };
 
 // Where logSNR is infinite (flow's t = 1 and t = 0; a zero-terminal-SNR vp_discrete's t = 1):

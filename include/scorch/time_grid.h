@@ -21,10 +21,15 @@ struct GridSpec {
   double t_end = -1.0;    // < 0: the schedule's t_min
   double rho = 7.0;       // karras only
   bool reverse = false;   // inversion: the same grid from t_end up to t_start
+  // what `auto` is on a flow schedule (the sampler's SamplerEntry::flow_grid); empty: flow_match
+  std::string flow_auto;
 };
 
 // The valid skip_type names, for error messages and `scorch samplers`.
 const std::vector<std::string>& skip_types();
+
+// spec.skip_type with `auto` resolved for this schedule.
+std::string resolve_skip_type(const Schedule& schedule, const GridSpec& spec);
 
 // steps + 1 decreasing times (increasing with spec.reverse). Throws a bad-input Error on an invalid spec.
 std::vector<double> make_time_grid(const Schedule& schedule, const GridSpec& spec);

@@ -33,6 +33,7 @@ inline Run run_sampler(const std::string& name, Denoiser& model, const Schedule&
   const Options o = read_sampler_options(entry, sampler_section(opts), "sampler");
   GridSpec grid = grid_spec(o);
   grid.reverse = reverse;
+  grid.flow_auto = entry.flow_grid;  // as read_sampler does
   Rng rng(seed);
   SamplerContext ctx(model, sched, rng);
   at::Tensor x = entry.make(o)->run(ctx, x_T, build_time_grid(sched, grid));
