@@ -220,7 +220,7 @@ def main():
         f"Produced by `/usr/bin/python3 tools/scripts/quality_table.py --n {args.n}` on {os.cpu_count()} cores "
         f"(rows kept in `docs/quality_rows.json`; sample counts here: {', '.join(map(str, counts))}). "
         "Class-conditional samples (labels 0-9 in equal shares, no guidance), `configs/default.yaml`'s model and "
-        "schedule (the rows \"flow: ...\": `configs/fmnist_flow.yaml`'s rectified-flow model on its flow-matching grid), seed 0 (the chunked reference: seed i for its chunk i of 1000); metrics by `scorch eval` against the 10k test images in the feature space of "
+        "schedule (the rows \"flow: ...\": `configs/fmnist_flow.yaml`'s rectified-flow model on each sampler's default flow grid), seed 0 (the chunked reference: seed i for its chunk i of 1000); metrics by `scorch eval` against the 10k test images in the feature space of "
         "`models/fmnist_classifier.pt`. n: samples in the row. Seconds: wall time of `scorch generate`.",
         "",
         "| samples | NFE | n | FD | label consistency | precision | recall | seconds |",
