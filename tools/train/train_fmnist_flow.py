@@ -13,14 +13,13 @@ Usage: /usr/bin/python3 tools/train/train_fmnist_flow.py [--iters N] [--out mode
 import argparse
 import os
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fmnist_data  # noqa: E402
-from train_fmnist_unet import NULL_LABEL, UNet  # noqa: E402
+from train_fmnist_unet import train  # noqa: E402
 
 
 def main():
@@ -37,41 +36,15 @@ def main():
     torch.set_num_threads(args.threads)
 
     x_all, y_all = fmnist_data.load("train")
-    model = UNet(ch=args.ch)
-    ema = UNet(ch=args.ch)
-    ema.load_state_dict(model.state_dict())
-    for p in ema.parameters():
-        p.requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.iters, pct_start=0.05)
-    print(f"params {sum(p.numel() for p in model.parameters())}, iters {args.iters}, batch {args.batch}", flush=True)
 
-    start, running = time.time(), 0.0
-    for it in range(1, args.iters + 1):
-        idx = torch.randint(0, x_all.shape[0], (args.batch,))
-        x0, y = x_all[idx], y_all[idx].clone()
-        y[torch.rand(args.batch) < 0.1] = NULL_LABEL
-        t = torch.sigmoid(torch.randn(args.batch))  # logit-normal(0, 1)
+    def objective(model, x0, y):
+        """The velocity loss at a logit-normal t."""
+        t = torch.sigmoid(torch.randn(args.batch))
         z = torch.randn_like(x0)
         tt = t.view(-1, 1, 1, 1)
-        xt = (1 - tt) * x0 + tt * z
-        loss = F.mse_loss(model(xt, 1000.0 * t, y), z - x0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            decay = min(0.999, (1 + it) / (10 + it))
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.mul_(decay).add_(pm, alpha=1 - decay)
-        running = 0.98 * running + 0.02 * loss.item() if it > 1 else loss.item()
-        if it % 100 == 0 or it == args.iters:
-            print(f"iter {it} loss {running:.4f} elapsed {time.time() - start:.0f}s", flush=True)
+        return F.mse_loss(model((1 - tt) * x0 + tt * z, 1000.0 * t, y), z - x0)
 
-    torch.jit.save(torch.jit.script(ema.eval()), args.out)
-    print(f"wrote {args.out} ({os.path.getsize(args.out)} bytes), {time.time() - start:.0f}s", flush=True)
-
+    train(args, x_all, y_all, objective)
 
 if __name__ == "__main__":
     main()

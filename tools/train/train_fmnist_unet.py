@@ -117,6 +117,21 @@ def main():
     betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
     abar = torch.cumprod(1 - betas, 0).float()
 
+    def objective(model, x0, y):
+        """The eps-prediction loss at a uniformly drawn DDPM index."""
+        t = torch.randint(0, 1000, (args.batch,))
+        a = abar[t].view(-1, 1, 1, 1)
+        eps = torch.randn_like(x0)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
+        return F.mse_loss(model(xt, t.float(), y), eps)
+
+    train(args, x_all, y_all, objective)
+
+
+def train(args, x_all, y_all, objective):
+    """The training loop both Fashion-MNIST denoisers share (train_fmnist_flow.py too): batches
+    with 10% label dropout, objective(model, x0, labels) -> loss, AdamW with a one-cycle rate,
+    gradient clipping, EMA weights (decay 0.999), then the EMA model exported as TorchScript."""
     model = UNet(ch=args.ch)
     ema = UNet(ch=args.ch)
     ema.load_state_dict(model.state_dict())
@@ -132,11 +147,7 @@ def main():
         idx = torch.randint(0, x_all.shape[0], (args.batch,))
         x0, y = x_all[idx], y_all[idx].clone()
         y[torch.rand(args.batch) < 0.1] = NULL_LABEL
-        t = torch.randint(0, 1000, (args.batch,))
-        a = abar[t].view(-1, 1, 1, 1)
-        eps = torch.randn_like(x0)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
-        loss = F.mse_loss(model(xt, t.float(), y), eps)
+        loss = objective(model, x0, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -150,11 +161,8 @@ def main():
         if it % 100 == 0 or it == args.iters:
             print(f"iter {it} loss {running:.4f} elapsed {time.time() - start:.0f}s", flush=True)
 
-    ema.eval()
-    scripted = torch.jit.script(ema)
-    torch.jit.save(scripted, args.out)
+    torch.jit.save(torch.jit.script(ema.eval()), args.out)
     print(f"wrote {args.out} ({os.path.getsize(args.out)} bytes), {time.time() - start:.0f}s", flush=True)
-
 
 if __name__ == "__main__":
     main()
