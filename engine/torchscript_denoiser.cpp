@@ -3,6 +3,8 @@
 #include <ATen/Parallel.h>
 #include <torch/script.h>
 
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <filesystem>
 
@@ -55,6 +57,39 @@ std::string last_line(const std::string& text) {
   return text.substr(begin == std::string::npos ? 0 : begin + 1, end - (begin == std::string::npos ? 0 : begin + 1) + 1);
 }
 
+// OpenBLAS, which serves LibTorch's matrix products on Debian (libopenblas0-pthread), keeps
+// its own pthread pool sized to the cores and does not see OpenMP's per-thread settings: two
+// one-thread chunks running side by side each started two BLAS threads, four busy threads on
+// two cores yielding to each other, and a batch of 4 took 1.6x the time of the bare call
+// (docs/benchmarks.md, "latency"). This sets the pool's size for one chunked call and puts
+// the old size back; a BLAS without these symbols (MKL, the reference BLAS) is left alone.
+// OpenBLAS splits a product's rows and columns over its threads, never the summed index,
+// so the size does not change the result.
+class BlasThreads {
+ public:
+  // threads 0: leave the pool as it is.
+  explicit BlasThreads(int threads) {
+    if (threads <= 0) return;
+    static const auto get = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+    static const auto set = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+    if (!get || !set) return;
+    const int current = get();
+    if (current == threads) return;
+    set_ = set;
+    saved_ = current;
+    set_(threads);
+  }
+  ~BlasThreads() {
+    if (set_) set_(saved_);
+  }
+  BlasThreads(const BlasThreads&) = delete;
+  BlasThreads& operator=(const BlasThreads&) = delete;
+
+ private:
+  void (*set_)(int) = nullptr;
+  int saved_ = 0;
+};
+
 class TorchScriptDenoiser final : public Denoiser {
  public:
   TorchScriptDenoiser(torch::jit::Module module, TorchScriptSpec spec, std::shared_ptr<const Schedule> sched,
@@ -93,6 +128,9 @@ class TorchScriptDenoiser final : public Denoiser {
       // for 10 U-Net steps). A team of one still sets its thread count to 1 below, so each
       // chunk runs single-threaded, as with --threads 1.
       const int threads = int(std::min<int64_t>(at::get_num_threads(), count));
+      // One BLAS thread per chunk thread, also with one chunk: at a batch of 1, 10 U-Net
+      // steps took 29 ms with two BLAS threads and 27.5 ms with one.
+      const BlasThreads blas(1);
       // Inside an active OpenMP region ATen and oneDNN run nested work on the calling
       // thread; with this task's thread count set to 1 they also plan it as for one
       // thread, so every chunk is computed exactly as with --threads 1.
@@ -117,6 +155,8 @@ class TorchScriptDenoiser final : public Denoiser {
       return count == 1 ? parts[0] : at::cat(parts);
     }
 #endif
+    // --threads 1 means one BLAS thread too.
+    const BlasThreads blas(chunks ? 1 : 0);
     for (int64_t i = 0; i < count; ++i) run(i);
     return count == 1 ? parts[0] : at::cat(parts);
   }

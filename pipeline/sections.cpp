@@ -115,7 +115,7 @@ const Schema& model_schema() {
       {"max_batch", OptionType::Int, "0", "torchscript: evaluate in chunks of at most this many samples", {}},
       {"cpu_parallel", OptionType::String, "chunks",
        "torchscript on CPU: chunks (parallel one-thread chunks, bit-identical for any --threads) or intra_op "
-       "(LibTorch's threads inside each call; faster at small batches, round-off varies with --threads)",
+       "(LibTorch's threads and OpenBLAS's pool inside each call, as a bare call; round-off varies with --threads)",
        {"chunks", "intra_op"}},
       {"dtype", OptionType::String, "", "torchscript: the network's dtype (default: the top-level dtype)",
        {"float32", "float64", "bfloat16", "float16"}},

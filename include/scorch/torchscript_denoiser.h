@@ -33,10 +33,11 @@ struct TorchScriptSpec {
   c10::Device device = c10::Device(c10::kCPU);
   int64_t max_batch = 0;  // > 0: evaluate the network in chunks of at most this many samples
   // CPU only. false (`model.cpu_parallel: chunks`, the default): the batch is cut into chunks
-  // whose size depends on the batch alone, run in parallel with one thread each, so the
-  // output is bit-identical for any --threads. true (`intra_op`): LibTorch's own threads
-  // inside each call, as a bare call makes it; faster at small batches, but the output
-  // then varies with --threads at float32 round-off.
+  // whose size depends on the batch alone, run in parallel with one thread each (OpenBLAS
+  // included), so the output is bit-identical for any --threads. true (`intra_op`):
+  // LibTorch's own threads inside each call, as a bare call makes it; no faster at any
+  // batch here (docs/benchmarks.md, "latency"), and the output then varies with --threads
+  // at float32 round-off.
   bool intra_op = false;
 };
 
