@@ -98,6 +98,7 @@ class GuidedDenoiser final : public Denoiser {
 
   at::Tensor labels_for(const CondSpec& c, const at::Tensor& cond, int64_t b) const {
     if (c.kind == CondSpec::Same) return cond;
+    if (g_.indexed && c.kind == CondSpec::Null) return -cond - 1;
     const int64_t label = c.kind == CondSpec::Null ? g_.null_label : c.label;
     return at::full({b}, label, cond.defined() ? cond.options() : at::TensorOptions().dtype(at::kLong));
   }

@@ -178,7 +178,10 @@ class TorchScriptDenoiser final : public Denoiser {
 
   at::Tensor forward(const at::Tensor& x, double t, const at::Tensor& cond) {
     std::vector<c10::IValue> args = {x.to(spec_.dtype), time_argument(x, t)};
-    if (conditional_) {
+    if (declared()) {
+      if (!cond.defined()) bad_input("model '" + spec_.path + "': declared inputs need a row index per sample");
+      for (auto& a : spec_.inputs->arguments(cond, x.device())) args.push_back(std::move(a));
+    } else if (conditional_) {
       if (!cond.defined()) bad_input("model '" + spec_.path + "' is conditional: set `cond` (class labels)");
       args.emplace_back(cond.to(x.device()));
     }
@@ -197,7 +200,8 @@ class TorchScriptDenoiser final : public Denoiser {
   }
 
   std::vector<int64_t> sample_shape() const override { return spec_.shape; }
-  bool conditional() const override { return conditional_; }
+  bool conditional() const override { return conditional_ || declared(); }
+  bool declared() const { return spec_.inputs && !spec_.inputs->empty(); }
   bool has_log_density() const override { return bool(module_.find_method("energy")); }
 
   // log p_t(x) = -energy(x, t, [cond]), one value per sample.
@@ -242,10 +246,26 @@ std::unique_ptr<Denoiser> load_torchscript_denoiser(const TorchScriptSpec& spec,
   const auto method = module.find_method("forward");
   if (!method) bad_input(what + ": the module has no forward method");
   // The schema's first argument is self.
-  const size_t arity = method->function().getSchema().arguments().size() - 1;
-  if (arity != 2 && arity != 3)
+  const auto& schema_args = method->function().getSchema().arguments();
+  const size_t arity = schema_args.size() - 1;
+  const bool declared = spec.inputs && !spec.inputs->empty();
+  if (declared) {
+    const auto& inputs = spec.inputs->inputs();
+    std::string names = "x, t";
+    for (const auto& in : inputs) names += ", " + in.name;
+    if (arity != 2 + inputs.size())
+      bad_input(what + ": forward takes " + std::to_string(arity) + " arguments; model.inputs declares forward(" + names +
+                ")");
+    // Declared in the module's own order: a swapped pair would be passed silently otherwise.
+    for (size_t k = 0; k < inputs.size(); ++k)
+      if (schema_args[3 + k].name() != inputs[k].name)
+        bad_input(what + ": argument " + std::to_string(k + 3) + " of forward is '" + schema_args[3 + k].name() +
+                  "', but model.inputs[" + std::to_string(k) + "] is '" + inputs[k].name +
+                  "' (declare the inputs by the module's names, in its order)");
+  } else if (arity != 2 && arity != 3) {
     bad_input(what + ": forward takes " + std::to_string(arity) +
-              " arguments; expected forward(x, t) or forward(x, t, cond)");
+              " arguments; expected forward(x, t) or forward(x, t, cond), or declare its extra inputs in model.inputs");
+  }
   module.eval();
   module.to(spec.device, spec.dtype);
   try {
@@ -256,7 +276,7 @@ std::unique_ptr<Denoiser> load_torchscript_denoiser(const TorchScriptSpec& spec,
   } catch (const std::exception&) {
     // Freezing is an optimisation; modules it cannot handle run unfrozen.
   }
-  auto denoiser = std::make_unique<TorchScriptDenoiser>(module, spec, schedule, arity == 3);
+  auto denoiser = std::make_unique<TorchScriptDenoiser>(module, spec, schedule, !declared && arity == 3);
 
   // One-sample dry run: catches a wrong signature, shape or non-finite output now, not mid-run.
   std::vector<int64_t> sizes = {1};

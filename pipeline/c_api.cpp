@@ -174,6 +174,42 @@ scorch_status scorch_pipeline_set_init_image(scorch_pipeline* p, const float* da
   return s;
 }
 
+scorch_status scorch_pipeline_set_input(scorch_pipeline* p, const char* name, const void* data, scorch_dtype dtype,
+                                        int rank, const int64_t* shape, bool negative) {
+  if (!p) return SCORCH_INVALID_ARGUMENT;
+  const auto fail = [p](scorch_status status, const std::string& message) {
+    std::lock_guard<std::mutex> lock(p->error_mutex);
+    p->last_error = "scorch_pipeline_set_input: " + message;
+    return status;
+  };
+  if (!name || !data) return fail(SCORCH_INVALID_ARGUMENT, "name and data must not be NULL");
+  if (rank < 0 || rank > 8 || (rank > 0 && !shape)) return fail(SCORCH_INVALID_ARGUMENT, "rank must be 0..8 with a shape");
+  at::ScalarType type;
+  switch (dtype) {
+    case SCORCH_FLOAT32: type = at::kFloat; break;
+    case SCORCH_FLOAT64: type = at::kDouble; break;
+    case SCORCH_INT64: type = at::kLong; break;
+    case SCORCH_INT32: type = at::kInt; break;
+    default: return fail(SCORCH_INVALID_ARGUMENT, "unknown dtype");
+  }
+  std::vector<int64_t> sizes;
+  for (int i = 0; i < rank; ++i) {
+    if (shape[i] <= 0) return fail(SCORCH_INVALID_ARGUMENT, "shape entries must be positive");
+    sizes.push_back(shape[i]);
+  }
+  if (p->busy.exchange(true)) return fail(SCORCH_BUSY, "this pipeline is generating");
+  std::string message;
+  const scorch_status s = guarded(&message, [&] {
+    p->pipeline->set_input(name, at::from_blob(const_cast<void*>(data), sizes, type).clone(), negative);
+  });
+  {
+    std::lock_guard<std::mutex> lock(p->error_mutex);
+    p->last_error = message;
+  }
+  p->busy = false;
+  return s;
+}
+
 void scorch_cancel(scorch_pipeline* p) {
   if (p) p->cancel = true;
 }

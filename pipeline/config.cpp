@@ -40,14 +40,30 @@ void apply_override(YAML::Node& root, const std::string& assignment) {
   if (!(value.IsScalar() || value.IsSequence() || value.IsNull()))
     bad_input(what + ": the value must be a scalar or a flow sequence");
   YAML::Node node = root;
+  // In a list (model.inputs, guidance.terms) a component is an index: model.inputs.0.file.
+  const auto list_index = [&](const YAML::Node& list, const std::string& part) {
+    const bool digits = part.find_first_not_of("0123456789") == std::string::npos;
+    if (!digits || std::stoull(part) >= list.size())
+      bad_input(what + ": '" + part + "' is not an index of that list (0 to " + std::to_string(list.size() - 1) + ")");
+    return size_t(std::stoull(part));
+  };
   for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    if (node.IsSequence()) {
+      node.reset(node[list_index(node, parts[i])]);
+      continue;
+    }
     YAML::Node child = node[parts[i]];
-    if (child && !child.IsMap() && !child.IsNull())
+    if (child && !child.IsMap() && !child.IsSequence() && !child.IsNull())
       bad_input(what + ": '" + parts[i] + "' is a value, not a section");
+    if (child && child.IsSequence() && child.size() == 0)
+      bad_input(what + ": '" + parts[i] + "' is an empty list");
     if (!child || child.IsNull()) node[parts[i]] = YAML::Node(YAML::NodeType::Map);
     node.reset(node[parts[i]]);
   }
-  node[parts.back()] = value;
+  if (node.IsSequence())
+    node[list_index(node, parts.back())] = value;
+  else
+    node[parts.back()] = value;
 }
 
 }  // namespace

@@ -37,6 +37,9 @@ struct Pipeline::Impl {
   int64_t batch = 1;
   bool brownian = false;  // noise: brownian
   at::Tensor init_noise, init_image, inpaint_mask, cond, labels;
+  // Declared network inputs (model.inputs); then cond is each sample's row index.
+  std::shared_ptr<ModelInputs> inputs;
+  bool cfg_with_inputs = false;  // classifier-free guidance on declared inputs: needs a negative
   bool invert = false;
   OutputSpec out;
   // Provenance: the resolved config (every key with its value, per-sample seeds, the model's
@@ -46,6 +49,10 @@ struct Pipeline::Impl {
 };
 
 namespace {
+
+const char* const kNeedsNegative =
+    "guidance.scale: classifier-free guidance needs unconditional inputs: give model.inputs[].negative_file (or "
+    "negative_value, a negative host value, or a label input with model.null_label)";
 
 // A guidance term's reference sample x*: its DDIM trajectory from t_end up to t_start
 // (deterministic, so x*_t is a function of the reference), returned with t decreasing.
@@ -95,6 +102,7 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
 
   LoadedModel loaded = read_model(model, "model", m.schedule, top.dtype, top.device);
   m.denoiser = std::move(loaded.denoiser);
+  m.inputs = loaded.inputs;
   const Options& mo = loaded.options;
   YAML::Node loaded_resolved = mo.to_yaml();
   YAML::Node shape_node(YAML::NodeType::Sequence);  // the model's sample shape, as loaded
@@ -115,10 +123,30 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
   m.sampler = sampler.entry->make(sampler.options);
   m.grid = build_time_grid(*m.schedule, sampler.grid);  // also validates the grid
 
-  const Labels labels = read_cond(config["cond"], mo, m.denoiser->conditional(), m.batch);
-  if (labels.labels.defined()) {
-    m.labels = labels.labels;
-    m.cond = labels.labels.to(top.device);
+  Labels labels;
+  if (m.inputs) {
+    // Declared inputs: `cond` gives the labels of a label input; the network's rows are
+    // selected by sample index (model_inputs.h).
+    const ModelInput* label_input = m.inputs->label_input();
+    if (!label_input && config["cond"] && !config["cond"].IsNull())
+      bad_input("cond: the model's declared inputs (model.inputs) take no class label (no input with source: label)");
+    if (label_input) {
+      labels = read_cond(config["cond"], mo, true, m.batch);
+      m.labels = labels.labels;
+      m.inputs->set(label_input->name, labels.labels, false, m.batch, "cond");
+      if (mo.integer("null_label") >= 0)
+        m.inputs->set(label_input->name, at::scalar_tensor(mo.integer("null_label"), at::kLong), true, m.batch,
+                      "model.null_label");
+    }
+    m.inputs->check_ready(m.batch, /*allow_unset=*/true);
+    m.cond = at::arange(m.batch, at::TensorOptions().dtype(at::kLong)).to(top.device);
+    m.null_label = -1;
+  } else {
+    labels = read_cond(config["cond"], mo, m.denoiser->conditional(), m.batch);
+    if (labels.labels.defined()) {
+      m.labels = labels.labels;
+      m.cond = labels.labels.to(top.device);
+    }
   }
 
   // Guidance: wraps the model; its reference samples are inverted with the plain model.
@@ -126,7 +154,8 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
     GuidanceContext gc;
     gc.shape = m.denoiser->sample_shape();
     gc.conditional = m.denoiser->conditional();
-    gc.null_label = mo.integer("null_label");
+    gc.indexed = m.inputs != nullptr;
+    gc.null_label = m.inputs ? -1 : mo.integer("null_label");
     gc.options = m.options;
     gc.schedule = m.schedule;
     gc.time_input = mo.str("time_input");
@@ -143,6 +172,8 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
       invert_with_ddim(*m.denoiser, *m.schedule, sampler.grid, x0, label, steps, ts, xs);
     };
     GuidanceConfig gcfg = parse_guidance(config["guidance"], gc);
+    m.cfg_with_inputs = m.inputs && gcfg.spec.cfg_scale != 1.0;
+    if (m.cfg_with_inputs && !m.inputs->has_negative() && !m.inputs->has_host_input()) bad_input(kNeedsNegative);
     if (gcfg.spec.compose == GuidanceSpec::Compose::Mixture && !m.denoiser->has_log_density())
       bad_input("guidance.compose: a mixture needs log-densities; the configured model has none");
     m.corrector = gcfg.corrector;
@@ -238,6 +269,12 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
   return p;
 }
 
+void Pipeline::set_input(const std::string& name, const at::Tensor& value, bool negative) {
+  Impl& m = *impl_;
+  if (!m.inputs) bad_input("model.inputs: the model declares no inputs; '" + name + "' cannot be set");
+  m.inputs->set(name, value, negative, m.batch, "the caller");
+}
+
 void Pipeline::set_init_image(const at::Tensor& x_init, double strength, const at::Tensor& mask) {
   Impl& m = *impl_;
   if (!x_init.defined()) {
@@ -299,6 +336,8 @@ GenerateResult Pipeline::generate(const ProgressFn& progress) const {
   const Impl& m = *impl_;
   c10::InferenceMode guard;
   const auto start = std::chrono::steady_clock::now();
+  if (m.inputs) m.inputs->check_ready(m.batch);
+  if (m.cfg_with_inputs && !m.inputs->has_negative()) bad_input(kNeedsNegative);
   const at::Tensor x_T = initial_noise();
   // Sampler noise: sample i's own stream, derived from its seed, so that it never depends on
   // how x_T was obtained nor on the other samples.
@@ -312,6 +351,7 @@ GenerateResult Pipeline::generate(const ProgressFn& progress) const {
     ctx.set_brownian(std::make_shared<BrownianTree>(noise_seeds, std::min(s0, s1), std::max(s0, s1)));
   }
   ctx.set_null_label(m.null_label);
+  ctx.set_indexed_cond(m.inputs != nullptr);
   // The pipeline's policies between steps, in this order: inpainting (with the corrector's
   // iterations alternating with it) or the corrector alone, then the trajectory.
   if (m.inpaint_mask.defined())

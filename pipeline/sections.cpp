@@ -119,8 +119,32 @@ const Schema& model_schema() {
        {"chunks", "intra_op"}},
       {"dtype", OptionType::String, "", "torchscript: the network's dtype (default: the top-level dtype)",
        {"float32", "float64", "bfloat16", "float16"}},
+      {"inputs", OptionType::Yaml, "[]",
+       "torchscript: the network's extra inputs after (x, t), in forward's order (model.inputs[])", {}},
       {"num_classes", OptionType::Int, "0", "conditional models: number of class labels (for cond: rows)", {}},
       {"null_label", OptionType::Int, "-1", "conditional models: the unconditional label (for cond: null_label)", {}},
+  };
+  return s;
+}
+
+const Schema& model_input_schema() {
+  static const Schema s = {
+      {"name", OptionType::String, "", "forward's argument name (required; checked against the module)", {}},
+      {"source", OptionType::String, "file",
+       "file (.npy / .safetensors), label (from cond), scalar (value), host (set through the C API)",
+       {"file", "label", "scalar", "host"}},
+      {"file", OptionType::String, "", "file: [*shape] for the whole batch or [batch, *shape]", {}},
+      {"key", OptionType::String, "", "file: the tensor's name in a .safetensors file (default: name)", {}},
+      {"negative_file", OptionType::String, "",
+       "file: the unconditional / negative input for classifier-free guidance (default: the same as file)", {}},
+      {"negative_key", OptionType::String, "", "negative_file: the tensor's name in a .safetensors file (default: key)",
+       {}},
+      {"shape", OptionType::IntList, "[]", "file, host: one sample's shape, e.g. [77, 768] (required)", {}},
+      {"dtype", OptionType::String, "",
+       "the argument's dtype (default: the network's dtype; int64 for labels)",
+       {"float32", "float64", "float16", "bfloat16", "int64", "int32", "bool"}},
+      {"value", OptionType::Number, "0", "scalar: the number, passed as a [B] tensor", {}},
+      {"negative_value", OptionType::Number, "0", "scalar: its value in the negative rows (default: value)", {}},
   };
   return s;
 }
@@ -221,6 +245,7 @@ std::vector<SectionSchema> config_schemas() {
       {"schedule", "the noise schedule; each type takes `type` and its own keys", schedule},
       {"sampler", "the sampler: name, the time grid, and the sampler's own options (scorch samplers)",
        sampler_section_schema()},
+      {"model.inputs[]", "one declared network input (docs/conditioning.md)", model_input_schema()},
       {"guidance", "guidance (docs/guidance.md)", guidance_schema()},
       {"guidance.terms[]", "one mixture-of-score-guidance term (also the msg sampler's terms)", guidance_term_schema()},
       {"guidance.classifier", "classifier guidance", classifier_schema()},
@@ -329,6 +354,97 @@ std::shared_ptr<const Schedule> read_schedule(const YAML::Node& node, YAML::Node
   return make_vp_discrete(alphas_cumprod_from_betas(betas), spacing);
 }
 
+namespace {
+
+// A tensor from a .npy file, or from a .safetensors file by name.
+at::Tensor read_input_tensor(const std::string& file, const std::string& key, const std::string& where) {
+  const std::string path = find_input_file(file);
+  const bool st = path.size() > 12 && path.substr(path.size() - 12) == ".safetensors";
+  if (!st) return read_npy(path);
+  const SafeTensors t = read_safetensors(path);
+  const auto it = t.tensors.find(key);
+  if (it == t.tensors.end()) {
+    std::string names;
+    for (const auto& kv : t.tensors) names += (names.empty() ? "" : ", ") + kv.first;
+    bad_input(where + ": '" + path + "' has no tensor '" + key + "' (it has: " + names + ")");
+  }
+  return it->second;
+}
+
+}  // namespace
+
+std::shared_ptr<ModelInputs> read_model_inputs(const YAML::Node& list, const std::string& path,
+                                               at::ScalarType network_dtype) {
+  if (!list || list.IsNull()) return nullptr;
+  if (!list.IsSequence()) bad_input(path + ": expected a list of inputs, each with name and source");
+  if (list.size() == 0) return nullptr;
+  std::vector<ModelInput> inputs;
+  struct Pending {
+    std::string name, file, key;
+    bool negative;
+  };
+  std::vector<Pending> pending;
+  std::vector<std::pair<std::string, double>> scalars, negative_scalars;
+  for (size_t k = 0; k < list.size(); ++k) {
+    const std::string where = path + "[" + std::to_string(k) + "]";
+    const Options o = Options::read(list[k], model_input_schema(), where);
+    ModelInput in;
+    in.name = o.str("name");
+    if (in.name.empty()) bad_input(where + ".name: missing (forward's argument name)");
+    for (const auto& other : inputs)
+      if (other.name == in.name) bad_input(where + ".name: '" + in.name + "' is declared twice");
+    const std::string source = o.str("source");
+    const auto only = [&](const char* key, const char* sources) {
+      if (o.given(key)) bad_input(where + "." + key + ": only for source " + sources + " (this input is " + source + ")");
+    };
+    if (source != "file") {
+      for (const char* key : {"file", "key", "negative_file", "negative_key"}) only(key, "file");
+    }
+    if (source != "scalar") {
+      for (const char* key : {"value", "negative_value"}) only(key, "scalar");
+    }
+    if (source == "label" || source == "scalar") only("shape", "file or host");
+    if (source == "label") {
+      in.source = ModelInput::Source::Label;
+      in.dtype = o.str("dtype").empty() ? at::kLong : parse_input_dtype(o.str("dtype"), where + ".dtype");
+      if (at::isFloatingType(in.dtype)) bad_input(where + ".dtype: class labels need an integer dtype");
+    } else {
+      in.dtype = o.str("dtype").empty() ? network_dtype : parse_input_dtype(o.str("dtype"), where + ".dtype");
+    }
+    if (source == "scalar") {
+      in.source = ModelInput::Source::Scalar;
+      if (!o.given("value")) bad_input(where + ".value: missing (the scalar's value)");
+      scalars.emplace_back(in.name, o.number("value"));
+      if (o.given("negative_value")) negative_scalars.emplace_back(in.name, o.number("negative_value"));
+    }
+    in.host = source == "host";
+    if (source == "file" || source == "host") {
+      in.source = ModelInput::Source::Tensor;
+      in.shape = o.int_list("shape");
+      if (!o.given("shape")) bad_input(where + ".shape: missing (one sample's shape, e.g. [77, 768])");
+      for (int64_t d : in.shape)
+        if (d <= 0) bad_input(where + ".shape: expected positive sizes, got " + shape_string(in.shape));
+    }
+    if (source == "file") {
+      if (o.str("file").empty()) bad_input(where + ".file: missing (a .npy or .safetensors file)");
+      const std::string key = o.str("key").empty() ? in.name : o.str("key");
+      pending.push_back({in.name, o.str("file"), key, false});
+      if (!o.str("negative_file").empty())
+        pending.push_back({in.name, o.str("negative_file"), o.str("negative_key").empty() ? key : o.str("negative_key"),
+                           true});
+    }
+    inputs.push_back(std::move(in));
+  }
+  auto table = std::make_shared<ModelInputs>(std::move(inputs));
+  for (const auto& p : pending) {
+    const std::string where = path + " '" + p.name + "'" + (p.negative ? " negative_file" : " file");
+    table->set(p.name, read_input_tensor(p.file, p.key, where), p.negative, 0, "'" + p.file + "'");
+  }
+  for (const auto& v : scalars) table->set(v.first, at::scalar_tensor(v.second, at::kDouble), false, 0, "");
+  for (const auto& v : negative_scalars) table->set(v.first, at::scalar_tensor(v.second, at::kDouble), true, 0, "");
+  return table;
+}
+
 LoadedModel read_model(const YAML::Node& node, const std::string& path, const std::shared_ptr<const Schedule>& schedule,
                        at::ScalarType dtype, at::Device device, const std::set<std::string>& skip) {
   LoadedModel out;
@@ -355,7 +471,11 @@ LoadedModel read_model(const YAML::Node& node, const std::string& path, const st
     spec.max_batch = mo.integer("max_batch");
     if (spec.max_batch < 0) bad_input(path + ".max_batch: expected a non-negative integer");
     spec.intra_op = mo.str("cpu_parallel") == "intra_op";
+    spec.inputs = read_model_inputs(mo.node("inputs"), path + ".inputs", spec.dtype);
+    out.inputs = spec.inputs;
     out.denoiser = load_torchscript_denoiser(spec, schedule);
+  } else if (mo.given("inputs")) {
+    bad_input(path + ".inputs: only torchscript models take declared inputs");
   } else if (!mo.str("dtype").empty()) {
     bad_input(path + ".dtype: only torchscript models take a dtype of their own; analytic models run in `dtype`");
   } else if (mo.str("type") == "gmm" || mo.str("type") == "empirical") {

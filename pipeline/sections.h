@@ -15,6 +15,7 @@
 #include "scorch/denoiser.h"
 #include "scorch/discrete.h"
 #include "scorch/discrete_sampler.h"
+#include "scorch/model_inputs.h"
 #include "scorch/options.h"
 #include "scorch/rng.h"
 #include "scorch/sampler.h"
@@ -56,7 +57,12 @@ const char* scorch_version();
 struct LoadedModel {
   std::unique_ptr<Denoiser> denoiser;
   Options options;
+  std::shared_ptr<ModelInputs> inputs;  // torchscript with model.inputs; else null
 };
+// model.inputs: the declared inputs, their file and scalar values read and shape-checked
+// (per-sample row counts are checked against the batch by the pipeline); null if none.
+std::shared_ptr<ModelInputs> read_model_inputs(const YAML::Node& list, const std::string& path,
+                                               at::ScalarType network_dtype);
 LoadedModel read_model(const YAML::Node& node, const std::string& path, const std::shared_ptr<const Schedule>& schedule,
                        at::ScalarType dtype, at::Device device, const std::set<std::string>& skip = {});
 

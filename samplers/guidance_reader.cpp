@@ -103,9 +103,12 @@ CondSpec cond_spec(const YAML::Node& n, const std::string& where, const Guidance
   const std::string v = n.IsNull() ? "null" : n.as<std::string>();
   if (v == "same") return {CondSpec::Same, 0};
   if (v == "null" || v == "~") {
-    if (ctx.null_label < 0) bad_input(where + ": null needs guidance.null_label or model.null_label");
+    if (ctx.null_label < 0 && !ctx.indexed) bad_input(where + ": null needs guidance.null_label or model.null_label");
     return {CondSpec::Null, 0};
   }
+  if (ctx.indexed)
+    bad_input(where + ": a fixed label needs a label-conditioned model; with model.inputs use same (the sample's "
+              "inputs) or null (its negative inputs)");
   const int64_t label = integer(n, where);
   if (label < 0) bad_input(where + ": expected a label >= 0");
   return {CondSpec::Label, label};
@@ -135,7 +138,7 @@ GuidanceTerm parse_term(const YAML::Node& n, const std::string& where, const Gui
   if (n["ref_cond"]) {
     term.ref_cond = cond_spec(n["ref_cond"], where + ".ref_cond", ctx);
   } else if (ctx.conditional) {
-    if (ctx.null_label < 0) bad_input(where + ".ref_cond: the default (null) needs guidance.null_label or model.null_label");
+    if (ctx.null_label < 0 && !ctx.indexed) bad_input(where + ".ref_cond: the default (null) needs guidance.null_label or model.null_label");
   } else {
     term.ref_cond = {CondSpec::Same, 0};  // unconditional model: the reference is the model itself
   }
@@ -152,7 +155,7 @@ GuidanceTerm parse_term(const YAML::Node& n, const std::string& where, const Gui
     if (ctx.conditional) {
       CondSpec c = n["reference_cond"] ? cond_spec(n["reference_cond"], where + ".reference_cond", ctx) : term.cond;
       if (c.kind == CondSpec::Same) {
-        if (ctx.null_label < 0) bad_input(where + ".reference_cond: give the reference's label");
+        if (ctx.null_label < 0 && !ctx.indexed) bad_input(where + ".reference_cond: give the reference's label");
         c = {CondSpec::Null, 0};
       }
       label = at::full({1}, c.kind == CondSpec::Null ? ctx.null_label : c.label, at::TensorOptions().dtype(at::kLong));
@@ -198,19 +201,23 @@ GuidanceConfig parse_guidance(const YAML::Node& node, const GuidanceContext& ctx
   GuidanceSpec& g = out.spec;
   if (o.given("null_label")) {
     if (!ctx.conditional) bad_input("guidance.null_label: the model takes no condition");
+    if (ctx.indexed)
+      bad_input("guidance.null_label: with model.inputs the unconditional rows are the inputs' negatives");
     ctx.null_label = o.integer("null_label");
     if (ctx.null_label < 0) bad_input("guidance.null_label: expected a label >= 0");
   }
   g.null_label = ctx.null_label;
+  g.indexed = ctx.indexed;
   g.cfg_scale = o.number("scale");
   if (g.cfg_scale != 1.0) {
     if (!ctx.conditional) bad_input("guidance.scale: classifier-free guidance needs a conditional model");
-    if (ctx.null_label < 0) bad_input("guidance.scale: classifier-free guidance needs guidance.null_label or model.null_label");
+    if (ctx.null_label < 0 && !ctx.indexed) bad_input("guidance.scale: classifier-free guidance needs guidance.null_label or model.null_label");
   }
   if (o.given("terms")) g.terms = parse_guidance_terms(o.node("terms"), "guidance.terms", ctx);
   if (o.given("classifier")) {
     const Options c = Options::read(o.node("classifier"), classifier_schema(), "guidance.classifier");
-    if (!ctx.conditional) bad_input("guidance.classifier: needs a conditional model (class labels from cond)");
+    if (!ctx.conditional || ctx.indexed)
+      bad_input("guidance.classifier: needs a label-conditioned model (class labels from cond)");
     if (c.str("path").empty()) bad_input("guidance.classifier.path: missing");
     const std::string path = find_input_file(c.str("path"));
     g.classifier_scale = c.number("scale");

@@ -32,13 +32,17 @@ class Msg final : public Sampler {
     GuidanceContext gc;
     gc.shape = base.sample_shape();
     gc.conditional = base.conditional();
+    gc.indexed = ctx.indexed_cond();
+    if (gc.indexed && o_.integer("null_label") >= 0)
+      bad_input("sampler.null_label: with model.inputs the unconditional rows are the inputs' negatives");
     gc.null_label = o_.integer("null_label") >= 0 ? o_.integer("null_label") : ctx.null_label();
     gc.options = x.options();
     GuidanceSpec spec;
     spec.null_label = gc.null_label;
+    spec.indexed = gc.indexed;
     spec.terms = parse_guidance_terms(o_.node("terms"), "sampler.terms", gc);
     spec.cfg_scale = o_.number("scale");
-    if (spec.cfg_scale != 1.0 && (!gc.conditional || gc.null_label < 0))
+    if (spec.cfg_scale != 1.0 && (!gc.conditional || (gc.null_label < 0 && !gc.indexed)))
       bad_input("sampler.scale: classifier-free guidance needs a conditional model with a null label");
     // Guide the context's model for the inner run (non-owning: the context keeps it).
     std::unique_ptr<Denoiser> guided =

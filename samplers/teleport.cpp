@@ -53,10 +53,12 @@ double auto_skip(SamplerContext& ctx, const GaussianModel& g, const at::Tensor& 
   const at::Tensor xp = Rng(0).normal(shape, x.options()) * ns.sigma(t[0]);
   at::Tensor null;
   if (ctx.model().conditional()) {
-    if (ctx.null_label() < 0)
+    if (ctx.null_label() < 0 && !ctx.indexed_cond())
       bad_input("sampler.auto: a conditional model needs model.null_label (the probe compares its unconditional "
                 "prediction with the data's Gaussian)");
-    null = at::full({probe}, ctx.null_label(), at::TensorOptions().dtype(at::kLong).device(x.device()));
+    // declared inputs: -1 is sample 0's negative inputs (model_inputs.h)
+    null = at::full({probe}, ctx.indexed_cond() ? -1 : ctx.null_label(),
+                    at::TensorOptions().dtype(at::kLong).device(x.device()));
   }
   double t_skip = t.front();
   for (size_t k = 1; k + 1 < t.size(); ++k) {

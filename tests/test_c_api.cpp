@@ -209,6 +209,48 @@ TEST(CApi, InitImageFromMemoryMatchesTheConfigKeys) {
 
 // A progress callback returning false, and scorch_cancel from another thread mid-run,
 // both end the run with SCORCH_CANCELLED after the current step; the pipeline runs again.
+// Declared inputs from host memory (model.inputs source: host): the conditional and the
+// negative context, a scalar, and CFG; equal to the same values given as files in the config.
+TEST(CApi, DeclaredInputsFromHostMemoryMatchTheConfigFiles) {
+  const std::string fx = std::string(SCORCH_FIXTURES) + "/tensor_cond.pt";
+  const std::string dir = ::testing::TempDir();
+  const at::Tensor ctx = at::randn({2, 3, 4}), neg = at::randn({3, 4});
+  scorch::write_npy(dir + "/capi_ctx.npy", ctx);
+  scorch::write_npy(dir + "/capi_neg.npy", neg);
+  const std::string common = "batch: 2\nseed: 5\nguidance: {scale: 3}\nsampler: {name: dpmpp_2m, steps: 6}\n"
+                             "model: {type: torchscript, path: '" + fx + "', shape: [2, 3], inputs: [";
+  const std::string files = common + "{name: context, file: '" + dir + "/capi_ctx.npy', negative_file: '" + dir +
+                            "/capi_neg.npy', shape: [3, 4]}, {name: guidance, source: scalar, value: 2}]}\n";
+  const std::string host = common + "{name: context, source: host, shape: [3, 4]}, "
+                                    "{name: guidance, source: host, shape: []}]}\n";
+  scorch_pipeline_params params = scorch_pipeline_params_init();
+  params.config_yaml = files.c_str();
+  scorch_pipeline* a = create_from(params);
+  params.config_yaml = host.c_str();
+  scorch_pipeline* b = create_from(params);
+  ASSERT_TRUE(a && b);
+  scorch_result* r = nullptr;
+  EXPECT_EQ(scorch_generate(b, &r), SCORCH_BAD_INPUT);  // not set yet
+  EXPECT_NE(std::string(scorch_last_error(b)).find("model.inputs 'context': no value"), std::string::npos);
+  const int64_t shape[] = {2, 3, 4}, one[] = {3, 4}, bad[] = {3, 5};
+  EXPECT_EQ(scorch_pipeline_set_input(b, "context", neg.data_ptr<float>(), SCORCH_FLOAT32, 2, bad, true),
+            SCORCH_BAD_INPUT);
+  EXPECT_NE(std::string(scorch_last_error(b)).find("shape [3, 5] is neither [3, 4]"), std::string::npos);
+  EXPECT_EQ(scorch_pipeline_set_input(b, "ctx", neg.data_ptr<float>(), SCORCH_FLOAT32, 2, one, true), SCORCH_BAD_INPUT);
+  EXPECT_EQ(scorch_pipeline_set_input(b, nullptr, neg.data_ptr<float>(), SCORCH_FLOAT32, 2, one, true),
+            SCORCH_INVALID_ARGUMENT);
+  EXPECT_EQ(scorch_pipeline_set_input(b, "context", ctx.data_ptr<float>(), SCORCH_FLOAT32, 3, shape, false), SCORCH_OK);
+  EXPECT_EQ(scorch_pipeline_set_input(b, "context", neg.data_ptr<float>(), SCORCH_FLOAT32, 2, one, true), SCORCH_OK);
+  const double g = 2.0;
+  EXPECT_EQ(scorch_pipeline_set_input(b, "guidance", &g, SCORCH_FLOAT64, 0, nullptr, false), SCORCH_OK);
+  int64_t nfe_a = 0, nfe_b = 0;
+  const std::vector<float> xa = samples(a, &nfe_a), xb = samples(b, &nfe_b);
+  EXPECT_EQ(xa, xb);
+  EXPECT_EQ(nfe_a, 6);
+  scorch_pipeline_free(a);
+  scorch_pipeline_free(b);
+}
+
 TEST(CApi, CancelFromCallbackAndFromAnotherThread) {
   struct State {
     std::atomic<int> steps{0};

@@ -279,6 +279,29 @@ TEST_F(Cli, FlowVelocityModelRuns) {
   EXPECT_TRUE(at::isfinite(scorch::read_npy((dir_ / "g.npy").string())).all().item<bool>());
 }
 
+// Declared network inputs (model.inputs) from .npy files, with classifier-free guidance;
+// each bad input is one line naming the input, exit 2, no output.
+TEST_F(Cli, DeclaredInputsFromFiles) {
+  scorch::write_npy((dir_ / "ctx.npy").string(), at::randn({4, 3, 4}));
+  scorch::write_npy((dir_ / "neg.npy").string(), at::zeros({3, 4}));
+  scorch::write_npy((dir_ / "short.npy").string(), at::randn({3, 3, 4}));
+  std::ofstream(dir_ / "in.yaml") << "batch: 4\nmodel:\n  type: torchscript\n  path: " << kFixtures
+                                  << "/tensor_cond.pt\n  shape: [2, 3]\n  inputs:\n"
+                                     "    - {name: context, file: ctx.npy, negative_file: neg.npy, shape: [3, 4]}\n"
+                                     "    - {name: guidance, source: scalar, value: 3.5}\n"
+                                     "guidance: {scale: 2}\nsampler: {name: dpmpp_2m, steps: 5}\noutput: {npy: out.npy}\n";
+  const Result r = run("generate --config in.yaml");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(scorch::read_npy((dir_ / "out.npy").string()).sizes(), (std::vector<int64_t>{4, 2, 3}));
+  fs::remove(dir_ / "out.npy");
+  fs::remove(dir_ / "out.npy.json");
+  expect_bad("generate --config in.yaml --set model.inputs.0.file=short.npy", "model.inputs 'context': 3 rows for a batch of 4");
+  expect_bad("generate --config in.yaml --set model.inputs.0.file=nope.npy", "nope.npy");
+  expect_bad("generate --config in.yaml --set model.inputs.0.name=ctx", "model.inputs[0] is 'ctx'");
+  expect_bad("generate --config in.yaml --set model.inputs.1.value=nan", "model.inputs[1].value: expected a number");
+  expect_bad("generate --config in.yaml --set model.inputs.2.value=1", "is not an index of that list (0 to 1)");
+}
+
 TEST_F(Cli, UnwritableOutputDirectory) {
   if (::geteuid() == 0) GTEST_SKIP() << "root can write anywhere; covered by the missing-directory case";
   fs::create_directories(dir_ / "ro");

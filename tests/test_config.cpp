@@ -28,6 +28,11 @@ TEST(Config, SetOverridesDottedPaths) {
   EXPECT_EQ(c["model"]["shape"].size(), 3u);
   EXPECT_EQ(c["new"]["section"]["key"].as<std::string>(), "abc");
   EXPECT_EQ(c["seed"].as<int>(), 42);
+  // A list element by index; a bad index is an error.
+  const YAML::Node l = load_config(kGaussianConfig, {"model.inputs=[1, 2]", "model.inputs.1=5"});
+  EXPECT_EQ(l["model"]["inputs"][1].as<int>(), 5);
+  EXPECT_THROW(load_config(kGaussianConfig, {"model.inputs=[1, 2]", "model.inputs.2=5"}), Error);
+  EXPECT_THROW(load_config(kGaussianConfig, {"model.inputs=[1, 2]", "model.inputs.x=5"}), Error);
   // The embedded default is not modified by overrides.
   EXPECT_NE(load_config(kGaussianConfig, {})["seed"].as<int>(), 42);
 }

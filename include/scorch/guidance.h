@@ -73,6 +73,9 @@ struct ComposeTerm {
 struct GuidanceSpec {
   double cfg_scale = 1.0;  // 1: no classifier-free guidance
   int64_t null_label = -1;
+  // The model's cond is a row index into declared inputs (model_inputs.h): the null of
+  // sample index i is then -(i + 1), sample i's negative inputs, not null_label.
+  bool indexed = false;
   std::vector<GuidanceTerm> terms;
   std::shared_ptr<Classifier> classifier;
   double classifier_scale = 0.0;

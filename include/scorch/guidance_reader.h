@@ -20,6 +20,7 @@ namespace scorch {
 struct GuidanceContext {
   std::vector<int64_t> shape;  // one sample
   bool conditional = false;    // the configured model takes labels
+  bool indexed = false;        // its cond is a row index into declared inputs (model.inputs)
   int64_t null_label = -1;     // model.null_label
   at::TensorOptions options;
   std::shared_ptr<const Schedule> schedule;

@@ -37,6 +37,10 @@ class Pipeline {
   // is generated) it inpaints. An undefined x_init goes back to the configured start. Bad
   // input is an Error and changes nothing.
   void set_init_image(const at::Tensor& x_init, double strength, const at::Tensor& mask = {});
+  // A declared network input's value (model.inputs; negative: its unconditional value for
+  // classifier-free guidance): [*shape] for the whole batch or [batch, *shape], any
+  // numeric dtype (converted to the declared one). Bad input is an Error naming the input.
+  void set_input(const std::string& name, const at::Tensor& value, bool negative = false);
   // The starting state: the `invert` samples, init_noise if configured, the noised
   // init_image, else seeded noise.
   at::Tensor initial_noise() const;

@@ -87,6 +87,10 @@ class SamplerContext {
   // The model's null label (model.null_label; -1: none), for guidance wrappers.
   int64_t null_label() const { return null_label_; }
   void set_null_label(int64_t label) { null_label_ = label; }
+  // Whether cond is a row index into the model's declared inputs (model_inputs.h): the
+  // unconditional rows of sample index i are then -(i + 1), not null_label.
+  bool indexed_cond() const { return indexed_cond_; }
+  void set_indexed_cond(bool indexed) { indexed_cond_ = indexed; }
   at::Tensor noise_like(const at::Tensor& x) { return rng_.normal_like(x); }
   // The noise of a step from t_from to t_to (SDE and ancestral steps): a fresh standard
   // normal per sample, or, with a Brownian tree installed (config `noise: brownian`), the
@@ -123,6 +127,7 @@ class SamplerContext {
   at::Tensor cond_;
   ProgressFn progress_;
   int64_t null_label_ = -1;
+  bool indexed_cond_ = false;
   std::vector<std::shared_ptr<StepHook>> hooks_;
   std::shared_ptr<const BrownianTree> brownian_;
   at::Tensor last_x0_;  // the latest prediction, for progress previews

@@ -23,7 +23,7 @@
 extern "C" {
 #endif
 
-#define SCORCH_ABI_VERSION 2
+#define SCORCH_ABI_VERSION 3
 
 typedef enum {
   SCORCH_OK = 0,
@@ -33,6 +33,9 @@ typedef enum {
   SCORCH_INVALID_ARGUMENT = 4, /* a NULL handle or pointer */
   SCORCH_BUSY = 5         /* the pipeline is already generating */
 } scorch_status;
+
+/* Element types of host data passed in (scorch_pipeline_set_input). */
+typedef enum { SCORCH_FLOAT32 = 0, SCORCH_FLOAT64 = 1, SCORCH_INT64 = 2, SCORCH_INT32 = 3 } scorch_dtype;
 
 typedef struct scorch_pipeline scorch_pipeline; /* a loaded config: model, schedule, sampler */
 typedef struct scorch_result scorch_result;     /* samples of one generation */
@@ -74,6 +77,13 @@ SCORCH_API scorch_status scorch_generate(scorch_pipeline* pipeline, scorch_resul
  * is generating (SCORCH_BUSY). */
 SCORCH_API scorch_status scorch_pipeline_set_init_image(scorch_pipeline* pipeline, const float* data, int rank,
                                                         const int64_t* shape, const float* mask, double strength);
+/* A declared network input (model.inputs[].name; docs/conditioning.md) from host memory, C
+ * order: [*shape] for the whole batch or [batch, *shape] (rank 0: one number, for a scalar
+ * input); converted to the input's declared dtype and copied. negative: the value of the
+ * unconditional rows of classifier-free guidance. Overrides a configured file or value.
+ * Not while this pipeline is generating (SCORCH_BUSY). */
+SCORCH_API scorch_status scorch_pipeline_set_input(scorch_pipeline* pipeline, const char* name, const void* data,
+                                                   scorch_dtype dtype, int rank, const int64_t* shape, bool negative);
 /* Thread-safe: makes the running (or the next) generation of this pipeline stop with
  * SCORCH_CANCELLED after its current step. */
 SCORCH_API void scorch_cancel(scorch_pipeline* pipeline);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "scorch/denoiser.h"
+#include "scorch/model_inputs.h"
 
 namespace scorch {
 
@@ -39,6 +40,11 @@ struct TorchScriptSpec {
   // batch here (docs/benchmarks.md, "latency"), and the output then varies with --threads
   // at float32 round-off.
   bool intra_op = false;
+  // Declared extra inputs after (x, t) (model.inputs): the module's forward then takes
+  // exactly these, by these names, and `cond` is a row index per sample (model_inputs.h).
+  // Shared so that the pipeline and the C API can set values after loading. Null or empty:
+  // forward(x, t) or forward(x, t, labels) as before.
+  std::shared_ptr<ModelInputs> inputs;
 };
 
 // The CPU chunk size of `cpu_parallel: chunks` for a batch of `batch` samples (no

@@ -119,6 +119,23 @@ class EchoCond(torch.nn.Module):
         return torch.zeros_like(x) + cond.view(-1, 1, 1).to(x.dtype)
 
 
+class TensorCond(torch.nn.Module):
+    """Declared inputs the way SD / Flux networks take them: forward(x [B, 2, 3], t,
+    context [B, 3, 4], guidance [B]); eps = 0.5 x + guidance t tanh(context W), float64
+    weights, nonlinear in the context so that guidance's combination is not the network's."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("w", torch.randn(12, 6, dtype=torch.float64))
+
+    def forward(self, x, t, context, guidance):
+        if context.dim() != 3 or context.size(1) != 3 or context.size(2) != 4:
+            raise RuntimeError("context must be [B, 3, 4]")
+        h = torch.tanh(context.reshape(context.size(0), 12).to(self.w.dtype) @ self.w).view(-1, 2, 3)
+        g = guidance.view(-1, 1, 1).to(x.dtype) * t.view(-1, 1, 1).to(x.dtype)
+        return 0.5 * x + g * h.to(x.dtype)
+
+
 class WrongArity(torch.nn.Module):
     def forward(self, x):
         return x
@@ -184,7 +201,7 @@ def main():
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)
     for name, module in [("gaussian_eps", GaussianEps()), ("gaussian_velocity", GaussianVelocity()), ("gaussian_energy", GaussianEnergy()),
-                         ("gmm_classifier", GmmClassifier()), ("uniform_tokens", UniformTokens()), ("tempered_tokens", TemperedTokens()), ("echo_time", EchoTime()), ("echo_cond", EchoCond()),
+                         ("gmm_classifier", GmmClassifier()), ("uniform_tokens", UniformTokens()), ("tempered_tokens", TemperedTokens()), ("echo_time", EchoTime()), ("echo_cond", EchoCond()), ("tensor_cond", TensorCond()),
                          ("wrong_arity", WrongArity()), ("wrong_shape", WrongShape()),
                          ("nan_output", NanOutput()), ("late_nan", LateNan()),
                          ("time_dtype_probe", TimeDtypeProbe()), ("float32_layers", Float32Layers()),
