@@ -17,6 +17,7 @@
 #include "scorch/io.h"
 #include "scorch/rng.h"
 #include "scorch/schedule.h"
+#include "scorch/script_module.h"
 
 namespace scorch {
 
@@ -41,21 +42,6 @@ double model_time(TimeInput input, const Schedule& schedule, double t) {
 }
 
 namespace {
-
-// First line of a c10::Error, without the C++ backtrace.
-std::string first_line(const c10::Error& e) {
-  std::string msg = e.what_without_backtrace();
-  const size_t nl = msg.find('\n');
-  return nl == std::string::npos ? msg : msg.substr(0, nl);
-}
-
-// The TorchScript interpreter reports the Python-level error on its last line.
-std::string last_line(const std::string& text) {
-  size_t end = text.find_last_not_of("\n ");
-  if (end == std::string::npos) return text;
-  const size_t begin = text.rfind('\n', end);
-  return text.substr(begin == std::string::npos ? 0 : begin + 1, end - (begin == std::string::npos ? 0 : begin + 1) + 1);
-}
 
 // OpenBLAS, which serves LibTorch's matrix products on Debian (libopenblas0-pthread), keeps
 // its own pthread pool sized to the cores and does not see OpenMP's per-thread settings: two
@@ -191,9 +177,9 @@ class TorchScriptDenoiser final : public Denoiser {
     try {
       out = module_.forward(args);
     } catch (const c10::Error& e) {
-      bad_input(failed + first_line(e));
+      bad_input(failed + script_error_line(e));
     } catch (const std::exception& e) {
-      bad_input(failed + last_line(e.what()));
+      bad_input(failed + script_error_line(e));
     }
     if (!out.isTensor()) bad_input("model '" + spec_.path + "': forward must return a Tensor");
     return out.toTensor();
@@ -214,7 +200,7 @@ class TorchScriptDenoiser final : public Denoiser {
     try {
       e = (*energy)(args).toTensor();
     } catch (const std::exception& err) {
-      bad_input("model '" + spec_.path + "': energy failed: " + last_line(err.what()));
+      bad_input("model '" + spec_.path + "': energy failed: " + script_error_line(err));
     }
     if (e.dim() != 1 || e.size(0) != x.size(0))
       bad_input("model '" + spec_.path + "': energy must return one value per sample [B]");
@@ -239,7 +225,7 @@ std::unique_ptr<Denoiser> load_torchscript_denoiser(const TorchScriptSpec& spec,
   try {
     module = torch::jit::load(spec.path, spec.device);
   } catch (const c10::Error& e) {
-    bad_input(what + ": not a loadable TorchScript file (" + first_line(e) + ")");
+    bad_input(what + ": not a loadable TorchScript file (" + script_error_line(e) + ")");
   } catch (const std::exception& e) {
     bad_input(what + ": not a loadable TorchScript file (" + e.what() + ")");
   }
@@ -304,7 +290,7 @@ class TorchScriptClassifier final : public Classifier {
     try {
       logits = module_.forward({x, t_in}).toTensor();
     } catch (const std::exception& e) {
-      bad_input("guidance.classifier '" + path_ + "': forward(x, t) failed: " + last_line(e.what()));
+      bad_input("guidance.classifier '" + path_ + "': forward(x, t) failed: " + script_error_line(e));
     }
     if (logits.dim() != 2 || logits.size(0) != x.size(0))
       bad_input("guidance.classifier '" + path_ + "': forward must return logits [B, classes]");
@@ -331,7 +317,7 @@ std::shared_ptr<Classifier> load_torchscript_classifier(const std::string& path,
   try {
     module = torch::jit::load(path, device);
   } catch (const std::exception& e) {
-    bad_input(what + ": not a loadable TorchScript file (" + last_line(e.what()) + ")");
+    bad_input(what + ": not a loadable TorchScript file (" + script_error_line(e) + ")");
   }
   const auto method = module.find_method("forward");
   if (!method || method->function().getSchema().arguments().size() != 3)

@@ -40,6 +40,12 @@ struct Pipeline::Impl {
   // Declared network inputs (model.inputs); then cond is each sample's row index.
   std::shared_ptr<ModelInputs> inputs;
   bool cfg_with_inputs = false;  // classifier-free guidance on declared inputs: needs a negative
+  // Latent models: the decoder (and encoder); image_shape is one decoded sample's shape
+  // (the model's sample shape when there is no decoder).
+  std::unique_ptr<LatentCodec> codec;
+  std::vector<int64_t> image_shape;
+  std::vector<std::string> prompts;            // one per sample, when prompted
+  std::vector<std::string> load_notes;         // warnings from loading (a truncated prompt)
   bool invert = false;
   OutputSpec out;
   // Provenance: the resolved config (every key with its value, per-sample seeds, the model's
@@ -49,6 +55,31 @@ struct Pipeline::Impl {
 };
 
 namespace {
+
+// prompt / negative_prompt: one string for the batch or a list of `batch` strings.
+std::vector<std::string> read_prompts(const YAML::Node& node, const std::string& key, int64_t batch) {
+  if (node.IsScalar()) return std::vector<std::string>(size_t(key == "prompt" ? batch : 1), node.Scalar());
+  if (!node.IsSequence()) bad_input(key + ": expected a string or a list of strings");
+  if (int64_t(node.size()) != batch)
+    bad_input(key + ": " + std::to_string(node.size()) + " prompts for batch " + std::to_string(batch) +
+              "; give one prompt or one per sample");
+  std::vector<std::string> out;
+  for (const auto& p : node) {
+    if (!p.IsScalar()) bad_input(key + ": expected a list of strings");
+    out.push_back(p.Scalar());
+  }
+  return out;
+}
+
+// An inpainting mask on the image grid [*image] as a mask on the latent grid [*latent]: the
+// mean of each latent cell's pixels (area pooling), one channel broadcast over the latents'.
+at::Tensor latent_grid_mask(const at::Tensor& mask, const std::vector<int64_t>& image, const std::vector<int64_t>& latent) {
+  if (image.size() < 2 || latent.size() < 2) bad_input("inpaint_mask: a latent model's mask needs [C, H, W] images");
+  at::Tensor m = mask.expand(image).to(at::kFloat);
+  m = m.reshape({-1, image[image.size() - 2], image.back()}).mean(0, true).unsqueeze(0);  // [1, 1, H, W]
+  m = at::adaptive_avg_pool2d(m, {latent[latent.size() - 2], latent.back()});
+  return m.reshape({1, latent[latent.size() - 2], latent.back()});
+}
 
 const char* const kNeedsNegative =
     "guidance.scale: classifier-free guidance needs unconditional inputs: give model.inputs[].negative_file (or "
@@ -149,6 +180,42 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
     }
   }
 
+  // Prompts: the text encoder's outputs become the inputs declared with source: prompt.
+  {
+    std::unique_ptr<TextEncoder> text = read_text_encoder(config["text_encoder"], top.device);
+    std::vector<const ModelInput*> prompt_inputs;
+    if (m.inputs)
+      for (const auto& in : m.inputs->inputs())
+        if (in.prompt) prompt_inputs.push_back(&in);
+    const bool prompted = config["prompt"] && !config["prompt"].IsNull();
+    if (prompted && !text) bad_input("prompt: needs a text_encoder section");
+    if (text && prompt_inputs.empty())
+      bad_input("text_encoder: no model input takes its output (declare one with source: prompt in model.inputs)");
+    if (!prompt_inputs.empty() && !text) bad_input("model.inputs: source prompt needs a text_encoder section");
+    if (text) {
+      if (!prompted) bad_input("prompt: missing; the model is prompted (text_encoder)");
+      m.prompts = read_prompts(config["prompt"], "prompt", m.batch);
+      const std::vector<std::string> negatives = read_prompts(o.node("negative_prompt"), "negative_prompt", m.batch);
+      std::vector<std::string> all = m.prompts;
+      all.insert(all.end(), negatives.begin(), negatives.end());
+      const std::vector<at::Tensor> out = text->encode(all, &m.load_notes);
+      if (out.size() < prompt_inputs.size())
+        bad_input("text_encoder: gives " + std::to_string(out.size()) + " outputs for " +
+                  std::to_string(prompt_inputs.size()) + " inputs with source: prompt");
+      for (size_t k = 0; k < prompt_inputs.size(); ++k) {
+        const std::string name = prompt_inputs[k]->name;
+        const std::string what = "text_encoder output " + std::to_string(k);
+        m.inputs->set(name, out[k].narrow(0, 0, m.batch), false, m.batch, what);
+        m.inputs->set(name, negatives.size() == 1 ? out[k].narrow(0, m.batch, 1) : out[k].narrow(0, m.batch, m.batch),
+                      true, m.batch, what + " (negative_prompt)");
+      }
+    }
+  }
+
+  // Latent models: the decoder gives the image shape every image input and output uses.
+  m.codec = read_latent_codec(config["decoder"], config["encoder"], m.shape, m.options);
+  m.image_shape = m.codec ? m.codec->image_shape() : m.shape;
+
   // Guidance: wraps the model; its reference samples are inverted with the plain model.
   if (config["guidance"] && !config["guidance"].IsNull()) {
     GuidanceContext gc;
@@ -205,11 +272,15 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
     const std::string file = find_input_file(o.str(init_key));
     at::Tensor x = read_npy(file);
     const std::string what = init_key + " '" + file + "'";
+    // The samples to invert are images of a latent model (encoded here); x_T is latent.
+    const bool images = m.invert && m.codec;
+    std::vector<int64_t> want = {m.batch};
+    want.insert(want.end(), (images ? m.image_shape : m.shape).begin(), (images ? m.image_shape : m.shape).end());
     if (!at::isFloatingType(x.scalar_type())) bad_input(what + ": expected float32 or float64 data");
-    if (x.sizes() != at::IntArrayRef(full))
-      bad_input(what + ": shape " + shape_string(x.sizes()) + " does not match [batch, *shape] = " + shape_string(full));
+    if (x.sizes() != at::IntArrayRef(want))
+      bad_input(what + ": shape " + shape_string(x.sizes()) + " does not match [batch, *shape] = " + shape_string(want));
     if (!at::isfinite(x).all().item<bool>()) bad_input(what + ": has non-finite values");
-    m.init_noise = x.to(m.options);
+    m.init_noise = images ? m.codec->encode(x.to(m.options)) : x.to(m.options);
   }
 
   // SDEdit and inpainting (set_init_image).
@@ -219,8 +290,8 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
   if (!o.str("init_image").empty()) {
     const bool inpaint = !o.str("inpaint_mask").empty();
     const double strength = inpaint && !o.given("strength") ? 1.0 : o.number("strength");
-    p->set_init_image(read_samples(o.str("init_image"), "init_image", m.shape, m.batch), strength,
-                      inpaint ? read_mask(o.str("inpaint_mask"), "inpaint_mask", m.shape) : at::Tensor());
+    p->set_init_image(read_samples(o.str("init_image"), "init_image", m.image_shape, m.batch), strength,
+                      inpaint ? read_mask(o.str("inpaint_mask"), "inpaint_mask", m.image_shape) : at::Tensor());
   }
 
   // Outputs: checked now so a long run never ends in an unwritable path.
@@ -230,10 +301,15 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
     if (!m.labels.defined()) bad_input("output.labels: the samples have no labels (set cond)");
     check_writable(m.out.labels, "output.labels");
   }
+  if (!m.out.latents.empty()) {
+    if (!m.codec) bad_input("output.latents: the model has no decoder; output.npy holds its samples");
+    check_writable(m.out.latents, "output.latents");
+  }
   if (!m.out.png.empty()) {
     if (!images_supported()) bad_input("output.png: this build has no image output (configured without OpenCV)");
-    if (!is_image_shape(m.shape))
-      bad_input("output.png: samples of shape " + shape_string(m.shape) + " are not images (need [C, H, W] or [H, W])");
+    if (!is_image_shape(m.image_shape))
+      bad_input("output.png: samples of shape " + shape_string(m.image_shape) +
+                " are not images (need [C, H, W] or [H, W])");
     check_writable(m.out.png, "output.png");
   }
   if (!m.out.npy.empty()) {
@@ -245,7 +321,9 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
   // sampler key, guidance as given; no outputs (a re-run names its own).
   YAML::Node& r = m.resolved;
   // Input files only when given (each excludes others), strength only with init_image.
-  std::set<std::string> skip = {"model", "schedule", "sampler", "guidance", "output", "provenance", "seed"};
+  std::set<std::string> skip = {"model",  "schedule", "sampler",      "guidance", "output",
+                                "provenance", "seed", "text_encoder", "decoder",  "encoder"};
+  if (!config["prompt"] || config["prompt"].IsNull()) skip.insert({"prompt", "negative_prompt"});
   for (const char* key : {"init_noise", "invert", "init_image", "inpaint_mask"})
     if (o.str(key).empty()) skip.insert(key);
   if (o.str("init_image").empty()) skip.insert("strength");
@@ -262,7 +340,8 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
   for (const auto& kv : m.entry->fixed) fixed.insert(kv.first);
   for (const auto& kv : sampler.options.to_yaml(fixed)) sampler_node[kv.first] = kv.second;
   r["sampler"] = sampler_node;
-  if (config["guidance"] && !config["guidance"].IsNull()) r["guidance"] = YAML::Clone(config["guidance"]);
+  for (const char* section : {"guidance", "text_encoder", "decoder", "encoder"})
+    if (config[section] && !config[section].IsNull()) r[section] = YAML::Clone(config[section]);
   r["provenance"]["scorch_version"] = scorch_version();
   r["provenance"]["model_sha256"] = m.model_sha256;
   if (!m.out.trajectory.empty()) check_writable(m.out.trajectory, "output.trajectory");
@@ -289,24 +368,30 @@ void Pipeline::set_init_image(const at::Tensor& x_init, double strength, const a
     got << strength;
     bad_input("strength: expected a number in (0, 1], got " + got.str());
   }
+  // Images of a latent model are checked in image space, then encoded.
+  const std::vector<int64_t>& shape = m.image_shape;
   std::vector<int64_t> one = {1}, full = {m.batch};
-  one.insert(one.end(), m.shape.begin(), m.shape.end());
-  full.insert(full.end(), m.shape.begin(), m.shape.end());
+  one.insert(one.end(), shape.begin(), shape.end());
+  full.insert(full.end(), shape.begin(), shape.end());
   at::Tensor x = x_init;
-  if (x.sizes() == at::IntArrayRef(m.shape) || x.sizes() == at::IntArrayRef(one))
+  if (x.sizes() == at::IntArrayRef(shape) || x.sizes() == at::IntArrayRef(one))
     x = x.reshape(one).expand(full);
   else if (x.sizes() != at::IntArrayRef(full))
     bad_input("init_image: shape " + shape_string(x.sizes()) + " is neither [batch, *shape] = " + shape_string(full) +
-              " nor one sample " + shape_string(m.shape));
+              " nor one sample " + shape_string(shape));
   if (!at::isfinite(x).all().item<bool>()) bad_input("init_image: has non-finite values");
+  at::Tensor latent_mask = mask;
   if (mask.defined()) {
-    const at::Tensor probe = at::zeros(m.shape, mask.options());
+    const at::Tensor probe = at::zeros(shape, mask.options());
     if (!at::isfinite(mask).all().item<bool>() || (mask < 0).any().item<bool>() || (mask > 1).any().item<bool>())
       bad_input("inpaint_mask: expected values in [0, 1] (1: generate, 0: keep init_image)");
     if (mask.dim() > probe.dim() || !at::is_expandable_to(mask.sizes(), probe.sizes()))
       bad_input("inpaint_mask: shape " + shape_string(mask.sizes()) + " does not broadcast to a sample " +
-                shape_string(m.shape));
+                shape_string(shape));
+    // On the latent grid: the share of each latent cell's pixels to generate.
+    if (m.codec) latent_mask = latent_grid_mask(mask, shape, m.shape);
   }
+  if (m.codec) x = m.codec->encode(x.contiguous());
   // SDEdit (Meng et al. 2022): start at t_s = t_end + strength (t_start - t_end) from
   // x_{t_s} = alpha(t_s) x_init + sigma(t_s) z; the sampler's steps span [t_end, t_s].
   const std::vector<double> configured = make_time_grid(*m.schedule, m.base_grid);
@@ -314,7 +399,7 @@ void Pipeline::set_init_image(const at::Tensor& x_init, double strength, const a
   g.t_start = configured.back() + strength * (configured.front() - configured.back());
   m.grid = build_time_grid(*m.schedule, g);
   m.init_image = x.to(m.options).contiguous();
-  m.inpaint_mask = mask.defined() ? mask.to(m.options) : at::Tensor();
+  m.inpaint_mask = latent_mask.defined() ? latent_mask.to(m.options) : at::Tensor();
 }
 
 at::Tensor Pipeline::initial_noise() const {
@@ -367,7 +452,12 @@ GenerateResult Pipeline::generate(const ProgressFn& progress) const {
   if (!at::isfinite(r.samples).all().item<bool>())
     bad_input("sampler '" + m.entry->name + "' produced non-finite samples; try more steps or other options");
   r.nfe = ctx.nfe();
-  r.notes = ctx.notes();
+  r.notes = m.load_notes;
+  for (const auto& n : ctx.notes()) r.notes.push_back(n);
+  if (m.codec) {
+    r.latents = r.samples;
+    r.samples = m.codec->decode(r.latents);
+  }
   r.steps = m.grid.steps();
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return r;
@@ -389,6 +479,10 @@ std::vector<std::string> Pipeline::write_outputs(const GenerateResult& r) const 
     if (!out.png.empty()) {
       write_png_grid(out.png, r.samples, out.nrow, "output.png", {{"scorch", config}, {"parameters", summary(r)}});
       written.push_back(out.png);
+    }
+    if (!out.latents.empty() && r.latents.defined()) {
+      write_npy(out.latents, r.latents.to(at::kFloat), "output.latents");
+      written.push_back(out.latents);
     }
     if (!out.labels.empty()) {
       write_npy(out.labels, m.labels, "output.labels");
@@ -420,12 +514,17 @@ std::string Pipeline::summary(const GenerateResult& r) const {
   std::string seeds = consecutive ? (m.seeds.size() == 1 ? std::to_string(first)
                                                          : std::to_string(first) + "-" + std::to_string(last))
                                   : "a list";
-  return m.entry->name + ", " + std::to_string(r.steps) + " steps, " + std::to_string(r.nfe) + " NFE, seed " + seeds +
+  std::string prompt;
+  if (!m.prompts.empty()) {
+    const bool same = std::all_of(m.prompts.begin(), m.prompts.end(), [&](const std::string& p) { return p == m.prompts[0]; });
+    prompt = same ? "prompt \"" + m.prompts[0] + "\", " : "a prompt per sample, ";
+  }
+  return prompt + m.entry->name + ", " + std::to_string(r.steps) + " steps, " + std::to_string(r.nfe) + " NFE, seed " + seeds +
          ", batch " + std::to_string(m.batch) + ", model " + m.resolved["model"]["path"].as<std::string>() +
          " (SHA-256 " + m.model_sha256.substr(0, 12) + "), scorch " + scorch_version();
 }
 
-const std::vector<int64_t>& Pipeline::sample_shape() const { return impl_->shape; }
+const std::vector<int64_t>& Pipeline::sample_shape() const { return impl_->image_shape; }
 const std::string& Pipeline::sampler_name() const { return impl_->entry->name; }
 
 }  // namespace scorch

@@ -4,6 +4,7 @@
 #include <ATen/Context.h>
 
 #include <algorithm>
+#include <fstream>
 
 #include "scorch/error.h"
 #include "scorch/gaussian.h"
@@ -32,6 +33,10 @@ const Schema& top_schema() {
       {"dtype", OptionType::String, "float32", "solver and model dtype", {"float32", "float64"}},
       {"cond", OptionType::Yaml, "",
        "conditional models: a class label, a list (one per sample), rows (one grid row per class) or null_label", {}},
+      {"prompt", OptionType::Yaml, "",
+       "text: one prompt for the batch or a list with one per sample, through text_encoder (docs/conditioning.md)", {}},
+      {"negative_prompt", OptionType::Yaml, "\"\"",
+       "text: the prompt of classifier-free guidance's unconditional rows (one, or one per sample)", {}},
       {"init_noise", OptionType::String, "", ".npy file used as x_T instead of seeded noise", {}},
       {"invert", OptionType::String, "", ".npy samples to run back from t_end to t_start (deterministic samplers)", {}},
       {"init_image", OptionType::String, "",
@@ -41,6 +46,9 @@ const Schema& top_schema() {
       {"inpaint_mask", OptionType::String, "",
        "inpainting: 1 (white) where new content is generated, 0 where init_image is kept", {}},
       {"model", OptionType::Section, "", "the denoiser (model.*)", {}},
+      {"text_encoder", OptionType::Section, "", "prompts to conditioning tensors (text_encoder.*)", {}},
+      {"decoder", OptionType::Section, "", "latent models: latents to images (decoder.*)", {}},
+      {"encoder", OptionType::Section, "", "latent models: images to latents, for init_image and invert (encoder.*)", {}},
       {"schedule", OptionType::Section, "", "the noise schedule (schedule.*)", {}},
       {"sampler", OptionType::Section, "", "the sampler and its options (sampler.*; scorch samplers)", {}},
       {"guidance", OptionType::Section, "", "guidance, composition, correctors (guidance.*)", {}},
@@ -131,20 +139,53 @@ const Schema& model_input_schema() {
   static const Schema s = {
       {"name", OptionType::String, "", "forward's argument name (required; checked against the module)", {}},
       {"source", OptionType::String, "file",
-       "file (.npy / .safetensors), label (from cond), scalar (value), host (set through the C API)",
-       {"file", "label", "scalar", "host"}},
+       "file (.npy / .safetensors), label (from cond), scalar (value), prompt (text_encoder's next output), host "
+       "(set through the C API)",
+       {"file", "label", "scalar", "prompt", "host"}},
       {"file", OptionType::String, "", "file: [*shape] for the whole batch or [batch, *shape]", {}},
       {"key", OptionType::String, "", "file: the tensor's name in a .safetensors file (default: name)", {}},
       {"negative_file", OptionType::String, "",
        "file: the unconditional / negative input for classifier-free guidance (default: the same as file)", {}},
       {"negative_key", OptionType::String, "", "negative_file: the tensor's name in a .safetensors file (default: key)",
        {}},
-      {"shape", OptionType::IntList, "[]", "file, host: one sample's shape, e.g. [77, 768] (required)", {}},
+      {"shape", OptionType::IntList, "[]", "file, prompt, host: one sample's shape, e.g. [77, 768] (required)", {}},
       {"dtype", OptionType::String, "",
        "the argument's dtype (default: the network's dtype; int64 for labels)",
        {"float32", "float64", "float16", "bfloat16", "int64", "int32", "bool"}},
       {"value", OptionType::Number, "0", "scalar: the number, passed as a [B] tensor", {}},
       {"negative_value", OptionType::Number, "0", "scalar: its value in the negative rows (default: value)", {}},
+  };
+  return s;
+}
+
+const Schema& text_encoder_schema() {
+  static const Schema s = {
+      {"path", OptionType::String, "", "TorchScript forward(tokens [B, length] int64) -> a tensor or a tuple (required)",
+       {}},
+      {"tokenizer", OptionType::String, "chars", "chars (a character table) or vocab (a word list file)",
+       {"chars", "vocab"}},
+      {"chars", OptionType::String, "", "chars: the table; token i + 1 is its i-th character, 0 pads", {}},
+      {"vocab", OptionType::String, "", "vocab: a file with one token per line; token id = line index, line 0 pads", {}},
+      {"length", OptionType::Int, "0", "the encoder's context in tokens; longer prompts are truncated (required)", {}},
+      {"lowercase", OptionType::Bool, "false", "lowercase prompts before tokenizing", {}},
+  };
+  return s;
+}
+
+const Schema& decoder_schema() {
+  static const Schema s = {
+      {"path", OptionType::String, "", "TorchScript forward(latents) -> images (required)", {}},
+      {"scale_factor", OptionType::Number, "1", "the network's latents are (encoder(x) - shift_factor) scale_factor", {}},
+      {"shift_factor", OptionType::Number, "0", "see scale_factor (Flux: 0.1159, SD: 0)", {}},
+      {"tile", OptionType::Int, "0", "decode in tiles of tile x tile latent cells, bounding memory (0: whole)", {}},
+      {"overlap", OptionType::Int, "0", "latent cells neighbouring tiles share, blended linearly", {}},
+  };
+  return s;
+}
+
+const Schema& encoder_schema() {
+  static const Schema s = {
+      {"path", OptionType::String, "", "TorchScript forward(images) -> latents (scale and shift from decoder.*)", {}},
   };
   return s;
 }
@@ -165,6 +206,7 @@ const Schema& output_schema() {
       {"nrow", OptionType::Int, "0", "images per grid row (0: square)", {}},
       {"trajectory", OptionType::String, "", "states after every step, float32", {}},
       {"labels", OptionType::String, "", "class labels of the samples, int64", {}},
+      {"latents", OptionType::String, "", "latent models: the latents before decoding, float32", {}},
   };
   return s;
 }
@@ -246,6 +288,9 @@ std::vector<SectionSchema> config_schemas() {
       {"sampler", "the sampler: name, the time grid, and the sampler's own options (scorch samplers)",
        sampler_section_schema()},
       {"model.inputs[]", "one declared network input (docs/conditioning.md)", model_input_schema()},
+      {"text_encoder", "prompts to the network's conditioning tensors (docs/conditioning.md)", text_encoder_schema()},
+      {"decoder", "latent models: the decoder from latents to images (docs/conditioning.md)", decoder_schema()},
+      {"encoder", "latent models: the encoder from images to latents", encoder_schema()},
       {"guidance", "guidance (docs/guidance.md)", guidance_schema()},
       {"guidance.terms[]", "one mixture-of-score-guidance term (also the msg sampler's terms)", guidance_term_schema()},
       {"guidance.classifier", "classifier guidance", classifier_schema()},
@@ -403,7 +448,7 @@ std::shared_ptr<ModelInputs> read_model_inputs(const YAML::Node& list, const std
     if (source != "scalar") {
       for (const char* key : {"value", "negative_value"}) only(key, "scalar");
     }
-    if (source == "label" || source == "scalar") only("shape", "file or host");
+    if (source == "label" || source == "scalar") only("shape", "file, prompt or host");
     if (source == "label") {
       in.source = ModelInput::Source::Label;
       in.dtype = o.str("dtype").empty() ? at::kLong : parse_input_dtype(o.str("dtype"), where + ".dtype");
@@ -418,7 +463,8 @@ std::shared_ptr<ModelInputs> read_model_inputs(const YAML::Node& list, const std
       if (o.given("negative_value")) negative_scalars.emplace_back(in.name, o.number("negative_value"));
     }
     in.host = source == "host";
-    if (source == "file" || source == "host") {
+    in.prompt = source == "prompt";
+    if (source == "file" || source == "host" || source == "prompt") {
       in.source = ModelInput::Source::Tensor;
       in.shape = o.int_list("shape");
       if (!o.given("shape")) bad_input(where + ".shape: missing (one sample's shape, e.g. [77, 768])");
@@ -492,6 +538,61 @@ LoadedModel read_model(const YAML::Node& node, const std::string& path, const st
   return out;
 }
 
+std::unique_ptr<TextEncoder> read_text_encoder(const YAML::Node& node, at::Device device) {
+  if (!node || node.IsNull()) return nullptr;
+  const Options o = Options::read(node, text_encoder_schema(), "text_encoder");
+  if (o.str("path").empty()) bad_input("text_encoder.path: missing");
+  TokenizerSpec t;
+  t.length = o.integer("length");
+  if (t.length <= 0) bad_input("text_encoder.length: expected the encoder's context in tokens (a positive integer)");
+  t.lowercase = o.flag("lowercase");
+  if (o.str("tokenizer") == "chars") {
+    t.kind = TokenizerSpec::Kind::Chars;
+    t.chars = o.str("chars");
+    if (t.chars.empty()) bad_input("text_encoder.chars: missing (the tokenizer's characters, token i + 1 = the i-th)");
+    if (!o.str("vocab").empty()) bad_input("text_encoder.vocab: only with tokenizer: vocab");
+  } else {
+    t.kind = TokenizerSpec::Kind::Vocab;
+    if (o.str("vocab").empty()) bad_input("text_encoder.vocab: missing (a file with one token per line)");
+    if (!o.str("chars").empty()) bad_input("text_encoder.chars: only with tokenizer: chars");
+    const std::string file = find_input_file(o.str("vocab"));
+    std::ifstream in(file);
+    if (!in) bad_input("text_encoder.vocab: cannot open '" + file + "'");
+    for (std::string line; std::getline(in, line);) t.vocab.push_back(line);
+    if (t.vocab.size() < 2) bad_input("text_encoder.vocab: '" + file + "' needs a padding line and at least one token");
+  }
+  const std::string path = find_input_file(o.str("path"));
+  return std::make_unique<TextEncoder>(
+      ScriptModule::load(path, "text_encoder.path '" + path + "'", device, at::kFloat), std::move(t));
+}
+
+std::unique_ptr<LatentCodec> read_latent_codec(const YAML::Node& decoder, const YAML::Node& encoder,
+                                               const std::vector<int64_t>& latent_shape, at::TensorOptions options) {
+  const bool has_encoder = encoder && !encoder.IsNull();
+  if (!decoder || decoder.IsNull()) {
+    if (has_encoder) bad_input("encoder: needs decoder (its scale_factor and shift_factor)");
+    return nullptr;
+  }
+  const Options d = Options::read(decoder, decoder_schema(), "decoder");
+  if (d.str("path").empty()) bad_input("decoder.path: missing");
+  LatentSpec spec;
+  spec.scale_factor = d.number("scale_factor");
+  spec.shift_factor = d.number("shift_factor");
+  spec.tile = d.integer("tile");
+  spec.overlap = d.integer("overlap");
+  const std::string dpath = find_input_file(d.str("path"));
+  const at::ScalarType dtype = options.dtype().toScalarType();
+  auto dec = ScriptModule::load(dpath, "decoder.path '" + dpath + "'", options.device(), dtype);
+  std::unique_ptr<ScriptModule> enc;
+  if (has_encoder) {
+    const Options e = Options::read(encoder, encoder_schema(), "encoder");
+    if (e.str("path").empty()) bad_input("encoder.path: missing");
+    const std::string epath = find_input_file(e.str("path"));
+    enc = ScriptModule::load(epath, "encoder.path '" + epath + "'", options.device(), dtype);
+  }
+  return std::make_unique<LatentCodec>(std::move(dec), std::move(enc), spec, latent_shape, options);
+}
+
 SamplerSpec read_sampler(const YAML::Node& node) {
   SamplerSpec s;
   std::string name = "ddim";
@@ -544,6 +645,7 @@ OutputSpec read_outputs(const YAML::Node& node) {
   out.nrow = int(o.integer("nrow"));
   out.trajectory = o.str("trajectory");
   out.labels = o.str("labels");
+  out.latents = o.str("latents");
   if (out.nrow < 0) bad_input("output.nrow: expected a non-negative integer");
   return out;
 }

@@ -16,6 +16,7 @@
 #include "scorch/discrete.h"
 #include "scorch/discrete_sampler.h"
 #include "scorch/model_inputs.h"
+#include "scorch/stages.h"
 #include "scorch/options.h"
 #include "scorch/rng.h"
 #include "scorch/sampler.h"
@@ -81,10 +82,16 @@ struct Labels {
 Labels read_cond(const YAML::Node& cond, const Options& model, bool conditional, int64_t batch);
 
 struct OutputSpec {
-  std::string png, npy, trajectory, labels;
+  std::string png, npy, trajectory, labels, latents;
   int nrow = 0;
 };
 OutputSpec read_outputs(const YAML::Node& node);
+
+// text_encoder.*: the module and its tokenizer; null when the section is absent.
+std::unique_ptr<TextEncoder> read_text_encoder(const YAML::Node& node, at::Device device);
+// decoder.* and encoder.* (encoder needs decoder); null when decoder is absent.
+std::unique_ptr<LatentCodec> read_latent_codec(const YAML::Node& decoder, const YAML::Node& encoder,
+                                               const std::vector<int64_t>& latent_shape, at::TensorOptions options);
 
 // The token pipeline's sections.
 struct TokenModelSpec {

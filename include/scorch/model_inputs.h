@@ -33,6 +33,7 @@ struct ModelInput {
   at::Tensor value;
   at::Tensor negative;            // the same forms; undefined: the negative rows use `value`
   bool host = false;              // set by the caller (source: host), not by the config
+  bool prompt = false;            // set from the text encoder's outputs (source: prompt)
 };
 
 class ModelInputs {

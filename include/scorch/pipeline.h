@@ -17,7 +17,8 @@ class Node;
 namespace scorch {
 
 struct GenerateResult {
-  at::Tensor samples;     // [batch, *shape], in the configured dtype
+  at::Tensor samples;     // [batch, *shape], in the configured dtype (latent models: decoded images)
+  at::Tensor latents;     // latent models: the samples before decoding
   at::Tensor trajectory;  // [steps + 1, batch, *shape] when output.trajectory is set (first: x_T)
   int64_t nfe = 0;
   int steps = 0;
@@ -54,6 +55,7 @@ class Pipeline {
   std::string provenance_yaml() const;
   // One line: sampler, steps, NFE, seeds, batch, model (the PNG's `parameters` chunk).
   std::string summary(const GenerateResult& result) const;
+  // One output sample's shape (a latent model's decoded image).
   const std::vector<int64_t>& sample_shape() const;
   const std::string& sampler_name() const;
 

@@ -136,6 +136,59 @@ class TensorCond(torch.nn.Module):
         return 0.5 * x + g * h.to(x.dtype)
 
 
+class TinyText(torch.nn.Module):
+    """A text encoder for tests: tokens [B, 5] -> (context [B, 5, 8], pooled [B, 8]), an
+    embedding table (30 tokens) through tanh, float64."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("table", torch.randn(30, 8, dtype=torch.float64))
+
+    def forward(self, tokens):
+        if tokens.dim() != 2 or tokens.size(1) != 5:
+            raise RuntimeError("tokens must be [B, 5]")
+        h = torch.tanh(self.table[tokens] + 0.1 * torch.arange(5, dtype=torch.float64).view(1, 5, 1))
+        return h, h.mean(1)
+
+
+class LatentEps(torch.nn.Module):
+    """A latent denoiser for tests: x [B, 2, H, W], context [B, 5, 8] -> eps = 0.5 x +
+    t tanh(pooled context W) per channel, any H and W."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("w", torch.randn(8, 2, dtype=torch.float64))
+
+    def forward(self, x, t, context):
+        g = torch.tanh(context.mean(1).to(self.w.dtype) @ self.w).to(x.dtype).view(-1, 2, 1, 1)
+        return 0.5 * x + t.view(-1, 1, 1, 1).to(x.dtype) * g
+
+
+class TinyDecoder(torch.nn.Module):
+    """Latents [B, 2, H, W] -> images [B, 1, 2H, 2W]: a 3x3 convolution, nearest upsampling,
+    a 3x3 convolution (a receptive field of about two latent cells), float64."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(2, 3, 3, padding=1).double()
+        self.b = torch.nn.Conv2d(3, 1, 3, padding=1).double()
+
+    def forward(self, z):
+        h = torch.tanh(self.a(z))
+        return self.b(torch.nn.functional.interpolate(h, scale_factor=2.0, mode="nearest"))
+
+
+class TinyEncoder(torch.nn.Module):
+    """Images [B, 1, 2H, 2W] -> latents [B, 2, H, W]: 2x2 average pooling, a 1x1 convolution."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(1, 2, 1).double()
+
+    def forward(self, x):
+        return self.a(torch.nn.functional.avg_pool2d(x, 2))
+
+
 class WrongArity(torch.nn.Module):
     def forward(self, x):
         return x
@@ -202,6 +255,8 @@ def main():
     torch.manual_seed(0)
     for name, module in [("gaussian_eps", GaussianEps()), ("gaussian_velocity", GaussianVelocity()), ("gaussian_energy", GaussianEnergy()),
                          ("gmm_classifier", GmmClassifier()), ("uniform_tokens", UniformTokens()), ("tempered_tokens", TemperedTokens()), ("echo_time", EchoTime()), ("echo_cond", EchoCond()), ("tensor_cond", TensorCond()),
+                         ("tiny_text", TinyText()), ("latent_eps", LatentEps()), ("tiny_decoder", TinyDecoder()),
+                         ("tiny_encoder", TinyEncoder()),
                          ("wrong_arity", WrongArity()), ("wrong_shape", WrongShape()),
                          ("nan_output", NanOutput()), ("late_nan", LateNan()),
                          ("time_dtype_probe", TimeDtypeProbe()), ("float32_layers", Float32Layers()),

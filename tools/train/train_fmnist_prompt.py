@@ -1,0 +1,223 @@
+#!/usr/bin/python3
+"""Trains the Fashion-MNIST text-to-image model in two stages and exports four TorchScript
+files, the parts of a latent text-to-image pipeline (an SD3 / Flux in miniature):
+
+1. An autoencoder from 1x28x28 images to 4x7x7 latents (MSE, a small latent penalty):
+   `<prefix>_encoder.pt` forward(image) -> latent and `<prefix>_decoder.pt`
+   forward(latent) -> image. The latents' mean and standard deviation over the training
+   set give the shift and scale factors (printed, for the config): the flow model works on
+   z = (encoder(x) - shift) * scale, the decoder gets z / scale + shift (Flux's convention).
+2. A character-level text encoder (`<prefix>_text_encoder.pt`, forward(tokens [B, 32]
+   int64) -> context [B, 32, 64]: embeddings, positions, two transformer layers) trained
+   jointly with a rectified-flow latent denoiser (`<prefix>_flow.pt`, forward(x [B, 4, 7, 7],
+   t, context) -> velocity: residual blocks at 7x7, time and pooled-text embeddings, two
+   cross-attention layers). Prompts are the class paraphrases of prompts.py, replaced by the
+   empty prompt with probability 0.1 (the negative prompt of classifier-free guidance).
+   Rectified flow as in train_fmnist_flow.py: x_t = (1 - t) x0 + t z, velocity z - x0,
+   logit-normal t, the network gets 1000 t.
+
+Usage: /usr/bin/python3 tools/train/train_fmnist_prompt.py [--ae-iters N] [--iters N]
+       [--prefix models/fmnist_prompt]
+"""
+import argparse
+import math
+import os
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fmnist_data  # noqa: E402
+import prompts  # noqa: E402
+from train_fmnist_unet import ResBlock, timestep_embedding  # noqa: E402
+
+LATENT = 4
+
+
+class Encoder(nn.Module):
+    def __init__(self, ch=32):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, ch, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(ch, 2 * ch, 3, stride=2, padding=1), nn.SiLU(),          # 14
+            nn.Conv2d(2 * ch, 2 * ch, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(2 * ch, 2 * ch, 3, stride=2, padding=1), nn.SiLU(),      # 7
+            nn.Conv2d(2 * ch, 2 * ch, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(2 * ch, LATENT, 1))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class Decoder(nn.Module):
+    def __init__(self, ch=32):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(LATENT, 2 * ch, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(2 * ch, 2 * ch, 3, padding=1), nn.SiLU(),
+            nn.Upsample(scale_factor=2.0, mode="nearest"),                     # 14
+            nn.Conv2d(2 * ch, 2 * ch, 3, padding=1), nn.SiLU(),
+            nn.Upsample(scale_factor=2.0, mode="nearest"),                     # 28
+            nn.Conv2d(2 * ch, ch, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(ch, 1, 3, padding=1))
+
+    def forward(self, z):
+        return self.net(z)
+
+
+class TextEncoder(nn.Module):
+    def __init__(self, dim=64, length=prompts.LENGTH, vocab=len(prompts.CHARS) + 1):
+        super().__init__()
+        self.length = length
+        self.tok = nn.Embedding(vocab, dim)
+        self.pos = nn.Parameter(torch.randn(1, length, dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(dim, 4, 2 * dim, dropout=0.0, batch_first=True)
+        self.layers = nn.TransformerEncoder(layer, 2)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, tokens):
+        if tokens.dim() != 2 or tokens.size(1) != self.length:
+            raise RuntimeError("tokens must be [B, 32]")
+        return self.norm(self.layers(self.tok(tokens) + self.pos))
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, ch, ctx_dim):
+        super().__init__()
+        self.norm = nn.GroupNorm(8, ch)
+        self.attn = nn.MultiheadAttention(ch, 4, kdim=ctx_dim, vdim=ctx_dim, batch_first=True)
+
+    def forward(self, h, context):
+        b, c, hh, ww = h.shape
+        q = self.norm(h).flatten(2).transpose(1, 2)
+        out, _ = self.attn(q, context.to(q.dtype), context.to(q.dtype), need_weights=False)
+        return h + out.transpose(1, 2).reshape(b, c, hh, ww)
+
+
+class LatentFlow(nn.Module):
+    def __init__(self, ch=64, emb=128, ctx_dim=64):
+        super().__init__()
+        self.emb_dim = emb
+        self.time_mlp = nn.Sequential(nn.Linear(emb, emb), nn.SiLU(), nn.Linear(emb, emb))
+        self.pool = nn.Linear(ctx_dim, emb)
+        self.inp = nn.Conv2d(LATENT, ch, 3, padding=1)
+        self.b1, self.b2 = ResBlock(ch, ch, emb), ResBlock(ch, ch, emb)
+        self.b3, self.b4 = ResBlock(ch, ch, emb), ResBlock(ch, ch, emb)
+        self.a1, self.a2 = CrossAttention(ch, ctx_dim), CrossAttention(ch, ctx_dim)
+        self.out_norm = nn.GroupNorm(8, ch)
+        self.out = nn.Conv2d(ch, LATENT, 3, padding=1)
+
+    def forward(self, x, t, context):
+        if context.dim() != 3 or context.size(1) != prompts.LENGTH or context.size(2) != 64:
+            raise RuntimeError("context must be [B, 32, 64]")
+        e = self.time_mlp(timestep_embedding(t, self.emb_dim).to(x.dtype)) + self.pool(context.mean(1).to(x.dtype))
+        h = self.inp(x)
+        h = self.a1(self.b1(h, e), context)
+        h = self.b2(h, e)
+        h = self.a2(self.b3(h, e), context)
+        h = self.b4(h, e)
+        return self.out(F.silu(self.out_norm(h)))
+
+
+def ema_update(ema, model, it):
+    with torch.no_grad():
+        decay = min(0.999, (1 + it) / (10 + it))
+        for pe, pm in zip(ema.parameters(), model.parameters()):
+            pe.mul_(decay).add_(pm, alpha=1 - decay)
+
+
+def train_autoencoder(args, x_all):
+    enc, dec = Encoder(), Decoder()
+    params = list(enc.parameters()) + list(dec.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.ae_iters, pct_start=0.05)
+    print(f"autoencoder: {sum(p.numel() for p in params)} params, {args.ae_iters} iters", flush=True)
+    start, running = time.time(), 0.0
+    for it in range(1, args.ae_iters + 1):
+        x = x_all[torch.randint(0, x_all.shape[0], (args.batch,))]
+        z = enc(x)
+        rec = F.mse_loss(dec(z), x)
+        loss = rec + 1e-4 * z.pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        running = 0.98 * running + 0.02 * rec.item() if it > 1 else rec.item()
+        if it % 100 == 0 or it == args.ae_iters:
+            print(f"ae iter {it} mse {running:.5f} elapsed {time.time() - start:.0f}s", flush=True)
+    return enc.eval(), dec.eval()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ae-iters", type=int, default=3000)
+    ap.add_argument("--iters", type=int, default=6000)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prefix", default="models/fmnist_prompt")
+    args = ap.parse_args()
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    x_all, y_all = fmnist_data.load("train")
+
+    enc, dec = train_autoencoder(args, x_all)
+    with torch.no_grad():
+        lat = torch.cat([enc(x_all[i:i + 1000]) for i in range(0, x_all.shape[0], 1000)])
+        x_test, _ = fmnist_data.load("test")
+        rec = torch.cat([dec(enc(x_test[i:i + 1000])) for i in range(0, x_test.shape[0], 1000)])
+    shift, scale = lat.mean().item(), 1.0 / lat.std().item()
+    print(f"latents: shift_factor {shift:.6f} scale_factor {scale:.6f}; "
+          f"test reconstruction mse {F.mse_loss(rec, x_test).item():.5f}", flush=True)
+    torch.jit.save(torch.jit.script(enc), args.prefix + "_encoder.pt")
+    torch.jit.save(torch.jit.script(dec), args.prefix + "_decoder.pt")
+    z_all = (lat - shift) * scale
+
+    # Stage 2: text encoder and latent flow, jointly.
+    tokens = {c: torch.tensor([prompts.tokenize(p) for p in prompts.TRAIN[c]]) for c in range(10)}
+    empty = torch.tensor(prompts.tokenize(""))
+    text, flow = TextEncoder(), LatentFlow()
+    ema_text, ema_flow = TextEncoder(), LatentFlow()
+    ema_text.load_state_dict(text.state_dict())
+    ema_flow.load_state_dict(flow.state_dict())
+    params = list(text.parameters()) + list(flow.parameters())
+    for p in list(ema_text.parameters()) + list(ema_flow.parameters()):
+        p.requires_grad_(False)
+    opt = torch.optim.AdamW(params, lr=args.lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.iters, pct_start=0.05)
+    print(f"text encoder {sum(p.numel() for p in text.parameters())} params, "
+          f"latent flow {sum(p.numel() for p in flow.parameters())} params, {args.iters} iters", flush=True)
+    start, running = time.time(), 0.0
+    for it in range(1, args.iters + 1):
+        idx = torch.randint(0, z_all.shape[0], (args.batch,))
+        x0, y = z_all[idx], y_all[idx]
+        tok = torch.stack([tokens[int(c)][torch.randint(0, len(prompts.TRAIN[int(c)]), ())] for c in y])
+        tok[torch.rand(args.batch) < 0.1] = empty
+        t = torch.sigmoid(torch.randn(args.batch))
+        z = torch.randn_like(x0)
+        tt = t.view(-1, 1, 1, 1)
+        loss = F.mse_loss(flow((1 - tt) * x0 + tt * z, 1000.0 * t, text(tok)), z - x0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        ema_update(ema_text, text, it)
+        ema_update(ema_flow, flow, it)
+        running = 0.98 * running + 0.02 * loss.item() if it > 1 else loss.item()
+        if it % 100 == 0 or it == args.iters:
+            print(f"iter {it} loss {running:.4f} elapsed {time.time() - start:.0f}s", flush=True)
+    torch.jit.save(torch.jit.script(ema_text.eval()), args.prefix + "_text_encoder.pt")
+    torch.jit.save(torch.jit.script(ema_flow.eval()), args.prefix + "_flow.pt")
+    for part in ("encoder", "decoder", "text_encoder", "flow"):
+        path = f"{args.prefix}_{part}.pt"
+        print(f"wrote {path} ({os.path.getsize(path)} bytes)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
