@@ -165,11 +165,18 @@ LatentCodec::LatentCodec(std::unique_ptr<ScriptModule> decoder, std::unique_ptr<
   std::vector<int64_t> one = {1};
   one.insert(one.end(), latent_shape_.begin(), latent_shape_.end());
   const at::Tensor img = decoder_->forward({at::zeros(one, options_)}).at(0);
-  if (img.dim() != int64_t(one.size()) || img.size(0) != 1)
+  if (img.dim() < 2 || img.size(0) != 1)
     bad_input(decoder_->what() + ": decoded a latent of shape " + shape_string(one) + " to " + shape_string(img.sizes()) +
-              "; expected [1, C, H, W] images of the latents' rank");
+              "; expected one image per latent");
   image_shape_ = img.sizes().slice(1).vec();
-  if (latent_shape_.size() >= 2) {
+  // A decoder may change the rank (Flux's packed tokens [1024, 64] to [3, 512, 512]); tiling
+  // needs latents and images on one grid.
+  if (image_shape_.size() != latent_shape_.size()) {
+    upscale_ = 0;
+    if (spec_.tile > 0)
+      bad_input("decoder.tile: needs a decoder from [C, H, W] latents to [C', kH, kW] images; this one decodes " +
+                shape_string(latent_shape_) + " to " + shape_string(image_shape_));
+  } else if (latent_shape_.size() >= 2) {
     const int64_t lh = latent_shape_[latent_shape_.size() - 2], lw = latent_shape_.back();
     const int64_t ih = image_shape_[image_shape_.size() - 2], iw = image_shape_.back();
     upscale_ = ih / lh;

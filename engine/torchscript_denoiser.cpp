@@ -6,6 +6,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 
 #ifdef _OPENMP
@@ -27,6 +28,12 @@ TimeInput parse_time_input(const std::string& name) {
   if (name == "sigma") return TimeInput::Sigma;
   bad_input("model.time_input: expected t | index | sigma, got '" + name + "'");
 }
+
+namespace {
+thread_local int64_t network_ns = 0;
+}
+
+int64_t network_nanoseconds() { return network_ns; }
 
 int64_t cpu_chunk_size(int64_t batch) {
   return std::clamp<int64_t>((batch + 1) / 2, 2, 16);
@@ -84,7 +91,9 @@ class TorchScriptDenoiser final : public Denoiser {
 
   Prediction predict(const at::Tensor& x, double t, const at::Tensor& cond) override {
     c10::InferenceMode guard;
+    const auto start = std::chrono::steady_clock::now();
     const at::Tensor out = chunked_forward(x, t, cond);
+    network_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count();
     if (out.sizes() != x.sizes())
       bad_input("model '" + spec_.path + "': forward returned shape " + shape_string(out.sizes()) +
                 " for input " + shape_string(x.sizes()));

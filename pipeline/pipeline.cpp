@@ -389,6 +389,9 @@ void Pipeline::set_init_image(const at::Tensor& x_init, double strength, const a
       bad_input("inpaint_mask: shape " + shape_string(mask.sizes()) + " does not broadcast to a sample " +
                 shape_string(shape));
     // On the latent grid: the share of each latent cell's pixels to generate.
+    if (m.codec && m.codec->upscale() == 0)
+      bad_input("inpaint_mask: needs latents on the image's grid; this decoder changes the rank (" +
+                shape_string(m.shape) + " to " + shape_string(shape) + ")");
     if (m.codec) latent_mask = latent_grid_mask(mask, shape, m.shape);
   }
   if (m.codec) x = m.codec->encode(x.contiguous());
@@ -421,6 +424,7 @@ GenerateResult Pipeline::generate(const ProgressFn& progress) const {
   const Impl& m = *impl_;
   c10::InferenceMode guard;
   const auto start = std::chrono::steady_clock::now();
+  const int64_t network_start = network_nanoseconds();
   if (m.inputs) m.inputs->check_ready(m.batch);
   if (m.cfg_with_inputs && !m.inputs->has_negative()) bad_input(kNeedsNegative);
   const at::Tensor x_T = initial_noise();
@@ -454,12 +458,15 @@ GenerateResult Pipeline::generate(const ProgressFn& progress) const {
   r.nfe = ctx.nfe();
   r.notes = m.load_notes;
   for (const auto& n : ctx.notes()) r.notes.push_back(n);
+  r.steps = m.grid.steps();
+  r.network_seconds = 1e-9 * double(network_nanoseconds() - network_start);
+  const auto sampled = std::chrono::steady_clock::now();
+  r.seconds = std::chrono::duration<double>(sampled - start).count();
   if (m.codec) {
     r.latents = r.samples;
     r.samples = m.codec->decode(r.latents);
+    r.decode_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - sampled).count();
   }
-  r.steps = m.grid.steps();
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return r;
 }
 

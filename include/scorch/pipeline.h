@@ -22,7 +22,9 @@ struct GenerateResult {
   at::Tensor trajectory;  // [steps + 1, batch, *shape] when output.trajectory is set (first: x_T)
   int64_t nfe = 0;
   int steps = 0;
-  double seconds = 0.0;
+  double seconds = 0.0;          // the sampling loop (start noise to the last step), wall time
+  double network_seconds = 0.0;  // of which inside the TorchScript network's calls (wall time)
+  double decode_seconds = 0.0;   // latent models: decoding, after the loop
   std::vector<std::string> notes;  // choices the sampler made, one line each
 };
 

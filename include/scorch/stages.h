@@ -77,6 +77,7 @@ class LatentCodec {
   at::Tensor encode(const at::Tensor& x) const;
   bool has_encoder() const { return bool(encoder_); }
   const std::vector<int64_t>& image_shape() const { return image_shape_; }
+  // Image pixels per latent cell along height and width; 0 when the decoder changes the rank.
   int64_t upscale() const { return upscale_; }
 
  private:

@@ -53,6 +53,11 @@ struct TorchScriptSpec {
 // calls are slower per sample on one thread; docs/benchmarks.md, "latency").
 int64_t cpu_chunk_size(int64_t batch);
 
+// Wall time this thread has spent in TorchScript denoiser calls (the network itself, chunks
+// included, not the conversions around it), in nanoseconds: the difference over a run is
+// the network's share, the rest is scorch's overhead.
+int64_t network_nanoseconds();
+
 // Loads, moves and freezes the module, then validates it with a one-sample
 // dry run (arity, output shape, finite output): any problem is a bad-input Error.
 std::unique_ptr<Denoiser> load_torchscript_denoiser(const TorchScriptSpec& spec,

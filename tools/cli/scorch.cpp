@@ -105,10 +105,13 @@ int run_generate(const std::string& config_path, const std::vector<std::string>&
   }
   const scorch::GenerateResult result = pipeline->generate(progress);
   const auto written = pipeline->write_outputs(result);
+  for (const auto& line : result.notes)
+    if (!quiet || line.rfind("warning:", 0) == 0) std::fprintf(stderr, "%s\n", line.c_str());
   if (!quiet) {
-    for (const auto& line : result.notes) std::fprintf(stderr, "%s\n", line.c_str());
-    std::fprintf(stderr, "%s: %d steps, %lld NFE, start-up %.1f ms, sampling %.1f ms", pipeline->sampler_name().c_str(),
-                 result.steps, (long long)result.nfe, load_ms, 1e3 * result.seconds);
+    std::fprintf(stderr, "%s: %d steps, %lld NFE, start-up %.1f ms, sampling %.1f ms (network %.1f ms)",
+                 pipeline->sampler_name().c_str(), result.steps, (long long)result.nfe, load_ms, 1e3 * result.seconds,
+                 1e3 * result.network_seconds);
+    if (result.latents.defined()) std::fprintf(stderr, ", decoding %.1f ms", 1e3 * result.decode_seconds);
     for (const auto& f : written) std::fprintf(stderr, ", wrote %s", f.c_str());
     std::fputc('\n', stderr);
   }
