@@ -1,0 +1,73 @@
+#!/bin/sh
+# Per-step overhead and peak memory with networks of real shapes (configs/examples/ on the
+# randomly initialised stand-ins of tests/fixtures/shaped/): `scorch generate` at batch 1,
+# the CLI's own split of the sampling loop into the network's calls and everything else
+# (GenerateResult::network_seconds: wall time inside the TorchScript calls, same run), the
+# decoder's time, and the process's peak RSS (/usr/bin/time). Then SDXL's 1024 px decode
+# whole against tiled (decoder.tile 64, overlap 12), peak RSS side by side.
+# Writes the "shaped" section of docs/benchmarks.md.
+# Usage: tools/bench/bench_shaped.sh [build] [repeats] [steps]
+set -eu
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+BUILD=$(cd "${1:-build}" && pwd); REPS=${2:-3}; STEPS=${3:-10}
+OUT=$(mktemp -d); trap 'rm -rf "$OUT"' EXIT
+cd "$OUT"
+/usr/bin/python3 - <<'PY'
+import os
+import numpy as np
+rng = np.random.default_rng(0)
+files = {
+    "sd15": [("prompt_embeds", (77, 768)), ("negative_prompt_embeds", (77, 768))],
+    "sdxl": [("prompt_embeds", (77, 2048)), ("negative_prompt_embeds", (77, 2048)), ("pooled_prompt_embeds", (1280,)),
+             ("negative_pooled_prompt_embeds", (1280,)), ("time_ids", (6,))],
+    "flux": [("t5_embeds", (512, 4096)), ("clip_pooled", (768,)), ("img_ids", (1024, 3)), ("txt_ids", (512, 3))],
+}
+for ex, entries in files.items():
+    os.makedirs(ex, exist_ok=True)
+    for name, shape in entries:
+        np.save(os.path.join(ex, name + ".npy"), rng.standard_normal(shape).astype(np.float32))
+PY
+# run NAME EXTRA... -> "sampling network decoding rss_kb"
+run() {
+  ex=$1; shift
+  cd "$OUT/$ex"
+  /usr/bin/time -f "rss %M" "$BUILD/bin/scorch" generate --config "$ROOT/configs/examples/$ex.yaml" \
+    --set model.path="$ROOT/$(sed -n 's/^  path: \(tests[^ ]*\).*/\1/p' "$ROOT/configs/examples/$ex.yaml" | head -1)" \
+    --set decoder.path="$ROOT/$(sed -n 's/^  path: \(tests[^ ]*\).*/\1/p' "$ROOT/configs/examples/$ex.yaml" | tail -1)" \
+    --set sampler.steps="$STEPS" --set output.png= --set output.npy=out.npy "$@" 2>&1 |
+    sed -n 's/.*sampling \([0-9.]*\) ms (network \([0-9.]*\) ms), decoding \([0-9.]*\) ms.*/\1 \2 \3/p; s/^rss \([0-9]*\)/\1/p' |
+    tr '\n' ' '
+  cd "$OUT"
+}
+median() { sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
+{
+  echo "Produced by \`tools/bench/bench_shaped.sh ${1:-build} $REPS $STEPS\` on $(nproc) cores, $(date -u +%Y-%m-%d):"
+  echo "\`scorch generate\` at batch 1, $STEPS steps, the example configs on the stand-in networks (random"
+  echo "weights, real interfaces and shapes); median of $REPS runs. network: wall time inside the"
+  echo "TorchScript calls, measured in the same run; overhead: the rest of the sampling loop."
+  echo
+  echo "| network | sampling (ms) | network (ms) | overhead (ms) | overhead / sampling | decoding (ms) | peak RSS (MB) |"
+  echo "|---|---|---|---|---|---|---|"
+  for ex in sd15 sdxl flux; do
+    : > "$OUT/rows"
+    i=0
+    while [ "$i" -lt "$REPS" ]; do run "$ex" >> "$OUT/rows"; echo >> "$OUT/rows"; i=$((i + 1)); done
+    s=$(awk 'NF {print $1}' "$OUT/rows" | median); n=$(awk 'NF {print $2}' "$OUT/rows" | median)
+    d=$(awk 'NF {print $3}' "$OUT/rows" | median); r=$(awk 'NF {print $4}' "$OUT/rows" | median)
+    echo "| $ex | $s | $n | $(awk "BEGIN {printf \"%.1f\", $s - $n}") | $(awk "BEGIN {printf \"%.2f%%\", 100 * ($s - $n) / $s}") | $d | $(awk "BEGIN {printf \"%.0f\", $r / 1024}") |"
+  done
+  echo
+  echo "SDXL at 1024 px, the decoder whole against tiled (same run otherwise, median of $REPS):"
+  echo
+  echo "| decoder | decoding (ms) | peak RSS (MB) |"
+  echo "|---|---|---|"
+  for t in 0 64; do
+    : > "$OUT/rows"
+    i=0
+    while [ "$i" -lt "$REPS" ]; do run sdxl --set decoder.tile=$t >> "$OUT/rows"; echo >> "$OUT/rows"; i=$((i + 1)); done
+    d=$(awk 'NF {print $3}' "$OUT/rows" | median); r=$(awk 'NF {print $4}' "$OUT/rows" | median)
+    echo "| $( [ "$t" = 0 ] && echo whole || echo "tile $t, overlap 12" ) | $d | $(awk "BEGIN {printf \"%.0f\", $r / 1024}") |"
+  done
+} | /usr/bin/python3 "$ROOT/tools/scripts/update_doc_section.py" "$ROOT/docs/benchmarks.md" shaped
+sed -n '/shaped:begin/,/shaped:end/p' "$ROOT/docs/benchmarks.md"
