@@ -1,4 +1,5 @@
-// DDIM, Euler, Euler ancestral, Heun and DPM-Solver-2 (k-diffusion's dpm_2).
+// DDIM (and DDPM, its eta = 1), Euler, Euler ancestral, Heun, DPM-Solver-2 and its ancestral
+// form (k-diffusion's dpm_2, dpm_2_ancestral).
 //
 // Notation (DPM-Solver): a step goes from s = t_i to t = t_{i+1}, h = lambda_t - lambda_s > 0.
 // The k-diffusion samplers work in the coordinates of OdeFrame (sampler.h): VE variables
@@ -150,6 +151,41 @@ at::Tensor sample_euler_ancestral(SamplerContext& ctx, at::Tensor x, const TimeG
   return x;
 }
 
+// DPM-Solver-2 ancestral (k-diffusion's sample_dpm_2_ancestral), in VE variables y = x/alpha,
+// s = sigma/alpha: with s_up = min(s', eta sqrt(s'^2 (s^2 - s'^2) / s^2)) and
+// s_down = sqrt(s'^2 - s_up^2), the midpoint step of dpm_2 from s down to s_down (its
+// geometric mean s_mid = sqrt(s s_down)),
+//   y' = y + (s_mid - s) d(y, s),   y_down = y + (s_down - s) d(y', s_mid),
+// then fresh noise: y_{i+1} = y_down + s_noise s_up z. 2 NFE per step (1 into s' = 0). The
+// runner steps at alpha = 0 and sigma = 0 (flow's endpoints).
+at::Tensor sample_dpm_2_ancestral(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid, const Options& o) {
+  const Schedule& ns = ctx.schedule();
+  const std::vector<double>& t = grid.t;
+  const double eta = o.number("eta"), s_noise = o.number("s_noise");
+  const int n = int(t.size()) - 1;
+  for (int i = 0; i < n; ++i) {
+    const double s = ns.ve_sigma(t[i]), s_next = ns.ve_sigma(t[i + 1]);
+    const double s_up = std::min(s_next, eta * std::sqrt(s_next * s_next * (s * s - s_next * s_next) / (s * s)));
+    const double s_down = std::sqrt(s_next * s_next - s_up * s_up);
+    const Prediction p = ctx.denoise(x, t[i]);
+    const double a = ns.alpha(t[i]);
+    const at::Tensor y = x / a;
+    // d = dy/ds = (y - x0) / s = eps
+    at::Tensor y_next;
+    if (s_down > 0.0) {
+      const double s_mid = std::sqrt(s * s_down), t_mid = ns.t_of_ve_sigma(s_mid);
+      const at::Tensor y_mid = lincomb({{1.0, y}, {s_mid - s, p.eps}});
+      const Prediction p_mid = ctx.denoise(ns.alpha(t_mid) * y_mid, t_mid);
+      y_next = lincomb({{1.0, y}, {s_down - s, p_mid.eps}});
+    } else {
+      y_next = lincomb({{1.0, y}, {s_down - s, p.eps}});
+    }
+    if (s_up > 0.0) y_next = y_next + (s_noise * s_up) * ctx.noise_between(x, t[i], t[i + 1]);
+    x = ctx.end_step(i + 1, n, t[i + 1], ns.alpha(t[i + 1]) * y_next);
+  }
+  return x;
+}
+
 namespace {
 
 const Schema kChurn = {
@@ -176,6 +212,14 @@ std::vector<SamplerEntry> ddim_euler_rows() {
        function_sampler(sample_heun, Endpoints::InTime), {}, {"s_churn"}, "flow_match"},
       {"dpm_2", "DPM-Solver-2 as k-diffusion's sample_dpm_2: a midpoint step at the geometric mean sigma. 2 NFE/step",
        kChurn, function_sampler(sample_dpm_2, Endpoints::InTime), {}, {"s_churn"}, "flow_match"},
+      {"dpm_2_ancestral", "DPM-Solver-2 to sigma_down, then ancestral noise (k-diffusion). 2 NFE/step",
+       {{"eta", OptionType::Number, "1", "ancestral noise fraction", {}},
+        {"s_noise", OptionType::Number, "1", "scale of the added noise", {}}},
+       function_sampler(sample_dpm_2_ancestral, Endpoints::Runner), {}, {"eta"}},
+      {"ddpm", "ancestral DDPM (Ho et al. 2020): the posterior q(x_t | x_s, x0) with the predicted x0, DDIM's eta = 1. "
+               "1 NFE/step",
+       {{"eta", OptionType::Number, "1", "stochasticity: 0 deterministic, 1 DDPM-like", {}}},
+       function_sampler(sample_ddim, Endpoints::Own), {{"eta", "1"}}, {"eta"}, "flow_match"},
   };
 }
 

@@ -266,7 +266,8 @@ TEST_F(Cli, FlowVelocityModelRuns) {
   const std::string flow = "generate --config flow.yaml --set schedule.shift=3 --set output.npy=f.npy ";
   for (const std::string extra :
        {"--set sampler.name=euler", "--set sampler.name=heun", "--set sampler.name=dpmpp_2m", "--set sampler.name=unipc",
-        "--set sampler.name=dpmpp_2m_sde", "--set sampler.name=euler_ancestral", "--set guidance.corrector.type=ula",
+        "--set sampler.name=dpmpp_2m_sde", "--set sampler.name=euler_ancestral", "--set sampler.name=dpm_2_ancestral",
+        "--set sampler.name=ddpm", "--set guidance.corrector.type=ula",
         "--set guidance.corrector.type=uhmc", "--set sampler.name=dpmpp_2m_sde --set noise=brownian"}) {
     const Result r = run(flow + extra);
     ASSERT_EQ(r.status, 0) << extra << ": " << r.err;

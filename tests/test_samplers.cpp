@@ -102,6 +102,28 @@ void expect_target_moments(const std::string& name, std::map<std::string, std::s
 TEST(Samplers, DdimEta1SamplesTarget) { expect_target_moments("ddim", {{"eta", "1"}}); }
 TEST(Samplers, EulerAncestralSamplesTarget) { expect_target_moments("euler_ancestral", {}); }
 TEST(Samplers, HeunWithChurnSamplesTarget) { expect_target_moments("heun", {{"s_churn", "10"}}); }
+TEST(Samplers, Dpm2AncestralSamplesTarget) { expect_target_moments("dpm_2_ancestral", {}); }
+TEST(Samplers, DdpmSamplesTarget) { expect_target_moments("ddpm", {}); }
+
+// ddpm is DDIM with eta = 1 (the DDPM posterior with the predicted x0), the same draws.
+TEST(Samplers, DdpmIsDdimEta1) {
+  GaussianCase c;
+  const auto a = run_sampler("ddpm", *c.model, *c.sched, c.x_T, {{"steps", "9"}}, 3).x;
+  const auto b = run_sampler("ddim", *c.model, *c.sched, c.x_T, {{"steps", "9"}, {"eta", "1"}}, 3).x;
+  EXPECT_TRUE(at::equal(a, b));
+}
+
+// Without ancestral noise (eta = 0) dpm_2_ancestral is dpm_2: s_down = s', s_up = 0; with
+// it, a different sample; 2 NFE per step.
+TEST(Samplers, Dpm2AncestralWithoutNoiseIsDpm2) {
+  GaussianCase c;
+  const auto a = run_sampler("dpm_2_ancestral", *c.model, *c.sched, c.x_T, {{"steps", "6"}, {"eta", "0"}}, 3);
+  const auto b = run_sampler("dpm_2", *c.model, *c.sched, c.x_T, {{"steps", "6"}}, 3);
+  EXPECT_LT((a.x - b.x).abs().max().item<double>(), 1e-12);
+  EXPECT_EQ(a.nfe, 12);
+  const auto noisy = run_sampler("dpm_2_ancestral", *c.model, *c.sched, c.x_T, {{"steps", "6"}}, 3).x;
+  EXPECT_GT((noisy - b.x).abs().max().item<double>(), 1e-3);
+}
 
 // Stochastic runs are reproducible from the seed.
 TEST(Samplers, SeededNoiseIsReproducible) {

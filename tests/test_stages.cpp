@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include "scorch/error.h"
+#include "scorch/eval.h"
 #include "scorch/io.h"
 #include "scorch/pipeline.h"
 
@@ -141,6 +142,30 @@ TEST(LatentCodec, ScaleShiftAndDryRunChecks) {
   EXPECT_NE(error_of([&] { LatentCodec(load("tiny_decoder.pt"), nullptr, spec, {2, 6, 6}, kF64); })
                 .find("decoder.overlap: must be smaller than decoder.tile"),
             std::string::npos);
+}
+
+// The shipped autoencoder of the text-to-image model (models/fmnist_prompt_*.pt): encoder
+// then decoder on the first 1000 Fashion-MNIST test images, in [-1, 1]; the training script
+// reports 0.0150 on all 10k (tools/train/train_fmnist_prompt.py, models/README.md).
+TEST(ShippedAutoencoder, RoundTripError) {
+  const std::string file = fashion_mnist_file("t10k-images-idx3-ubyte.gz");
+  if (!fs::exists(file)) GTEST_SKIP() << "no Fashion-MNIST at " << file << " (Debian's dataset-fashion-mnist)";
+  const at::Tensor x = read_idx(file).narrow(0, 0, 1000).to(at::kFloat).div(127.5).sub(1.0).unsqueeze(1);
+  const std::string models = std::string(SCORCH_SOURCE_DIR) + "/models/fmnist_prompt_";
+  LatentSpec spec;
+  spec.scale_factor = 0.762875;
+  spec.shift_factor = -0.09554;
+  LatentCodec codec(ScriptModule::load(models + "decoder.pt", "decoder", at::kCPU, at::kFloat),
+                    ScriptModule::load(models + "encoder.pt", "encoder", at::kCPU, at::kFloat), spec, {4, 7, 7},
+                    at::TensorOptions().dtype(at::kFloat));
+  const at::Tensor z = codec.encode(x);
+  // The scale and shift make the latents standard: mean 0 and variance 1 to within 0.1.
+  EXPECT_LT(std::abs(z.mean().item<double>()), 0.1);
+  EXPECT_LT(std::abs(z.std().item<double>() - 1.0), 0.1);
+  const double mse = (codec.decode(z) - x).pow(2).mean().item<double>();
+  EXPECT_LT(mse, 0.02);
+  EXPECT_GT(mse, 1e-4);  // a 196-number code of a 784-pixel image is lossy
+  std::printf("shipped autoencoder: round-trip MSE %.5f on 1000 test images\n", mse);
 }
 
 class PromptPipeline : public ::testing::Test {
