@@ -6,9 +6,10 @@
 
 namespace scorch {
 
-std::vector<SamplerEntry> ddim_euler_rows();   // ddim, euler, euler_ancestral, heun, dpm_2
+std::vector<SamplerEntry> ddim_euler_rows();   // ddim, ddpm, euler, euler_ancestral, heun, dpm_2(_ancestral)
 std::vector<SamplerEntry> dpm_solver_rows();   // dpm_solver and its aliases, dpm_adaptive
 std::vector<SamplerEntry> dpmpp_sde_rows();    // dpmpp_2m_sde, dpmpp_3m_sde
+std::vector<SamplerEntry> dpmpp_singlestep_sde_rows();  // dpmpp_2s_ancestral, dpmpp_sde
 std::vector<SamplerEntry> unipc_rows();        // unipc
 std::vector<SamplerEntry> ipndm_rows();        // ipndm
 std::vector<SamplerEntry> lms_rows();          // lms
@@ -20,6 +21,7 @@ const Registry<SamplerEntry>& samplers() {
       ddim_euler_rows,
       dpm_solver_rows,
       dpmpp_sde_rows,
+      dpmpp_singlestep_sde_rows,
       unipc_rows,
       ipndm_rows,
       lms_rows,

@@ -51,6 +51,21 @@ void expect_order(const std::string& name, double order, const std::string& skip
   }
 }
 
+// The same with extra options, on the logSNR grid from 40 steps.
+void expect_order_with(const std::string& name, double order, std::map<std::string, std::string> opts) {
+  GaussianCase c;
+  std::vector<double> err;
+  for (int n = 40; n <= 320; n *= 2) {
+    opts["steps"] = std::to_string(n);
+    opts["t_end"] = "0.001";
+    const at::Tensor x = run_sampler(name, *c.model, *c.sched, c.x_T, opts).x;
+    const at::Tensor ref = c.exact(1.0, 1e-3);
+    err.push_back(((x - ref).norm() / ref.norm()).item<double>());
+  }
+  for (size_t i = 0; i + 1 < err.size(); ++i)
+    EXPECT_NEAR(err[i] / err[i + 1], std::pow(2.0, order), 0.3) << name << ": errors " << err[i] << " -> " << err[i + 1];
+}
+
 TEST(Samplers, DdimIsFirstOrder) { expect_order("ddim", 1, "logSNR", 40); }
 TEST(Samplers, EulerIsFirstOrder) { expect_order("euler", 1, "logSNR", 40); }
 TEST(Samplers, HeunIsSecondOrder) { expect_order("heun", 2, "logSNR", 40); }
@@ -104,6 +119,13 @@ TEST(Samplers, EulerAncestralSamplesTarget) { expect_target_moments("euler_ances
 TEST(Samplers, HeunWithChurnSamplesTarget) { expect_target_moments("heun", {{"s_churn", "10"}}); }
 TEST(Samplers, Dpm2AncestralSamplesTarget) { expect_target_moments("dpm_2_ancestral", {}); }
 TEST(Samplers, DdpmSamplesTarget) { expect_target_moments("ddpm", {}); }
+TEST(Samplers, Dpmpp2sAncestralSamplesTarget) { expect_target_moments("dpmpp_2s_ancestral", {}); }
+TEST(Samplers, DpmppSdeSamplesTarget) { expect_target_moments("dpmpp_sde", {}); }
+// Without noise both are DPM-Solver++(2S) at r = 1/2: second order.
+TEST(Samplers, Dpmpp2sAncestralWithoutNoiseIsSecondOrder) {
+  expect_order_with("dpmpp_2s_ancestral", 2, {{"eta", "0"}});
+}
+TEST(Samplers, DpmppSdeWithoutNoiseIsSecondOrder) { expect_order_with("dpmpp_sde", 2, {{"eta", "0"}}); }
 
 // ddpm is DDIM with eta = 1 (the DDPM posterior with the predicted x0), the same draws.
 TEST(Samplers, DdpmIsDdimEta1) {
