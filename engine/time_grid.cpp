@@ -8,8 +8,10 @@
 namespace scorch {
 
 const std::vector<std::string>& skip_types() {
-  static const std::vector<std::string> names = {"auto",        "logSNR",     "time_uniform", "time_quadratic", "karras",
-                                                 "exponential", "flow_match", "linspace",     "leading",        "trailing"};
+  static const std::vector<std::string> names = {
+      "auto",     "logSNR",   "time_uniform", "time_quadratic", "karras",      "exponential",      "flow_match",
+      "linspace", "leading",  "trailing",     "simple",         "sgm_uniform", "kl_optimal",       "linear_quadratic",
+      "beta",     "custom"};
   return names;
 }
 
@@ -19,7 +21,80 @@ std::string resolve_skip_type(const Schedule& sched, const GridSpec& spec) {
   return sched.default_skip_type();
 }
 
-std::vector<double> make_time_grid(const Schedule& sched, const GridSpec& spec) {
+namespace {
+
+// The schedule's sigma of ComfyUI's schedulers: VE sigma/alpha, or t on flow (ModelSamplingDiscreteFlow).
+double comfy_sigma(const Schedule& sched, double t) { return sched.integrates_in_time() ? t : sched.ve_sigma(t); }
+double comfy_time(const Schedule& sched, double sigma) {
+  return sched.integrates_in_time() ? sigma : sched.t_of_ve_sigma(sigma);
+}
+
+// The regularised incomplete beta function I_x(a, b) by its continued fraction (the modified
+// Lentz method), using the symmetry I_x(a, b) = 1 - I_{1-x}(b, a) where it converges slowly.
+double incomplete_beta(double x, double a, double b) {
+  if (x <= 0.0) return 0.0;
+  if (x >= 1.0) return 1.0;
+  if (x > (a + 1.0) / (a + b + 2.0)) return 1.0 - incomplete_beta(1.0 - x, b, a);
+  const double front = std::exp(std::lgamma(a + b) - std::lgamma(a) - std::lgamma(b) + a * std::log(x) +
+                                b * std::log1p(-x)) / a;
+  const double tiny = 1e-300;
+  double f = 1.0, c = 1.0, d = 0.0;
+  for (int i = 0; i <= 400; ++i) {
+    const int m = i / 2;
+    double num;
+    if (i == 0)
+      num = 1.0;
+    else if (i % 2 == 0)
+      num = m * (b - m) * x / ((a + 2.0 * m - 1.0) * (a + 2.0 * m));
+    else
+      num = -((a + m) * (a + b + m) * x) / ((a + 2.0 * m) * (a + 2.0 * m + 1.0));
+    d = 1.0 + num * d;
+    d = 1.0 / (std::abs(d) < tiny ? tiny : d);
+    c = 1.0 + num / c;
+    if (std::abs(c) < tiny) c = tiny;
+    f *= c * d;
+    if (std::abs(1.0 - c * d) < 1e-15) break;
+  }
+  return front * (f - 1.0);
+}
+
+// The Beta(a, b) quantile of p by bisection on I_x(a, b) (monotone in x), to 1e-15.
+double beta_quantile(double p, double a, double b) {
+  double lo = 0.0, hi = 1.0;
+  for (int i = 0; i < 60; ++i) {
+    const double mid = 0.5 * (lo + hi);
+    (incomplete_beta(mid, a, b) < p ? lo : hi) = mid;
+  }
+  return 0.5 * (lo + hi);
+}
+
+}  // namespace
+
+double beta_distribution_quantile(double p, double a, double b) { return beta_quantile(p, a, b); }
+
+std::vector<double> make_time_grid(const Schedule& sched, const GridSpec& spec_in) {
+  GridSpec spec = spec_in;
+  if (!spec.sigmas.empty() || !spec.timesteps.empty()) {
+    if (!spec.sigmas.empty() && !spec.timesteps.empty()) bad_input("sampler.sigmas, sampler.timesteps: give one");
+    const size_t len = std::max(spec.sigmas.size(), spec.timesteps.size());
+    if (len < 2) bad_input("sampler.sigmas / timesteps: need at least two values (one step)");
+    spec.steps = int(len) - 1;
+    spec.skip_type = "custom";
+  }
+  if (spec.split != 0 || spec.part != "all") {
+    if (spec.part != "high" && spec.part != "low") bad_input("sampler.part: expected all | high | low");
+    if (!(spec.split > 0 && spec.split < spec.steps))
+      bad_input("sampler.split: expected 0 < split < steps = " + std::to_string(spec.steps) + " with part " + spec.part);
+    GridSpec whole = spec;
+    whole.split = 0;
+    whole.part = "all";
+    whole.reverse = false;
+    std::vector<double> t = make_time_grid(sched, whole);
+    t = spec.part == "high" ? std::vector<double>(t.begin(), t.begin() + spec.split + 1)
+                            : std::vector<double>(t.begin() + spec.split, t.end());
+    if (spec.reverse) std::reverse(t.begin(), t.end());
+    return t;
+  }
   const int n = spec.steps;
   if (n <= 0) bad_input("sampler.steps: expected a positive integer, got " + std::to_string(n));
   const double t_start = spec.t_start < 0 ? sched.t_max() : spec.t_start;
@@ -77,6 +152,69 @@ std::vector<double> make_time_grid(const Schedule& sched, const GridSpec& spec) 
     t[size_t(n)] = t_end;
     if (spec.reverse) std::reverse(t.begin(), t.end());
     return t;
+  } else if (kind == "custom") {
+    // The given list, its end points exact; a final sigma 0 means t_end.
+    if (spec.sigmas.empty() && spec.timesteps.empty())
+      bad_input("sampler.skip_type: custom needs sampler.sigmas or sampler.timesteps");
+    const bool sig = !spec.sigmas.empty();
+    const std::vector<double>& v = sig ? spec.sigmas : spec.timesteps;
+    const int n_train = sched.num_train_steps();
+    for (int i = 0; i <= n; ++i) {
+      const double e = v[size_t(i)];
+      if (i > 0 && !(e < v[size_t(i) - 1]))
+        bad_input(std::string("sampler.") + (sig ? "sigmas" : "timesteps") + ": expected decreasing values");
+      if (sig)
+        t[size_t(i)] = e == 0.0 ? t_end : comfy_time(sched, e);
+      else
+        t[size_t(i)] = sched.integrates_in_time() ? e / n_train : (e + 1.0) / n_train;
+      if (i < n && !(t[size_t(i)] > t_end && t[size_t(i)] <= sched.t_max() * (1.0 + 1e-12)))
+        bad_input(std::string("sampler.") + (sig ? "sigmas" : "timesteps") + ": " + std::to_string(e) +
+                  " is outside the schedule (t = " + std::to_string(t[size_t(i)]) + ")");
+    }
+    if (!(t[size_t(n)] >= t_end)) bad_input("sampler.sigmas / timesteps: the last value lies below t_end");
+    if (spec.reverse) std::reverse(t.begin(), t.end());
+    return t;
+  } else if (kind == "simple" || kind == "sgm_uniform") {
+    // ComfyUI's simple: every (N / steps)-th training timestep from the top, t = 1 - floor(i N / steps) / N
+    // (unshifted), then t_end. sgm_uniform: `steps` points uniform in unshifted time from
+    // t_start down to (not including) the smallest training timestep, then t_end.
+    if (sched.name() != "vp_discrete" && sched.name() != "flow")
+      bad_input("sampler.skip_type: " + kind + " needs the training timesteps of a vp_discrete or flow schedule");
+    const int n_train = sched.num_train_steps();
+    const double u_low = sched.integrates_in_time() ? sched.unshift_time(sched.flow_match_u_min()) : 1.0 / n_train;
+    for (int i = 0; i < n; ++i) {
+      const double u = kind == "simple" ? u_start - std::floor(double(i) * n_train / n) / n_train
+                                        : u_start + (u_low - u_start) * double(i) / double(n);
+      t[size_t(i)] = sched.shift_time(u);
+    }
+    if (!(t[size_t(n) - 1] > t_end)) bad_input("sampler.t_end: must lie below the grid's last timestep");
+  } else if (kind == "kl_optimal") {
+    // Sabour et al. (2024), as ComfyUI: sigma_i = tan((1 - i/n) atan(sigma_max) + (i/n) atan(sigma_min)).
+    const double a = std::atan(comfy_sigma(sched, t_start)), b = std::atan(comfy_sigma(sched, t_end));
+    for (int i = 0; i <= n; ++i) t[size_t(i)] = comfy_time(sched, std::tan(lerp(a, b, i)));
+  } else if (kind == "linear_quadratic") {
+    // Movie Gen's schedule, as ComfyUI: 1 - f_i, f linear from 0 to threshold_noise over the
+    // first linear_steps points, then quadratic up to 1 at i = n; sigma_i = sigma_max (1 - f_i).
+    const int ls = spec.linear_steps < 0 ? n / 2 : spec.linear_steps;
+    if (ls < 1 || ls >= n) bad_input("sampler.linear_steps: expected 1 <= linear_steps < steps (default steps / 2)");
+    const double thr = spec.threshold_noise;
+    if (!(thr > 0.0 && thr < 1.0)) bad_input("sampler.threshold_noise: expected a number in (0, 1)");
+    const double diff = ls - thr * n, qs = n - ls;
+    const double qc = diff / (ls * qs * qs), lc = thr / ls - 2.0 * diff / (qs * qs), c = qc * ls * ls;
+    const double smax = comfy_sigma(sched, t_start), smin = comfy_sigma(sched, t_end);
+    for (int i = 1; i < n; ++i) {
+      const double f = i < ls ? i * thr / ls : qc * i * i + lc * i + c;
+      const double sigma = smax * (1.0 - f);
+      if (!(sigma > smin)) bad_input("sampler.skip_type: linear_quadratic reaches t_end before its last step");
+      t[size_t(i)] = comfy_time(sched, sigma);
+    }
+  } else if (kind == "beta") {
+    // Lee et al. (2024), as ComfyUI's beta scheduler: the Beta(alpha, beta) quantiles of 1 - i/n
+    // in unshifted time between t_end and t_start (without ComfyUI's rounding to training timesteps).
+    if (!(spec.beta_alpha > 0.0 && spec.beta_beta > 0.0)) bad_input("sampler.beta_alpha, beta_beta: expected positive");
+    for (int i = 1; i < n; ++i)
+      t[size_t(i)] =
+          sched.shift_time(u_end + (u_start - u_end) * beta_quantile(1.0 - double(i) / n, spec.beta_alpha, spec.beta_beta));
   } else if (kind == "karras") {
     // Karras et al. (2022) eq. 5 in VE sigma: (smax^(1/rho) + i/N (smin^(1/rho) - smax^(1/rho)))^rho.
     if (!(spec.rho > 0.0)) bad_input("sampler.rho: expected a positive number");
@@ -98,6 +236,10 @@ std::vector<double> make_time_grid(const Schedule& sched, const GridSpec& spec) 
 TimeGrid build_time_grid(const Schedule& schedule, const GridSpec& spec) {
   GridSpec resolved = spec;
   resolved.skip_type = resolve_skip_type(schedule, spec);
+  if (!spec.sigmas.empty() || !spec.timesteps.empty()) {
+    resolved.skip_type = "custom";
+    resolved.steps = int(std::max(spec.sigmas.size(), spec.timesteps.size())) - 1;
+  }
   return TimeGrid{resolved, make_time_grid(schedule, resolved)};
 }
 

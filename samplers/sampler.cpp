@@ -77,6 +77,16 @@ const Schema& grid_options() {
       {"t_start", OptionType::Number, "-1", "first time of the grid; -1: the schedule's t_max", {}},
       {"t_end", OptionType::Number, "-1", "last time of the grid; -1: the schedule's t_min", {}},
       {"rho", OptionType::Number, "7", "karras grid exponent", {}},
+      {"threshold_noise", OptionType::Number, "0.025", "linear_quadratic: the noise fraction after the linear part", {}},
+      {"linear_steps", OptionType::Int, "-1", "linear_quadratic: points of the linear part (-1: steps / 2)", {}},
+      {"beta_alpha", OptionType::Number, "0.6", "beta grid: the Beta distribution's alpha", {}},
+      {"beta_beta", OptionType::Number, "0.6", "beta grid: the Beta distribution's beta", {}},
+      {"sigmas", OptionType::NumberList, "[]",
+       "a grid of your own in the schedule's sigma (VE sigma/alpha; flow: t), decreasing, 0 = t_end; sets steps", {}},
+      {"timesteps", OptionType::NumberList, "[]", "a grid of your own in training timesteps, decreasing; sets steps", {}},
+      {"split", OptionType::Int, "0", "two-stage sampling: the step where the grid is split (with part)", {}},
+      {"part", OptionType::String, "all", "two-stage sampling: the steps before split (high) or after (low)",
+       {"all", "high", "low"}},
   };
   return specs;
 }
@@ -122,6 +132,16 @@ GridSpec grid_spec(const Options& o) {
   g.t_start = o.number("t_start");
   g.t_end = o.number("t_end");
   g.rho = o.number("rho");
+  g.threshold_noise = o.number("threshold_noise");
+  g.linear_steps = int(o.integer("linear_steps"));
+  g.beta_alpha = o.number("beta_alpha");
+  g.beta_beta = o.number("beta_beta");
+  g.sigmas = o.number_list("sigmas");
+  g.timesteps = o.number_list("timesteps");
+  g.split = int(o.integer("split"));
+  g.part = o.str("part");
+  if ((o.given("sigmas") || o.given("timesteps")) && o.given("steps"))
+    bad_input("sampler.steps: set by the length of sampler.sigmas / timesteps; give one");
   return g;
 }
 

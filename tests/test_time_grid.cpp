@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "scorch/error.h"
+#include "scorch/schedule.h"
 
 namespace scorch {
 namespace {
@@ -13,7 +14,10 @@ TEST(TimeGrid, EndpointsAndMonotone) {
   const auto s = make_vp_linear();
   for (const auto& kind : skip_types()) {
     // flow_match: flow schedules only (test_flow.cpp); the timestep spacings: vp_discrete only (test_schedule.cpp)
-    if (kind == "flow_match" || kind == "linspace" || kind == "leading" || kind == "trailing") continue;
+    // simple, sgm_uniform: training timesteps (vp_discrete or flow, below); custom: a list (below)
+    if (kind == "flow_match" || kind == "linspace" || kind == "leading" || kind == "trailing" || kind == "simple" ||
+        kind == "sgm_uniform" || kind == "custom")
+      continue;
     const auto t = make_time_grid(*s, {kind, 17, -1, -1, 7.0});
     ASSERT_EQ(t.size(), 18u);
     EXPECT_DOUBLE_EQ(t.front(), 1.0);
@@ -56,6 +60,98 @@ TEST(TimeGrid, BadInput) {
   EXPECT_THROW(make_time_grid(*s, {"logSNR", 10, 0.1, 0.5, 7}), Error);  // t_start < t_end
   EXPECT_THROW(make_time_grid(*s, {"logSNR", 10, 2.0, 0.5, 7}), Error);  // beyond t_max
   EXPECT_THROW(make_time_grid(*s, {"karras", 10, -1, -1, 0.0}), Error);
+}
+
+
+// ComfyUI's schedulers (comfy/samplers.py), in the schedule's sigma: VE sigma/alpha, t on flow.
+GridSpec comfy(const std::string& kind, int steps) {
+  GridSpec g;
+  g.skip_type = kind;
+  g.steps = steps;
+  return g;
+}
+
+TEST(TimeGrid, KlOptimalIsUniformInArctanSigma) {
+  const auto s = make_vp_discrete(alphas_cumprod_from_betas(make_betas("scaled_linear", 0.00085, 0.012, 1000)));
+  const auto t = make_time_grid(*s, comfy("kl_optimal", 12));
+  const double a0 = std::atan(s->ve_sigma(t.front())), a1 = std::atan(s->ve_sigma(t.back()));
+  for (size_t i = 0; i < t.size(); ++i)
+    EXPECT_NEAR(std::atan(s->ve_sigma(t[i])), a0 + (a1 - a0) * double(i) / 12.0, 1e-9) << i;
+}
+
+// Movie Gen's linear-quadratic schedule on flow (sigma = t), 10 steps, threshold 0.025, 5
+// linear steps: the values ComfyUI's linear_quadratic_schedule gives (computed from its
+// formula in Python).
+TEST(TimeGrid, LinearQuadraticOnFlow) {
+  const auto s = make_flow(1.0);
+  const auto t = make_time_grid(*s, comfy("linear_quadratic", 10));
+  const std::vector<double> want = {1.0, 0.995, 0.99, 0.985, 0.98, 0.975, 0.932, 0.813, 0.618, 0.347, 0.0};
+  ASSERT_EQ(t.size(), want.size());
+  for (size_t i = 0; i < t.size(); ++i) EXPECT_NEAR(t[i], want[i], 1e-12) << i;
+  GridSpec bad = comfy("linear_quadratic", 10);
+  bad.linear_steps = 10;
+  EXPECT_THROW(make_time_grid(*s, bad), Error);
+}
+
+// simple: every (N / steps)-th training timestep from the top; sgm_uniform on vp_discrete is
+// uniform in t from 1 to the smallest timestep 1/N; both end at t_end.
+TEST(TimeGrid, SimpleAndSgmUniformUseTheTrainingTimesteps) {
+  const auto s = make_vp_discrete(alphas_cumprod_from_betas(make_betas("linear", 1e-4, 0.02, 1000)));
+  const auto t = make_time_grid(*s, comfy("simple", 8));
+  ASSERT_EQ(t.size(), 9u);
+  for (int i = 0; i < 8; ++i) EXPECT_NEAR(t[size_t(i)], 1.0 - std::floor(i * 1000.0 / 8.0) / 1000.0, 1e-12) << i;
+  EXPECT_DOUBLE_EQ(t.back(), s->t_min());
+  const auto u = make_time_grid(*s, comfy("sgm_uniform", 8));
+  const auto v = make_time_grid(*s, comfy("time_uniform", 8));
+  for (size_t i = 0; i < u.size(); ++i) EXPECT_NEAR(u[i], v[i], 1e-12);
+  EXPECT_THROW(make_time_grid(*make_vp_linear(), comfy("simple", 8)), Error);
+}
+
+TEST(TimeGrid, BetaQuantilesAndGrid) {
+  EXPECT_NEAR(beta_distribution_quantile(0.5, 0.6, 0.6), 0.5, 1e-12);         // symmetric
+  EXPECT_NEAR(beta_distribution_quantile(0.3, 1.0, 1.0), 0.3, 1e-12);         // uniform
+  EXPECT_NEAR(beta_distribution_quantile(0.104, 2.0, 2.0), 0.2, 1e-12);       // CDF 3x^2 - 2x^3
+  EXPECT_NEAR(beta_distribution_quantile(1.0 - 0.64, 1.0, 2.0), 0.2, 1e-12);  // CDF 1 - (1 - x)^2
+  const auto s = make_flow(1.0);
+  const auto t = make_time_grid(*s, comfy("beta", 10));
+  for (int i = 1; i < 10; ++i)
+    EXPECT_NEAR(t[size_t(i)], beta_distribution_quantile(1.0 - i / 10.0, 0.6, 0.6), 1e-12) << i;
+  for (size_t i = 1; i < t.size(); ++i) EXPECT_LT(t[i], t[i - 1]);
+}
+
+TEST(TimeGrid, CustomSigmasTimestepsAndSplit) {
+  const auto s = make_vp_discrete(alphas_cumprod_from_betas(make_betas("linear", 1e-4, 0.02, 1000)));
+  GridSpec g;
+  g.sigmas = {14.0, 5.0, 1.0, 0.1, 0.0};
+  const auto t = make_time_grid(*s, g);
+  ASSERT_EQ(t.size(), 5u);
+  for (size_t i = 0; i < 4; ++i) EXPECT_NEAR(s->ve_sigma(t[i]), g.sigmas[i], 1e-9 * g.sigmas[i]);
+  EXPECT_DOUBLE_EQ(t.back(), s->t_min());
+  GridSpec k;
+  k.timesteps = {999, 500, 100, 0};
+  const auto tk = make_time_grid(*s, k);
+  const std::vector<double> want = {1.0, 0.501, 0.101, 0.001};
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(tk[i], want[i], 1e-12);
+  GridSpec up;
+  up.sigmas = {1.0, 5.0};
+  EXPECT_THROW(make_time_grid(*s, up), Error);
+  GridSpec both = g;
+  both.timesteps = k.timesteps;
+  EXPECT_THROW(make_time_grid(*s, both), Error);
+  // Split: the high part's last point is the low part's first; together the whole grid.
+  GridSpec whole = comfy("karras", 10);
+  const auto all = make_time_grid(*s, whole);
+  GridSpec hi = whole, lo = whole;
+  hi.split = lo.split = 4;
+  hi.part = "high";
+  lo.part = "low";
+  const auto th = make_time_grid(*s, hi), tl = make_time_grid(*s, lo);
+  ASSERT_EQ(th.size(), 5u);
+  ASSERT_EQ(tl.size(), 7u);
+  for (size_t i = 0; i < th.size(); ++i) EXPECT_EQ(th[i], all[i]);
+  for (size_t i = 0; i < tl.size(); ++i) EXPECT_EQ(tl[i], all[i + 4]);
+  hi.split = 10;
+  EXPECT_THROW(make_time_grid(*s, hi), Error);
 }
 
 }  // namespace

@@ -13,6 +13,7 @@ struct GridSpec {
   // karras | exponential (k-diffusion, in VE sigma = sigma/alpha)
   // flow_match (diffusers' FlowMatchEulerDiscreteScheduler)
   // linspace | leading | trailing (diffusers' timestep_spacing, vp_discrete; spaced_timesteps)
+  // simple | sgm_uniform | kl_optimal | linear_quadratic | beta (ComfyUI's schedulers; below)
   // auto: the schedule's default (flow_match on flow, schedule.timestep_spacing on
   // vp_discrete when set, logSNR otherwise)
   std::string skip_type = "auto";
@@ -23,6 +24,19 @@ struct GridSpec {
   bool reverse = false;   // inversion: the same grid from t_end up to t_start
   // what `auto` is on a flow schedule (the sampler's SamplerEntry::flow_grid); empty: flow_match
   std::string flow_auto;
+  // ComfyUI's schedulers, in the schedule's sigma (VE sigma/alpha; flow: t):
+  //   simple | sgm_uniform (the training timesteps), kl_optimal, linear_quadratic, beta.
+  double threshold_noise = 0.025;  // linear_quadratic
+  int linear_steps = -1;           // linear_quadratic; < 0: steps / 2
+  double beta_alpha = 0.6, beta_beta = 0.6;  // beta
+  // A given list instead of a formula (steps = its length - 1): `sigmas` in the schedule's
+  // sigma (VE sigma/alpha; flow: t), decreasing, a final 0 meaning t_end; `timesteps` as
+  // training timesteps k (t = (k + 1) / N; flow: t = k / N), decreasing.
+  std::vector<double> sigmas, timesteps;
+  // ComfyUI's SplitSigmas for two-stage sampling: the first `split` steps (part: high) or the
+  // rest (part: low) of the grid; 0 and part all: the whole grid.
+  int split = 0;
+  std::string part = "all";
 };
 
 // The valid skip_type names, for error messages and `scorch samplers`.
@@ -30,6 +44,9 @@ const std::vector<std::string>& skip_types();
 
 // spec.skip_type with `auto` resolved for this schedule.
 std::string resolve_skip_type(const Schedule& schedule, const GridSpec& spec);
+
+// The Beta(a, b) distribution's quantile of p (the beta grid's; exposed for its test).
+double beta_distribution_quantile(double p, double a, double b);
 
 // steps + 1 decreasing times (increasing with spec.reverse). Throws a bad-input Error on an invalid spec.
 std::vector<double> make_time_grid(const Schedule& schedule, const GridSpec& spec);
