@@ -520,7 +520,7 @@ LoadedModel read_model(const YAML::Node& node, const std::string& path, const st
     spec.inputs = read_model_inputs(mo.node("inputs"), path + ".inputs", spec.dtype);
     out.inputs = spec.inputs;
     out.denoiser = load_torchscript_denoiser(spec, schedule);
-  } else if (mo.given("inputs")) {
+  } else if (mo.node("inputs").IsSequence() && mo.node("inputs").size() > 0) {
     bad_input(path + ".inputs: only torchscript models take declared inputs");
   } else if (!mo.str("dtype").empty()) {
     bad_input(path + ".dtype: only torchscript models take a dtype of their own; analytic models run in `dtype`");

@@ -82,8 +82,8 @@ const Schema& grid_options() {
       {"beta_alpha", OptionType::Number, "0.6", "beta grid: the Beta distribution's alpha", {}},
       {"beta_beta", OptionType::Number, "0.6", "beta grid: the Beta distribution's beta", {}},
       {"sigmas", OptionType::NumberList, "[]",
-       "a grid of your own in the schedule's sigma (VE sigma/alpha; flow: t), decreasing, 0 = t_end; sets steps", {}},
-      {"timesteps", OptionType::NumberList, "[]", "a grid of your own in training timesteps, decreasing; sets steps", {}},
+       "a grid of your own in the schedule's sigma (VE sigma/alpha; flow: t), decreasing, 0 = t_end; overrides steps", {}},
+      {"timesteps", OptionType::NumberList, "[]", "a grid of your own in training timesteps, decreasing; overrides steps", {}},
       {"split", OptionType::Int, "0", "two-stage sampling: the step where the grid is split (with part)", {}},
       {"part", OptionType::String, "all", "two-stage sampling: the steps before split (high) or after (low)",
        {"all", "high", "low"}},
@@ -140,8 +140,6 @@ GridSpec grid_spec(const Options& o) {
   g.timesteps = o.number_list("timesteps");
   g.split = int(o.integer("split"));
   g.part = o.str("part");
-  if ((o.given("sigmas") || o.given("timesteps")) && o.given("steps"))
-    bad_input("sampler.steps: set by the length of sampler.sigmas / timesteps; give one");
   return g;
 }
 

@@ -108,9 +108,10 @@ int run_generate(const std::string& config_path, const std::vector<std::string>&
   for (const auto& line : result.notes)
     if (!quiet || line.rfind("warning:", 0) == 0) std::fprintf(stderr, "%s\n", line.c_str());
   if (!quiet) {
-    std::fprintf(stderr, "%s: %d steps, %lld NFE, start-up %.1f ms, sampling %.1f ms (network %.1f ms)",
-                 pipeline->sampler_name().c_str(), result.steps, (long long)result.nfe, load_ms, 1e3 * result.seconds,
-                 1e3 * result.network_seconds);
+    std::fprintf(stderr, "%s: %d steps, %lld NFE, start-up %.1f ms, sampling %.1f ms", pipeline->sampler_name().c_str(),
+                 result.steps, (long long)result.nfe, load_ms, 1e3 * result.seconds);
+    // The TorchScript network's share (analytic models have none to report).
+    if (result.network_seconds > 0.0) std::fprintf(stderr, " (network %.1f ms)", 1e3 * result.network_seconds);
     if (result.latents.defined()) std::fprintf(stderr, ", decoding %.1f ms", 1e3 * result.decode_seconds);
     for (const auto& f : written) std::fprintf(stderr, ", wrote %s", f.c_str());
     std::fputc('\n', stderr);
