@@ -13,6 +13,7 @@ std::vector<SamplerEntry> dpmpp_singlestep_sde_rows();  // dpmpp_2s_ancestral, d
 std::vector<SamplerEntry> unipc_rows();        // unipc
 std::vector<SamplerEntry> ipndm_rows();        // ipndm
 std::vector<SamplerEntry> lms_rows();          // lms
+std::vector<SamplerEntry> lcm_rows();          // lcm
 std::vector<SamplerEntry> teleport_rows();     // teleport (wrapper)
 std::vector<SamplerEntry> msg_rows();          // msg (wrapper)
 
@@ -25,6 +26,7 @@ const Registry<SamplerEntry>& samplers() {
       unipc_rows,
       ipndm_rows,
       lms_rows,
+      lcm_rows,
       teleport_rows,
       msg_rows,
   });
