@@ -268,7 +268,8 @@ TEST_F(Cli, FlowVelocityModelRuns) {
        {"--set sampler.name=euler", "--set sampler.name=heun", "--set sampler.name=dpmpp_2m", "--set sampler.name=unipc",
         "--set sampler.name=dpmpp_2m_sde", "--set sampler.name=euler_ancestral", "--set sampler.name=dpm_2_ancestral",
         "--set sampler.name=ddpm", "--set sampler.name=dpmpp_2s_ancestral", "--set sampler.name=dpmpp_sde",
-        "--set sampler.name=dpmpp_sde --set noise=brownian", "--set guidance.corrector.type=ula",
+        "--set sampler.name=dpmpp_sde --set noise=brownian", "--set sampler.name=res_multistep",
+        "--set sampler.name=res_multistep_ancestral", "--set sampler.name=lcm", "--set guidance.corrector.type=ula",
         "--set guidance.corrector.type=uhmc", "--set sampler.name=dpmpp_2m_sde --set noise=brownian"}) {
     const Result r = run(flow + extra);
     ASSERT_EQ(r.status, 0) << extra << ": " << r.err;

@@ -125,6 +125,8 @@ TEST(Samplers, DpmppSdeSamplesTarget) { expect_target_moments("dpmpp_sde", {}); 
 TEST(Samplers, Dpmpp2sAncestralWithoutNoiseIsSecondOrder) {
   expect_order_with("dpmpp_2s_ancestral", 2, {{"eta", "0"}});
 }
+TEST(Samplers, ResMultistepIsSecondOrder) { expect_order_with("res_multistep", 2, {}); }
+TEST(Samplers, ResMultistepAncestralSamplesTarget) { expect_target_moments("res_multistep_ancestral", {}); }
 TEST(Samplers, DpmppSdeWithoutNoiseIsSecondOrder) { expect_order_with("dpmpp_sde", 2, {{"eta", "0"}}); }
 
 // ddpm is DDIM with eta = 1 (the DDPM posterior with the predicted x0), the same draws.
