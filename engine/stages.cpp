@@ -164,7 +164,20 @@ LatentCodec::LatentCodec(std::unique_ptr<ScriptModule> decoder, std::unique_ptr<
   if (decoder_->arity() != 1) bad_input(decoder_->what() + ": a decoder takes forward(latents)");
   std::vector<int64_t> one = {1};
   one.insert(one.end(), latent_shape_.begin(), latent_shape_.end());
-  const at::Tensor img = decoder_->forward({at::zeros(one, options_)}).at(0);
+  // With tiling the dry run decodes one tile (its memory is what tiling bounds), and the
+  // image shape follows from the upscaling; otherwise the whole latent.
+  std::vector<int64_t> probe = one;
+  const bool tiled = spec_.tile > 0 && latent_shape_.size() == 3 &&
+                     (latent_shape_[1] > spec_.tile || latent_shape_[2] > spec_.tile);
+  if (tiled) {
+    probe[2] = std::min(spec_.tile, latent_shape_[1]);
+    probe[3] = std::min(spec_.tile, latent_shape_[2]);
+  }
+  at::Tensor img = decoder_->forward({at::zeros(probe, options_)}).at(0);
+  if (tiled && img.dim() == 4 && img.size(2) % probe[2] == 0) {
+    const int64_t k = img.size(2) / probe[2];
+    img = at::empty({1, img.size(1), latent_shape_[1] * k, latent_shape_[2] * k}, at::TensorOptions().device(at::kMeta));
+  }
   if (img.dim() < 2 || img.size(0) != 1)
     bad_input(decoder_->what() + ": decoded a latent of shape " + shape_string(one) + " to " + shape_string(img.sizes()) +
               "; expected one image per latent");

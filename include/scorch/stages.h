@@ -68,7 +68,8 @@ at::Tensor tiled_decode(const std::function<at::Tensor(const at::Tensor&)>& f, c
 class LatentCodec {
  public:
   // Validates the decoder (and encoder, may be null) with a one-sample dry run on the
-  // latent shape: the image shape and the upscaling are read from it.
+  // latent shape (with tiling: on one tile, so that loading too stays within the tile's
+  // memory): the image shape and the upscaling are read from it.
   LatentCodec(std::unique_ptr<ScriptModule> decoder, std::unique_ptr<ScriptModule> encoder, LatentSpec spec,
               std::vector<int64_t> latent_shape, at::TensorOptions options);
   // Network latents [B, *latent_shape] -> images [B, *image_shape].

@@ -40,7 +40,7 @@ class Block(nn.Module):
 
     def __init__(self, ch: int, emb: int, ctx: int, attend: bool):
         super().__init__()
-        self.norm = nn.GroupNorm(4, ch)
+        self.norm = nn.GroupNorm(8, ch)
         self.conv = nn.Conv2d(ch, ch, 3, padding=1)
         self.emb = nn.Linear(emb, ch)
         self.attend = attend
@@ -61,7 +61,7 @@ class Block(nn.Module):
 class UNetShaped(nn.Module):
     """Down 2x twice with cross-attention at the two lower resolutions, then up again."""
 
-    def __init__(self, ctx: int, extra: int = 0, ch: int = 16, emb: int = 64):
+    def __init__(self, ctx: int, extra: int = 0, ch: int = 64, emb: int = 128):
         super().__init__()
         self.emb_dim = emb
         self.t_mlp = nn.Linear(emb, emb)
@@ -108,7 +108,7 @@ class FluxShaped(nn.Module):
     """Image tokens and text tokens projected to one width, a joint attention block with
     rotary-free position features from the ids, modulation by time, guidance and pooled text."""
 
-    def __init__(self, dim: int = 32):
+    def __init__(self, dim: int = 128):
         super().__init__()
         self.dim = dim
         self.img_in = nn.Linear(64, dim)

@@ -2,14 +2,14 @@
 """Trains the Fashion-MNIST text-to-image model in two stages and exports four TorchScript
 files, the parts of a latent text-to-image pipeline (an SD3 / Flux in miniature):
 
-1. An autoencoder from 1x28x28 images to 4x7x7 latents (MSE, a small latent penalty):
+1. An autoencoder from 1x28x28 images to 8x7x7 latents (MSE, a small latent penalty):
    `<prefix>_encoder.pt` forward(image) -> latent and `<prefix>_decoder.pt`
    forward(latent) -> image. The latents' mean and standard deviation over the training
    set give the shift and scale factors (printed, for the config): the flow model works on
    z = (encoder(x) - shift) * scale, the decoder gets z / scale + shift (Flux's convention).
 2. A character-level text encoder (`<prefix>_text_encoder.pt`, forward(tokens [B, 32]
    int64) -> context [B, 32, 64]: embeddings, positions, two transformer layers) trained
-   jointly with a rectified-flow latent denoiser (`<prefix>_flow.pt`, forward(x [B, 4, 7, 7],
+   jointly with a rectified-flow latent denoiser (`<prefix>_flow.pt`, forward(x [B, 8, 7, 7],
    t, context) -> velocity: residual blocks at 7x7, time and pooled-text embeddings, two
    cross-attention layers). Prompts are the class paraphrases of prompts.py, replaced by the
    empty prompt with probability 0.1 (the negative prompt of classifier-free guidance).
@@ -34,7 +34,9 @@ import fmnist_data  # noqa: E402
 import prompts  # noqa: E402
 from train_fmnist_unet import ResBlock, timestep_embedding  # noqa: E402
 
-LATENT = 4
+# Latent channels: with 4 (196 numbers per image) the reconstructions alone had FD 11.9
+# against the test set, above what the pixel-space flow model reaches; 8 halves the compression.
+LATENT = 8
 
 
 class Encoder(nn.Module):
