@@ -71,14 +71,16 @@ class GuidedDenoiser final : public Denoiser {
       // so the guided x0 is the same combination of the predictions' x0 as eps is of their eps
       // (each prediction is affine in the network output). A classifier's log p(c | x_1) does
       // not depend on x: its gradient is 0.
-      return {x0, eps};
+      return {x0, eps, x0_uncond_};
     }
     if (g_.classifier && g_.classifier_scale != 0.0) {
       eps = eps - g_.classifier_scale * sigma * classifier_grad(x, t, cond);
       ++calls_;
     }
     if (g_.compose != GuidanceSpec::Compose::None) eps = compose(eps, x, t, cond);
-    return from_model_output(PredictionType::Eps, eps, x, alpha, sigma);
+    Prediction p = from_model_output(PredictionType::Eps, eps, x, alpha, sigma);
+    p.x0_uncond = x0_uncond_;
+    return p;
   }
 
  private:
@@ -157,6 +159,7 @@ class GuidedDenoiser final : public Denoiser {
     calls_ += base_->last_calls();
     at::Tensor out = cfg ? eps[uncond] + g_.cfg_scale * (eps[base] - eps[uncond]) : eps[base];
     at::Tensor out_x0 = cfg ? x0[uncond] + g_.cfg_scale * (x0[base] - x0[uncond]) : x0[base];
+    x0_uncond_ = cfg ? x0[uncond] : at::Tensor();
     for (const auto& a : active) {
       // A reference term's prediction is carried to x: the noise that would give x the
       // reference's x0, eps_i = (x - alpha x0(x*_t, c_i)) / sigma. (The raw eps(x*_t) holds
@@ -216,6 +219,7 @@ class GuidedDenoiser final : public Denoiser {
   std::shared_ptr<const Schedule> sched_;
   GuidanceSpec g_;
   int64_t calls_ = 1;
+  at::Tensor x0_uncond_;  // the last call's unconditional x0 (classifier-free guidance), for Prediction
 };
 
 }  // namespace

@@ -14,6 +14,7 @@ std::vector<SamplerEntry> unipc_rows();        // unipc
 std::vector<SamplerEntry> ipndm_rows();        // ipndm
 std::vector<SamplerEntry> lms_rows();          // lms
 std::vector<SamplerEntry> lcm_rows();          // lcm
+std::vector<SamplerEntry> cfg_pp_rows();       // euler_cfg_pp, dpmpp_2m_cfg_pp
 std::vector<SamplerEntry> res_multistep_rows();  // res_multistep, res_multistep_ancestral
 std::vector<SamplerEntry> teleport_rows();     // teleport (wrapper)
 std::vector<SamplerEntry> msg_rows();          // msg (wrapper)
@@ -28,6 +29,7 @@ const Registry<SamplerEntry>& samplers() {
       ipndm_rows,
       lms_rows,
       lcm_rows,
+      cfg_pp_rows,
       res_multistep_rows,
       teleport_rows,
       msg_rows,

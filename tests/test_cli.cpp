@@ -269,17 +269,21 @@ TEST_F(Cli, FlowVelocityModelRuns) {
         "--set sampler.name=dpmpp_2m_sde", "--set sampler.name=euler_ancestral", "--set sampler.name=dpm_2_ancestral",
         "--set sampler.name=ddpm", "--set sampler.name=dpmpp_2s_ancestral", "--set sampler.name=dpmpp_sde",
         "--set sampler.name=dpmpp_sde --set noise=brownian", "--set sampler.name=res_multistep",
-        "--set sampler.name=res_multistep_ancestral", "--set sampler.name=lcm", "--set guidance.corrector.type=ula",
+        "--set sampler.name=res_multistep_ancestral", "--set sampler.name=lcm",
+        "--set guidance.corrector.type=ula",
         "--set guidance.corrector.type=uhmc", "--set sampler.name=dpmpp_2m_sde --set noise=brownian"}) {
     const Result r = run(flow + extra);
     ASSERT_EQ(r.status, 0) << extra << ": " << r.err;
     EXPECT_TRUE(at::isfinite(scorch::read_npy((dir_ / "f.npy").string())).all().item<bool>()) << extra;
   }
-  // The shipped flow model with classifier-free guidance.
-  const Result g = run("generate --config configs/fmnist_flow.yaml --set batch=10 --set sampler.steps=3 "
-                       "--set guidance.scale=2 --set output.png= --set output.npy=g.npy");
-  ASSERT_EQ(g.status, 0) << g.err;
-  EXPECT_TRUE(at::isfinite(scorch::read_npy((dir_ / "g.npy").string())).all().item<bool>());
+  // The shipped flow model with classifier-free guidance, and CFG++.
+  for (const std::string extra : {"--set guidance.scale=2", "--set guidance.scale=0.6 --set sampler.name=euler_cfg_pp",
+                                  "--set guidance.scale=0.6 --set sampler.name=dpmpp_2m_cfg_pp"}) {
+    const Result g = run("generate --config configs/fmnist_flow.yaml --set batch=10 --set sampler.steps=3 " + extra +
+                         " --set output.png= --set output.npy=g.npy");
+    ASSERT_EQ(g.status, 0) << extra << ": " << g.err;
+    EXPECT_TRUE(at::isfinite(scorch::read_npy((dir_ / "g.npy").string())).all().item<bool>()) << extra;
+  }
 }
 
 // Declared network inputs (model.inputs) from .npy files, with classifier-free guidance;

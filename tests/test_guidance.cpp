@@ -85,6 +85,34 @@ TEST(Guidance, ClassifierFreeMatchesFormulaInOneCall) {
   EXPECT_EQ(r.nfe, 10);  // one batched call per step, as unguided
 }
 
+// CFG++: without classifier-free guidance euler_cfg_pp is DDIM and dpmpp_2m_cfg_pp is
+// DPM-Solver++(2M); with it, a step is alpha' D + sigma' eps_u, D the guided x0 and eps_u the
+// unconditional noise, from the base model's two predictions.
+TEST(Guidance, CfgPlusPlusStepsMatchTheirFormulas) {
+  std::shared_ptr<const Schedule> sched = make_vp_linear();
+  auto base = labelled_mixture(sched);
+  const at::Tensor x_T = at::randn({6, 4}, at::detail::createCPUGenerator(2), kF64);
+  const at::Tensor c = at::tensor({0, 1, 2, 0, 1, 2}, at::kLong), null = at::full({6}, 3, at::kLong);
+  const auto run = [&](const std::string& name, Denoiser& m, const std::map<std::string, std::string>& o) {
+    return sample(name, m, *sched, x_T, o, c).x;
+  };
+  EXPECT_LT(max_abs(run("euler_cfg_pp", *base, {{"steps", "12"}}) - run("ddim", *base, {{"steps", "12"}})), 1e-12);
+  EXPECT_LT(max_abs(run("dpmpp_2m_cfg_pp", *base, {{"steps", "12"}}) - run("dpmpp_2m", *base, {{"steps", "12"}})),
+            1e-10);
+  GuidanceSpec g;
+  g.cfg_scale = 2.5;
+  g.null_label = 3;
+  auto guided = make_guided_denoiser(base, sched, g);
+  const auto grid = make_time_grid(*sched, {"logSNR", 1, -1, -1, 7});
+  const Prediction pc = base->predict(x_T, grid[0], c), pu = base->predict(x_T, grid[0], null);
+  const at::Tensor d = pu.x0 + 2.5 * (pc.x0 - pu.x0);
+  const at::Tensor want = sched->alpha(grid[1]) * d + sched->sigma(grid[1]) * pu.eps;
+  EXPECT_LT(max_abs(run("euler_cfg_pp", *guided, {{"steps", "1"}}) - want), 1e-12);
+  EXPECT_LT(max_abs(run("dpmpp_2m_cfg_pp", *guided, {{"steps", "1"}}) - want), 1e-12);
+  // It is not plain CFG with DDIM (which re-noises with the guided eps).
+  EXPECT_GT(max_abs(run("ddim", *guided, {{"steps", "1"}}) - want), 1e-5);
+}
+
 // A weight-0 term, a term outside its window and an all-zero mask change nothing, bit for bit.
 TEST(Guidance, InactiveTermsAreExactlyNoTerm) {
   std::shared_ptr<const Schedule> sched = make_vp_linear();

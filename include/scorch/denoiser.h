@@ -23,6 +23,9 @@ std::string to_string(PredictionType type);
 struct Prediction {
   at::Tensor x0;
   at::Tensor eps;
+  // Classifier-free guidance only: the unconditional prediction's x0, for CFG++ samplers
+  // (which re-noise with it); undefined otherwise.
+  at::Tensor x0_uncond;
 };
 
 // The one place where model outputs are converted. With x = alpha x0 + sigma eps:
