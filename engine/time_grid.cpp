@@ -11,7 +11,7 @@ const std::vector<std::string>& skip_types() {
   static const std::vector<std::string> names = {
       "auto",     "logSNR",   "time_uniform", "time_quadratic", "karras",      "exponential",      "flow_match",
       "linspace", "leading",  "trailing",     "simple",         "sgm_uniform", "kl_optimal",       "linear_quadratic",
-      "beta",     "custom"};
+      "beta",     "ddim_uniform", "custom"};
   return names;
 }
 
@@ -92,6 +92,23 @@ std::vector<double> make_time_grid(const Schedule& sched, const GridSpec& spec_i
     std::vector<double> t = make_time_grid(sched, whole);
     t = spec.part == "high" ? std::vector<double>(t.begin(), t.begin() + spec.split + 1)
                             : std::vector<double>(t.begin() + spec.split, t.end());
+    if (spec.reverse) std::reverse(t.begin(), t.end());
+    return t;
+  }
+  if (resolve_skip_type(sched, spec) == "ddim_uniform") {
+    // ComfyUI's ddim_uniform: training timesteps 1, 1 + c, 1 + 2c, ... below N (c = max(N / steps,
+    // 1), integer division), from the top, then t_end. Its step count is their number, which
+    // is `steps` only when N / steps divides evenly enough (1000 and 30 give 31 steps).
+    if (sched.name() != "vp_discrete") bad_input("sampler.skip_type: ddim_uniform needs a vp_discrete schedule");
+    if (spec.steps <= 0) bad_input("sampler.steps: expected a positive integer, got " + std::to_string(spec.steps));
+    if (spec.t_start >= 0) bad_input("sampler.t_start: ddim_uniform starts at its own first timestep");
+    const int n_train = sched.num_train_steps();
+    const int c = std::max(n_train / spec.steps, 1);
+    const double t_end = spec.t_end < 0 ? sched.t_min() : spec.t_end;
+    std::vector<double> t;
+    for (int k = 1; k < n_train; k += c) t.insert(t.begin(), (k + 1.0) / n_train);
+    if (!(t.back() > t_end)) bad_input("sampler.t_end: must lie below ddim_uniform's last timestep");
+    t.push_back(t_end);
     if (spec.reverse) std::reverse(t.begin(), t.end());
     return t;
   }
@@ -240,7 +257,9 @@ TimeGrid build_time_grid(const Schedule& schedule, const GridSpec& spec) {
     resolved.skip_type = "custom";
     resolved.steps = int(std::max(spec.sigmas.size(), spec.timesteps.size())) - 1;
   }
-  return TimeGrid{resolved, make_time_grid(schedule, resolved)};
+  std::vector<double> t = make_time_grid(schedule, resolved);
+  if (resolved.split == 0 && resolved.part == "all") resolved.steps = int(t.size()) - 1;  // ddim_uniform's own count
+  return TimeGrid{resolved, std::move(t)};
 }
 
 }  // namespace scorch

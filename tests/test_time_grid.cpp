@@ -16,7 +16,7 @@ TEST(TimeGrid, EndpointsAndMonotone) {
     // flow_match: flow schedules only (test_flow.cpp); the timestep spacings: vp_discrete only (test_schedule.cpp)
     // simple, sgm_uniform: training timesteps (vp_discrete or flow, below); custom: a list (below)
     if (kind == "flow_match" || kind == "linspace" || kind == "leading" || kind == "trailing" || kind == "simple" ||
-        kind == "sgm_uniform" || kind == "custom")
+        kind == "sgm_uniform" || kind == "custom" || kind == "ddim_uniform")
       continue;
     const auto t = make_time_grid(*s, {kind, 17, -1, -1, 7.0});
     ASSERT_EQ(t.size(), 18u);
@@ -105,6 +105,19 @@ TEST(TimeGrid, SimpleAndSgmUniformUseTheTrainingTimesteps) {
   const auto v = make_time_grid(*s, comfy("time_uniform", 8));
   for (size_t i = 0; i < u.size(); ++i) EXPECT_NEAR(u[i], v[i], 1e-12);
   EXPECT_THROW(make_time_grid(*make_vp_linear(), comfy("simple", 8)), Error);
+}
+
+// ddim_uniform: timesteps 1, 1 + c, ... below N (c = N / steps), from the top, then t_end;
+// its own step count (ComfyUI's: 1000 and 30 give 31 steps).
+TEST(TimeGrid, DdimUniformKeepsComfyUisCount) {
+  const auto s = make_vp_discrete(alphas_cumprod_from_betas(make_betas("linear", 1e-4, 0.02, 1000)));
+  const auto t = make_time_grid(*s, comfy("ddim_uniform", 20));
+  ASSERT_EQ(t.size(), 21u);
+  for (int i = 0; i < 20; ++i) EXPECT_NEAR(t[size_t(i)], (951.0 - 50.0 * i + 1.0) / 1000.0, 1e-12) << i;
+  EXPECT_DOUBLE_EQ(t.back(), s->t_min());
+  EXPECT_EQ(make_time_grid(*s, comfy("ddim_uniform", 30)).size(), 32u);
+  EXPECT_EQ(build_time_grid(*s, comfy("ddim_uniform", 30)).steps(), 31);
+  EXPECT_THROW(make_time_grid(*make_vp_linear(), comfy("ddim_uniform", 8)), Error);
 }
 
 TEST(TimeGrid, BetaQuantilesAndGrid) {
