@@ -15,6 +15,7 @@ std::vector<SamplerEntry> ipndm_rows();        // ipndm
 std::vector<SamplerEntry> lms_rows();          // lms
 std::vector<SamplerEntry> lcm_rows();          // lcm
 std::vector<SamplerEntry> cfg_pp_rows();       // euler_cfg_pp, dpmpp_2m_cfg_pp
+std::vector<SamplerEntry> restart_rows();      // restart
 std::vector<SamplerEntry> res_multistep_rows();  // res_multistep, res_multistep_ancestral
 std::vector<SamplerEntry> teleport_rows();     // teleport (wrapper)
 std::vector<SamplerEntry> msg_rows();          // msg (wrapper)
@@ -30,6 +31,7 @@ const Registry<SamplerEntry>& samplers() {
       lms_rows,
       lcm_rows,
       cfg_pp_rows,
+      restart_rows,
       res_multistep_rows,
       teleport_rows,
       msg_rows,

@@ -125,6 +125,18 @@ TEST(Samplers, DpmppSdeSamplesTarget) { expect_target_moments("dpmpp_sde", {}); 
 TEST(Samplers, Dpmpp2sAncestralWithoutNoiseIsSecondOrder) {
   expect_order_with("dpmpp_2s_ancestral", 2, {{"eta", "0"}});
 }
+// Restart: without restarts it is heun, bit for bit; with them the jumps and Heun's
+// contraction keep the target's moments; each restart adds its Heun steps' calls.
+TEST(Samplers, RestartWithoutRestartsIsHeun) {
+  GaussianCase c;
+  const auto a = run_sampler("restart", *c.model, *c.sched, c.x_T, {{"steps", "12"}, {"restart_times", "0"}}, 3);
+  const auto b = run_sampler("heun", *c.model, *c.sched, c.x_T, {{"steps", "12"}}, 3);
+  EXPECT_TRUE(at::equal(a.x, b.x));
+  const auto r = run_sampler("restart", *c.model, *c.sched, c.x_T, {{"steps", "12"}}, 3);
+  EXPECT_EQ(r.nfe, 24 + 2 * 6 * 2);  // 12 Heun steps, then 2 restarts of 6 Heun steps
+  EXPECT_GT((r.x - b.x).abs().max().item<double>(), 1e-3);
+}
+TEST(Samplers, RestartSamplesTarget) { expect_target_moments("restart", {{"restart_times", "2"}}); }
 TEST(Samplers, ResMultistepIsSecondOrder) { expect_order_with("res_multistep", 2, {}); }
 TEST(Samplers, ResMultistepAncestralSamplesTarget) { expect_target_moments("res_multistep_ancestral", {}); }
 TEST(Samplers, DpmppSdeWithoutNoiseIsSecondOrder) { expect_order_with("dpmpp_sde", 2, {{"eta", "0"}}); }
