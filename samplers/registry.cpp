@@ -16,6 +16,7 @@ std::vector<SamplerEntry> lms_rows();          // lms
 std::vector<SamplerEntry> lcm_rows();          // lcm
 std::vector<SamplerEntry> cfg_pp_rows();       // euler_cfg_pp, dpmpp_2m_cfg_pp
 std::vector<SamplerEntry> restart_rows();      // restart
+std::vector<SamplerEntry> deis_rows();         // deis
 std::vector<SamplerEntry> res_multistep_rows();  // res_multistep, res_multistep_ancestral
 std::vector<SamplerEntry> teleport_rows();     // teleport (wrapper)
 std::vector<SamplerEntry> msg_rows();          // msg (wrapper)
@@ -32,6 +33,7 @@ const Registry<SamplerEntry>& samplers() {
       lcm_rows,
       cfg_pp_rows,
       restart_rows,
+      deis_rows,
       res_multistep_rows,
       teleport_rows,
       msg_rows,
