@@ -362,6 +362,8 @@ std::shared_ptr<const Schedule> read_schedule(const YAML::Node& node, YAML::Node
     std::set<std::string> skip;  // an explicit list is recorded only when it was given
     for (const char* list : {"betas", "alphas_cumprod"})
       if (type == "vp_discrete" && !o.given(list)) skip.insert(list);
+    // With the dynamic shift a fixed `shift` is an error: the record must not hold its default.
+    if (type == "flow" && o.flag("use_dynamic_shifting")) skip.insert("shift");
     *resolved = o.to_yaml(skip);
   }
   if (type != "vp_discrete" && node && node.IsMap() && (node["betas"] || node["alphas_cumprod"]))

@@ -89,6 +89,7 @@ TEST(Provenance, EveryConfigRunsAgainFromItsOutput) {
       {"configs/fmnist_gaussian.yaml", {"batch=3", "dtype=float64", "sampler.name=dpmpp_2m_sde", "seed=[4, 9, 2]"}},
       {"configs/guidance_cfg.yaml", {"batch=10", "sampler.steps=3"}},
       {"configs/fmnist_flow.yaml", {"batch=10", "sampler.steps=3"}},
+      {"configs/fmnist_prompt.yaml", {"batch=4", "sampler.steps=3", "prompt=[bag, a boot, sneaker, bag]"}},
       {"configs/default.yaml",
        {"batch=10", "sampler.steps=3", "guidance.terms=[{cond: 2, weight: 1.5, window: [0.5, 1]}]",
         "guidance.corrector.type=ula"}},

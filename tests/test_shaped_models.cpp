@@ -92,6 +92,9 @@ TEST_F(ShapedModels, EachExampleGeneratesThroughTheCli) {
     EXPECT_EQ(img.sizes().vec(), want) << e.name;
     EXPECT_TRUE(at::isfinite(img).all().item<bool>()) << e.name;
     EXPECT_NE(err.find("(network "), std::string::npos) << err;
+    // The output's record runs again to the same samples (relative input files resolve in this directory).
+    ASSERT_EQ(run("generate --config out.json --set output.npy=again.npy", &err), 0) << e.name << ": " << err;
+    EXPECT_TRUE(at::equal(scorch::read_npy((dir_ / "again.npy").string()), img)) << e.name;
   }
 }
 

@@ -22,6 +22,7 @@ import tempfile
 import time
 
 import numpy as np
+import yaml
 
 from update_doc_section import update_benchmarks
 
@@ -40,9 +41,16 @@ def run(cmd):
     return res.stdout
 
 
-def prompt_list(texts):
-    """A YAML flow list for --set: every prompt quoted."""
-    return "[" + ", ".join(json.dumps(t) for t in texts) + "]"
+def with_prompts(tmp, texts):
+    """The config with one prompt per sample, as a file: 10k prompts exceed what one
+    command-line argument may hold (128 KiB). Relative model paths resolve from ROOT."""
+    with open(CONFIG) as f:
+        config = yaml.safe_load(f)
+    config["prompt"] = list(texts)
+    path = os.path.join(tmp, "prompts.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(config, f)
+    return path
 
 
 def measure(scorch, tmp, per_class_prompt, n, scale, steps):
@@ -53,7 +61,7 @@ def measure(scorch, tmp, per_class_prompt, n, scale, steps):
     out, lab = os.path.join(tmp, "s.npy"), os.path.join(tmp, "l.npy")
     np.save(lab, labels)
     start = time.time()
-    run([scorch, "generate", "-q", "--config", CONFIG, "--set", f"batch={10 * per}", "--set", "prompt=" + prompt_list(texts),
+    run([scorch, "generate", "-q", "--config", with_prompts(tmp, texts), "--set", f"batch={10 * per}",
          "--set", f"guidance.scale={scale}", "--set", f"sampler.steps={steps}", "--set", "output.png=",
          "--set", f"output.npy={out}"])
     seconds = time.time() - start
@@ -102,8 +110,9 @@ def main():
             print(lines[-1], flush=True)
     # The gallery: one row of 8 per class prompt, guidance 2.
     texts = [p for p in prompts.CLASS_PROMPTS for _ in range(8)]
-    run([scorch, "generate", "-q", "--config", CONFIG, "--set", "batch=80", "--set", "prompt=" + prompt_list(texts),
-         "--set", "output.nrow=8", "--set", "output.png=docs/img/prompt_gallery.png"])
+    with tempfile.TemporaryDirectory() as tmp:
+        run([scorch, "generate", "-q", "--config", with_prompts(tmp, texts), "--set", "batch=80",
+             "--set", "output.nrow=8", "--set", "output.png=docs/img/prompt_gallery.png"])
     update_benchmarks("prompt", lines)
 
 
