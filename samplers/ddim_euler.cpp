@@ -152,9 +152,8 @@ at::Tensor sample_euler_ancestral(SamplerContext& ctx, at::Tensor x, const TimeG
 }
 
 // DPM-Solver-2 ancestral (k-diffusion's sample_dpm_2_ancestral), in VE variables y = x/alpha,
-// s = sigma/alpha: with s_up = min(s', eta sqrt(s'^2 (s^2 - s'^2) / s^2)) and
-// s_down = sqrt(s'^2 - s_up^2), the midpoint step of dpm_2 from s down to s_down (its
-// geometric mean s_mid = sqrt(s s_down)),
+// s = sigma/alpha: with s_down, s_up the ancestral split of s -> s' (ancestral_step), the
+// midpoint step of dpm_2 from s down to s_down (at the geometric mean s_mid = sqrt(s s_down)),
 //   y' = y + (s_mid - s) d(y, s),   y_down = y + (s_down - s) d(y', s_mid),
 // then fresh noise: y_{i+1} = y_down + s_noise s_up z. 2 NFE per step (1 into s' = 0). The
 // runner steps at alpha = 0 and sigma = 0 (flow's endpoints).
@@ -165,8 +164,7 @@ at::Tensor sample_dpm_2_ancestral(SamplerContext& ctx, at::Tensor x, const TimeG
   const int n = int(t.size()) - 1;
   for (int i = 0; i < n; ++i) {
     const double s = ns.ve_sigma(t[i]), s_next = ns.ve_sigma(t[i + 1]);
-    const double s_up = std::min(s_next, eta * std::sqrt(s_next * s_next * (s * s - s_next * s_next) / (s * s)));
-    const double s_down = std::sqrt(s_next * s_next - s_up * s_up);
+    const auto [s_down, s_up] = ancestral_step(s, s_next, eta);
     const Prediction p = ctx.denoise(x, t[i]);
     const double a = ns.alpha(t[i]);
     const at::Tensor y = x / a;

@@ -20,17 +20,6 @@ namespace scorch {
 
 namespace {
 
-struct AncestralStep {
-  double down, up;
-};
-
-AncestralStep ancestral_step(double sigma, double sigma_next, double eta) {
-  const double up =
-      std::min(sigma_next, eta * std::sqrt(sigma_next * sigma_next * (sigma * sigma - sigma_next * sigma_next) /
-                                           (sigma * sigma)));
-  return {std::sqrt(sigma_next * sigma_next - up * up), up};
-}
-
 // y_b = (sigma_b / sigma_a) y_a - expm1(-(t_b - t_a)) D, t = -log sigma; the coefficient of D
 // is 1 - sigma_b / sigma_a, written with expm1 for steps where the two are close.
 at::Tensor dpmpp_1(const at::Tensor& y, double sigma_a, double sigma_b, const at::Tensor& d) {

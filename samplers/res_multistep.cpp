@@ -35,9 +35,7 @@ at::Tensor sample_res_multistep(SamplerContext& ctx, at::Tensor x, const TimeGri
   double old_sigma_down = 0.0;
   for (int i = 0; i < n; ++i) {
     const double sigma = ns.ve_sigma(t[i]), sigma_next = ns.ve_sigma(t[i + 1]);
-    const double up = std::min(sigma_next, eta * std::sqrt(sigma_next * sigma_next * (sigma * sigma - sigma_next * sigma_next) /
-                                                          (sigma * sigma)));
-    const double down = std::sqrt(sigma_next * sigma_next - up * up);
+    const auto [down, up] = ancestral_step(sigma, sigma_next, eta);
     const Prediction p = ctx.denoise(x, t[i]);
     const at::Tensor y = x / ns.alpha(t[i]);
     at::Tensor y_next;

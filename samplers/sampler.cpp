@@ -34,6 +34,13 @@ Prediction SamplerContext::denoise(const at::Tensor& x, double t, const at::Tens
   return p;
 }
 
+AncestralStep ancestral_step(double sigma, double sigma_next, double eta) {
+  const double up =
+      std::min(sigma_next, eta * std::sqrt(sigma_next * sigma_next * (sigma * sigma - sigma_next * sigma_next) /
+                                           (sigma * sigma)));
+  return {std::sqrt(sigma_next * sigma_next - up * up), up};
+}
+
 double ode_time(const Schedule& schedule, double t) {
   return schedule.integrates_in_time() ? t : schedule.ve_sigma(t);
 }

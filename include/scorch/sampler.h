@@ -47,6 +47,15 @@ class SamplerContext;
 //   (the velocity, z - x0), finite at both ends t = 1 and t = 0.
 // Euler is DDIM in both (a step exact for constant eps resp. velocity; on flow both hold).
 double ode_time(const Schedule& schedule, double t);
+
+// k-diffusion's get_ancestral_step, in VE sigma: a step from sigma to sigma_next split into a
+// deterministic step down to `down` and fresh noise of size `up`,
+//   up = min(sigma_next, eta sqrt(sigma_next^2 (sigma^2 - sigma_next^2) / sigma^2)),
+//   down = sqrt(sigma_next^2 - up^2).
+struct AncestralStep {
+  double down, up;
+};
+AncestralStep ancestral_step(double sigma, double sigma_next, double eta);
 struct OdeFrame {
   const Schedule& ns;
   double s(double t) const { return ode_time(ns, t); }
