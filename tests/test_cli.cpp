@@ -270,7 +270,7 @@ TEST_F(Cli, FlowVelocityModelRuns) {
         "--set sampler.name=ddpm", "--set sampler.name=dpmpp_2s_ancestral", "--set sampler.name=dpmpp_sde",
         "--set sampler.name=dpmpp_sde --set noise=brownian", "--set sampler.name=res_multistep",
         "--set sampler.name=res_multistep_ancestral", "--set sampler.name=lcm", "--set sampler.name=restart",
-        "--set sampler.name=deis",
+        "--set sampler.name=deis", "--set sampler.name=tcd",
         "--set guidance.corrector.type=ula",
         "--set guidance.corrector.type=uhmc", "--set sampler.name=dpmpp_2m_sde --set noise=brownian"}) {
     const Result r = run(flow + extra);

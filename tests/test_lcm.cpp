@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "scorch/error.h"
 #include "scorch/gaussian.h"
 #include "scorch/rng.h"
 #include "scorch/sampler.h"
@@ -65,6 +66,24 @@ TEST(Lcm, StepIsX0ReNoised) {
   EXPECT_LT((one.x - gaussian_flow(g, x_T, sched->alpha(1.0), sched->sigma(1.0), 1.0, 0.0)).abs().max().item<double>(),
             1e-12);
   EXPECT_GT((one.x - two.x).abs().max().item<double>(), 1e-3);
+}
+
+// TCD: gamma = 0 is DDIM, gamma = 1 is LCM (the same draws). In between it needs a
+// trajectory consistency function f(x_t, t, s) to any s; a consistency function to 0 (as
+// here) makes the DDIM step to s leave the trajectory, so no moment test at gamma 0.3.
+TEST(Tcd, GammaZeroIsDdimAndOneIsLcm) {
+  const GaussianModel g = testing::random_gaussian(3, 3, 21);
+  std::shared_ptr<const Schedule> sched = make_vp_linear();
+  GaussianConsistency model(g, sched);
+  auto plain = make_gaussian_denoiser(g, sched);
+  const at::Tensor x_T = Rng(5).normal({64, 3}, at::TensorOptions().dtype(at::kDouble));
+  const auto ddim = testing::run_sampler("ddim", *plain, *sched, x_T, {{"steps", "6"}}, 9).x;
+  const auto tcd0 = testing::run_sampler("tcd", *plain, *sched, x_T, {{"steps", "6"}, {"gamma", "0"}}, 9).x;
+  EXPECT_LT((ddim - tcd0).abs().max().item<double>(), 1e-12);
+  const auto lcm = testing::run_sampler("lcm", model, *sched, x_T, {{"steps", "4"}}, 9).x;
+  const auto tcd1 = testing::run_sampler("tcd", model, *sched, x_T, {{"steps", "4"}, {"gamma", "1"}}, 9).x;
+  EXPECT_LT((lcm - tcd1).abs().max().item<double>(), 1e-12);
+  EXPECT_THROW(testing::run_sampler("tcd", model, *sched, x_T, {{"steps", "4"}, {"gamma", "1.5"}}, 9), Error);
 }
 
 }  // namespace
