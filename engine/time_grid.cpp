@@ -58,8 +58,10 @@ double incomplete_beta(double x, double a, double b) {
   return front * (f - 1.0);
 }
 
+}  // namespace
+
 // The Beta(a, b) quantile of p by bisection on I_x(a, b) (monotone in x), to 1e-15.
-double beta_quantile(double p, double a, double b) {
+double beta_distribution_quantile(double p, double a, double b) {
   double lo = 0.0, hi = 1.0;
   for (int i = 0; i < 60; ++i) {
     const double mid = 0.5 * (lo + hi);
@@ -67,10 +69,6 @@ double beta_quantile(double p, double a, double b) {
   }
   return 0.5 * (lo + hi);
 }
-
-}  // namespace
-
-double beta_distribution_quantile(double p, double a, double b) { return beta_quantile(p, a, b); }
 
 std::vector<double> make_time_grid(const Schedule& sched, const GridSpec& spec_in) {
   GridSpec spec = spec_in;
@@ -231,7 +229,7 @@ std::vector<double> make_time_grid(const Schedule& sched, const GridSpec& spec_i
     if (!(spec.beta_alpha > 0.0 && spec.beta_beta > 0.0)) bad_input("sampler.beta_alpha, beta_beta: expected positive");
     for (int i = 1; i < n; ++i)
       t[size_t(i)] =
-          sched.shift_time(u_end + (u_start - u_end) * beta_quantile(1.0 - double(i) / n, spec.beta_alpha, spec.beta_beta));
+          sched.shift_time(u_end + (u_start - u_end) * beta_distribution_quantile(1.0 - double(i) / n, spec.beta_alpha, spec.beta_beta));
   } else if (kind == "karras") {
     // Karras et al. (2022) eq. 5 in VE sigma: (smax^(1/rho) + i/N (smin^(1/rho) - smax^(1/rho)))^rho.
     if (!(spec.rho > 0.0)) bad_input("sampler.rho: expected a positive number");

@@ -56,8 +56,8 @@ namespace {
 // two cores yielding to each other, and a batch of 4 took 1.6x the time of the bare call
 // (docs/benchmarks.md, "latency"). This sets the pool's size for one chunked call and puts
 // the old size back; a BLAS without these symbols (MKL, the reference BLAS) is left alone.
-// OpenBLAS splits a product's rows and columns over its threads, never the summed index,
-// so the size does not change the result.
+// Chunks always call OpenBLAS on one thread, whatever --threads, so the result stays
+// independent of it.
 class BlasThreads {
  public:
   // threads 0: leave the pool as it is.

@@ -71,26 +71,37 @@ namespace {
 //          y_{i+1} = y_hat + (s_{i+1} - s_hat) (d(y_hat, s_hat) + d(y', s_{i+1})) / 2,
 //          except into sigma = 0 (flow's t = 0), where Euler is taken (as k-diffusion does).
 at::Tensor karras_alg2(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid, const Options& o, bool heun) {
-  const Schedule& ns = ctx.schedule();
-  const OdeFrame f{ns};
+  const OdeFrame f{ctx.schedule()};
   const std::vector<double>& t = grid.t;
   const int n = int(t.size()) - 1;
   for (int i = 0; i < n; ++i) {
     const double t_hat = churn(ctx, x, t[i], n, o);
-    const double ds = f.s(t[i + 1]) - f.s(t_hat);
-    const at::Tensor y = f.y(x, t_hat);
-    const at::Tensor d = f.dy(ctx.denoise(x, t_hat), t_hat);
-    at::Tensor y_next = lincomb({{1.0, y}, {ds, d}});
-    if (heun && ns.sigma(t[i + 1]) > 0.0) {
-      const at::Tensor d2 = f.dy(ctx.denoise(f.x(y_next, t[i + 1]), t[i + 1]), t[i + 1]);
-      y_next = lincomb({{1.0, y}, {0.5 * ds, d}, {0.5 * ds, d2}});
+    at::Tensor x_next;
+    if (heun) {
+      x_next = heun_step(ctx, x, t_hat, t[i + 1]);
+    } else {
+      const at::Tensor d = f.dy(ctx.denoise(x, t_hat), t_hat);
+      x_next = f.x(lincomb({{1.0, f.y(x, t_hat)}, {f.s(t[i + 1]) - f.s(t_hat), d}}), t[i + 1]);
     }
-    x = ctx.end_step(i + 1, n, t[i + 1], f.x(y_next, t[i + 1]));
+    x = ctx.end_step(i + 1, n, t[i + 1], x_next);
   }
   return x;
 }
 
 }  // namespace
+
+at::Tensor heun_step(SamplerContext& ctx, const at::Tensor& x, double t_a, double t_b) {
+  const OdeFrame f{ctx.schedule()};
+  const double ds = f.s(t_b) - f.s(t_a);
+  const at::Tensor y = f.y(x, t_a);
+  const at::Tensor d = f.dy(ctx.denoise(x, t_a), t_a);
+  at::Tensor y_next = lincomb({{1.0, y}, {ds, d}});
+  if (ctx.schedule().sigma(t_b) > 0.0) {
+    const at::Tensor d2 = f.dy(ctx.denoise(f.x(y_next, t_b), t_b), t_b);
+    y_next = lincomb({{1.0, y}, {0.5 * ds, d}, {0.5 * ds, d2}});
+  }
+  return f.x(y_next, t_b);
+}
 
 // DPM-Solver-2 as k-diffusion's `sample_dpm_2` writes it (Karras et al. 2022's churn, then a
 // midpoint step): with s_mid = exp((log s_hat + log s_{i+1}) / 2), the geometric mean,

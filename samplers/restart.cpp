@@ -19,19 +19,6 @@ namespace scorch {
 
 namespace {
 
-// One Heun step in the OdeFrame from t_a to t_b (Euler into sigma = 0).
-at::Tensor heun_step(SamplerContext& ctx, const OdeFrame& f, const at::Tensor& x, double t_a, double t_b) {
-  const double ds = f.s(t_b) - f.s(t_a);
-  const at::Tensor y = f.y(x, t_a);
-  const at::Tensor d = f.dy(ctx.denoise(x, t_a), t_a);
-  at::Tensor y_next = lincomb({{1.0, y}, {ds, d}});
-  if (ctx.schedule().sigma(t_b) > 0.0) {
-    const at::Tensor d2 = f.dy(ctx.denoise(f.x(y_next, t_b), t_b), t_b);
-    y_next = lincomb({{1.0, y}, {0.5 * ds, d}, {0.5 * ds, d2}});
-  }
-  return f.x(y_next, t_b);
-}
-
 size_t nearest(const std::vector<double>& sigma, double target) {
   size_t best = 0;
   for (size_t i = 1; i < sigma.size(); ++i)
@@ -43,7 +30,6 @@ size_t nearest(const std::vector<double>& sigma, double target) {
 
 at::Tensor sample_restart(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid, const Options& o) {
   const Schedule& ns = ctx.schedule();
-  const OdeFrame f{ns};
   const std::vector<double>& t = grid.t;
   const int n = int(t.size()) - 1;
   std::vector<double> sigma;
@@ -56,7 +42,7 @@ at::Tensor sample_restart(SamplerContext& ctx, at::Tensor x, const TimeGrid& gri
   const size_t max_idx = nearest(sigma, o.number("restart_sigma_max"));
   const double s_noise = o.number("s_noise");
   for (int i = 0; i < n; ++i) {
-    x = heun_step(ctx, f, x, t[i], t[i + 1]);
+    x = heun_step(ctx, x, t[i], t[i + 1]);
     if (size_t(i) + 1 == min_idx && max_idx < min_idx && min_idx < size_t(n)) {
       // The restart grid: Karras from s_max down to s_min, r_steps intervals.
       const double a = std::pow(sigma[max_idx], 1.0 / 7.0), b = std::pow(sigma[min_idx], 1.0 / 7.0);
@@ -68,7 +54,7 @@ at::Tensor sample_restart(SamplerContext& ctx, at::Tensor x, const TimeGrid& gri
         // Forward jump in VE variables, exact: y_max = y_min + sqrt(s_max^2 - s_min^2) z.
         const double jump = std::sqrt(sigma[max_idx] * sigma[max_idx] - sigma[min_idx] * sigma[min_idx]);
         x = ns.alpha(t[max_idx]) * (x / ns.alpha(t[min_idx]) + (s_noise * jump) * ctx.noise_like(x));
-        for (int k = 0; k < r_steps; ++k) x = heun_step(ctx, f, x, tr[size_t(k)], tr[size_t(k) + 1]);
+        for (int k = 0; k < r_steps; ++k) x = heun_step(ctx, x, tr[size_t(k)], tr[size_t(k) + 1]);
       }
     }
     x = ctx.end_step(i + 1, n, t[i + 1], x);

@@ -48,6 +48,10 @@ class SamplerContext;
 // Euler is DDIM in both (a step exact for constant eps resp. velocity; on flow both hold).
 double ode_time(const Schedule& schedule, double t);
 
+// One Heun step (Karras et al. 2022, Alg. 2 without the churn) in the OdeFrame from t_a to
+// t_b: Euler predictor, trapezoidal corrector; Euler alone into sigma = 0. 2 NFE (1 into 0).
+at::Tensor heun_step(SamplerContext& ctx, const at::Tensor& x, double t_a, double t_b);
+
 // k-diffusion's get_ancestral_step, in VE sigma: a step from sigma to sigma_next split into a
 // deterministic step down to `down` and fresh noise of size `up`,
 //   up = min(sigma_next, eta sqrt(sigma_next^2 (sigma^2 - sigma_next^2) / sigma^2)),
