@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <tuple>
 
 #include "scorch/error.h"
 #include "scorch/schedule.h"
@@ -64,6 +65,13 @@ class GuidedDenoiser final : public Denoiser {
   Prediction predict(const at::Tensor& x, double t, const at::Tensor& cond) override {
     const double alpha = sched_->alpha(t), sigma = sched_->sigma(t);
     calls_ = 0;
+    track_steps(t, x.size(0));
+    if (g_.cfg_zero_star.on && g_.cfg_zero_star.use_zero_init && step_ <= g_.cfg_zero_star.zero_steps) {
+      // CFG-Zero*'s zero-init: the direction is 0 (no network call); x0 and eps from x alone.
+      Prediction p;
+      std::tie(p.x0, p.eps) = from_direction(at::zeros_like(x), x, t);
+      return p;
+    }
     at::Tensor x0;
     at::Tensor eps = guided_eps(x, t, cond, &x0);
     if (alpha == 0.0 && g_.compose == GuidanceSpec::Compose::None) {
@@ -122,7 +130,8 @@ class GuidedDenoiser final : public Denoiser {
     const int64_t b = x.size(0);
     Batch batch;
     const size_t base = batch.need(x, cond);
-    const bool cfg = g_.cfg_scale != 1.0;
+    const double ve = sched_->ve_sigma(t);
+    const bool cfg = g_.cfg_scale != 1.0 && ve > g_.interval_lo && ve <= g_.interval_hi;
     const size_t uncond = cfg ? batch.need(x, labels_for({CondSpec::Null, 0}, cond, b)) : 0;
     struct Active {
       const GuidanceTerm* term;
@@ -157,8 +166,8 @@ class GuidedDenoiser final : public Denoiser {
       x0 = p.x0.split(b, 0);
     }
     calls_ += base_->last_calls();
-    at::Tensor out = cfg ? eps[uncond] + g_.cfg_scale * (eps[base] - eps[uncond]) : eps[base];
-    at::Tensor out_x0 = cfg ? x0[uncond] + g_.cfg_scale * (x0[base] - x0[uncond]) : x0[base];
+    at::Tensor out = eps[base], out_x0 = x0[base];
+    if (cfg) std::tie(out, out_x0) = classifier_free(x, t, eps[base], x0[base], eps[uncond], x0[uncond]);
     x0_uncond_ = cfg ? x0[uncond] : at::Tensor();
     for (const auto& a : active) {
       // A reference term's prediction is carried to x: the noise that would give x the
@@ -178,6 +187,83 @@ class GuidedDenoiser final : public Denoiser {
     }
     *x0_out = out_x0;
     return out;
+  }
+
+  // Sampler steps seen since the run began: a later time than the last call starts a new
+  // run (and a new batch size too); an earlier one is the next step. Multi-stage samplers
+  // count each distinct evaluation time.
+  void track_steps(double t, int64_t batch) {
+    if (!(step_ >= 0) || t > last_t_ || batch != last_batch_) {
+      step_ = 0;
+      running_ = at::Tensor();
+    } else if (t < last_t_) {
+      ++step_;
+    }
+    last_t_ = t;
+    last_batch_ = batch;
+  }
+
+  // The ODE direction d = a x0 + b eps the k-diffusion-style samplers follow: a flow's
+  // velocity (a, b) = (alpha', sigma'); otherwise eps, d(x / alpha)/d(sigma / alpha).
+  std::pair<double, double> direction_coefficients(double t) const {
+    if (sched_->integrates_in_time()) return {sched_->d_alpha(t), sched_->d_sigma(t)};
+    return {0.0, 1.0};
+  }
+
+  // (x0, eps) from x = alpha x0 + sigma eps and d = a x0 + b eps.
+  std::pair<at::Tensor, at::Tensor> from_direction(const at::Tensor& d, const at::Tensor& x, double t) const {
+    const auto [a, b] = direction_coefficients(t);
+    const double alpha = sched_->alpha(t), sigma = sched_->sigma(t), det = alpha * b - sigma * a;
+    return {(b * x - sigma * d) / det, (alpha * d - a * x) / det};
+  }
+
+  // Per-sample sum over all but the batch dimension, shaped to broadcast over a sample.
+  static at::Tensor per_sample_sum(const at::Tensor& v) {
+    std::vector<int64_t> shape(size_t(v.dim()), 1);
+    shape[0] = v.size(0);
+    return v.reshape({v.size(0), -1}).sum(1).view(shape);
+  }
+
+  // The classifier-free combination of (c, null) and its variants; returns (eps, x0).
+  std::pair<at::Tensor, at::Tensor> classifier_free(const at::Tensor& x, double t, const at::Tensor& eps_c,
+                                                    const at::Tensor& x0_c, const at::Tensor& eps_u,
+                                                    const at::Tensor& x0_u) {
+    const double s = g_.cfg_scale, alpha = sched_->alpha(t), sigma = sched_->sigma(t);
+    at::Tensor eps, x0;
+    if (g_.apg.on) {
+      // APG on D = x0: momentum keeps a running sum Delta_bar <- Delta + momentum Delta_bar.
+      at::Tensor delta = x0_c - x0_u;
+      if (g_.apg.momentum != 0.0) {
+        running_ = running_.defined() ? delta + g_.apg.momentum * running_ : delta;
+        delta = running_;
+      }
+      if (g_.apg.norm_threshold > 0.0)
+        delta = delta * at::clamp_max(g_.apg.norm_threshold / per_sample_sum(delta * delta).sqrt(), 1.0);
+      const at::Tensor unit = x0_c / per_sample_sum(x0_c * x0_c).sqrt().clamp_min(1e-12);
+      const at::Tensor par = per_sample_sum(delta * unit) * unit;
+      x0 = x0_c + (s - 1.0) * (delta - par + g_.apg.eta * par);
+      eps = sigma > 0.0 ? (x - alpha * x0) / sigma : eps_c;
+    } else if (g_.cfg_zero_star.on) {
+      // CFG-Zero*'s optimised scale a = <d_c, d_u> / (||d_u||^2 + 1e-8), as its reference code.
+      const auto [a, b] = direction_coefficients(t);
+      const at::Tensor d_c = a * x0_c + b * eps_c, d_u = a * x0_u + b * eps_u;
+      const at::Tensor opt = per_sample_sum(d_c * d_u) / (per_sample_sum(d_u * d_u) + 1e-8);
+      std::tie(x0, eps) = from_direction(opt * d_u + s * (d_c - opt * d_u), x, t);
+    } else {
+      eps = eps_u + s * (eps_c - eps_u);
+      x0 = x0_u + s * (x0_c - x0_u);
+    }
+    if (g_.rescale != 0.0 && alpha > 0.0) {
+      // std over each sample's entries (unbiased, as torch.std). At alpha = 0 every eps is x.
+      const auto std_of = [](const at::Tensor& v) {
+        const at::Tensor c = v - per_sample_sum(v) / double(v[0].numel());
+        return (per_sample_sum(c * c) / double(v[0].numel() - 1)).sqrt();
+      };
+      const at::Tensor rescaled = eps * (std_of(eps_c) / std_of(eps));
+      eps = g_.rescale * rescaled + (1.0 - g_.rescale) * eps;
+      x0 = (x - sigma * eps) / alpha;
+    }
+    return {eps, x0};
   }
 
   // grad_x log p(c | x_t, t), with autograd switched back on inside the sampler's inference mode.
@@ -220,6 +306,10 @@ class GuidedDenoiser final : public Denoiser {
   GuidanceSpec g_;
   int64_t calls_ = 1;
   at::Tensor x0_uncond_;  // the last call's unconditional x0 (classifier-free guidance), for Prediction
+  // Step tracking (CFG-Zero*'s zero-init) and APG's momentum buffer.
+  int64_t step_ = -1, last_batch_ = 0;
+  double last_t_ = 0.0;
+  at::Tensor running_;
 };
 
 }  // namespace

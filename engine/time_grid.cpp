@@ -11,7 +11,7 @@ const std::vector<std::string>& skip_types() {
   static const std::vector<std::string> names = {
       "auto",     "logSNR",   "time_uniform", "time_quadratic", "karras",      "exponential",      "flow_match",
       "linspace", "leading",  "trailing",     "simple",         "sgm_uniform", "kl_optimal",       "linear_quadratic",
-      "beta",     "ddim_uniform", "custom"};
+      "beta",     "ddim_uniform", "ays",         "gits",           "custom"};
   return names;
 }
 
@@ -58,6 +58,24 @@ double incomplete_beta(double x, double a, double b) {
   return front * (f - 1.0);
 }
 
+// Align Your Steps (Sabour et al. 2024): the published 10-step noise levels (11 VE sigmas,
+// the last one then replaced by t_end), from NVIDIA's how-to page
+// https://research.nvidia.com/labs/toronto-ai/AlignYourSteps/howto.html (as ComfyUI's
+// AlignYourStepsScheduler ships them): SD 1.5, SDXL and Stable Video Diffusion.
+const std::vector<double>& ays_table(const std::string& model) {
+  static const std::vector<double> sd1 = {14.6146412293, 6.4745760956, 3.8636745985, 2.6946151520,
+                                          1.8841921177,  1.3943805092, 0.9642583904, 0.6523686016,
+                                          0.3977456272,  0.1515232662, 0.0291671582};
+  static const std::vector<double> sdxl = {14.6146412293, 6.3184485287, 3.7681790315, 2.1811480769,
+                                           1.3405244945,  0.8620721141, 0.5550693289, 0.3798540708,
+                                           0.2332364134,  0.1114188177, 0.0291671582};
+  static const std::vector<double> svd = {700.00, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002};
+  if (model == "SD1") return sd1;
+  if (model == "SDXL") return sdxl;
+  if (model == "SVD") return svd;
+  bad_input("sampler.ays_model: unknown '" + model + "'; expected SD1 | SDXL | SVD");
+}
+
 }  // namespace
 
 // The Beta(a, b) quantile of p by bisection on I_x(a, b) (monotone in x), to 1e-15.
@@ -90,6 +108,18 @@ std::vector<double> make_time_grid(const Schedule& sched, const GridSpec& spec_i
     std::vector<double> t = make_time_grid(sched, whole);
     t = spec.part == "high" ? std::vector<double>(t.begin(), t.begin() + spec.split + 1)
                             : std::vector<double>(t.begin() + spec.split, t.end());
+    if (spec.reverse) std::reverse(t.begin(), t.end());
+    return t;
+  }
+  if (resolve_skip_type(sched, spec) == "gits") {
+    // GITS: times searched with the model (gits.h) and kept in the spec.
+    if (spec.gits_times.empty())
+      bad_input("sampler.skip_type: gits is searched with the model (the pipeline does it; a library caller runs "
+                "gits_search, include/scorch/gits.h, and sets GridSpec::gits_times)");
+    if (spec.t_start >= 0 && spec.t_start != spec.gits_times.front())
+      bad_input("sampler.t_start: a gits grid starts where its teacher started (init_image and t_start do not "
+                "combine with gits)");
+    std::vector<double> t = spec.gits_times;
     if (spec.reverse) std::reverse(t.begin(), t.end());
     return t;
   }
@@ -187,6 +217,26 @@ std::vector<double> make_time_grid(const Schedule& sched, const GridSpec& spec_i
                   " is outside the schedule (t = " + std::to_string(t[size_t(i)]) + ")");
     }
     if (!(t[size_t(n)] >= t_end)) bad_input("sampler.sigmas / timesteps: the last value lies below t_end");
+    if (spec.reverse) std::reverse(t.begin(), t.end());
+    return t;
+  } else if (kind == "ays") {
+    // The table's sigmas, log-linearly interpolated to steps + 1 points (the table's positions
+    // and the new ones both uniform on [0, 1]), from the table's own start; the last point t_end.
+    if (spec.t_start >= 0) bad_input("sampler.t_start: ays starts at its table's first sigma");
+    const std::vector<double>& table = ays_table(spec.ays_model);
+    const int m = int(table.size()) - 1;
+    for (int i = 0; i < n; ++i) {
+      const double pos = double(i) * m / n;
+      const int j = std::min(int(pos), m - 1);
+      const double f = pos - j;
+      const double sigma = std::exp((1.0 - f) * std::log(table[size_t(j)]) + f * std::log(table[size_t(j) + 1]));
+      t[size_t(i)] = comfy_time(sched, sigma);
+      if (!(t[size_t(i)] > t_end && t[size_t(i)] <= sched.t_max() * (1.0 + 1e-12)))
+        bad_input("sampler.skip_type: ays (" + spec.ays_model + ") sigma " + std::to_string(sigma) +
+                  " is outside this " + sched.name() + " schedule (VE sigma " + std::to_string(sched.ve_sigma(t_end)) +
+                  " to " + std::to_string(sched.ve_sigma(sched.t_max())) + ")");
+    }
+    t[size_t(n)] = t_end;
     if (spec.reverse) std::reverse(t.begin(), t.end());
     return t;
   } else if (kind == "simple" || kind == "sgm_uniform") {

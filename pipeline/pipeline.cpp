@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "scorch/error.h"
+#include "scorch/gits.h"
 #include "scorch/guidance_reader.h"
 #include "scorch/image.h"
 #include "scorch/input_files.h"
@@ -149,10 +150,11 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
     bad_input("model.path: '" + mo.str("path") + "' has SHA-256 " + m.model_sha256 + ", not the " +
               provenance.model_sha256 + " this config was made with (provenance.model_sha256); the model changed");
 
-  const SamplerSpec sampler = read_sampler(config["sampler"]);
+  SamplerSpec sampler = read_sampler(config["sampler"]);
   m.entry = sampler.entry;
   m.sampler = sampler.entry->make(sampler.options);
-  m.grid = build_time_grid(*m.schedule, sampler.grid);  // also validates the grid
+  const bool gits = resolve_skip_type(*m.schedule, sampler.grid) == "gits";
+  if (!gits) m.grid = build_time_grid(*m.schedule, sampler.grid);  // also validates the grid
 
   Labels labels;
   if (m.inputs) {
@@ -249,6 +251,25 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
       bad_input("guidance.corrector.type: " + m.corrector.type +
                 " needs the log-density of the target (analytic models, products or mixtures of them, or a "
                 "TorchScript energy); use ula or uhmc");
+  }
+
+  // GITS: the grid is searched with the (guided) model on probe samples (gits.h); the same
+  // seed gives the same grid.
+  if (gits) {
+    const GridSpec& g = sampler.grid;
+    if (g.gits_warmup < 1) bad_input("sampler.gits_warmup: expected an integer >= 1");
+    std::vector<int64_t> shape = {g.gits_warmup};
+    shape.insert(shape.end(), m.shape.begin(), m.shape.end());
+    const at::Tensor probes = Rng(m.seeds.empty() ? 0 : m.seeds[0] + 0x9e3779b97f4a7c15ULL).normal(shape, m.options);
+    at::Tensor cond;
+    if (m.cond.defined())
+      cond = m.cond.index_select(0, (at::arange(g.gits_warmup, at::TensorOptions().dtype(at::kLong)) % m.batch).to(m.cond.device()));
+    sampler.grid.gits_times = gits_search(*m.denoiser, *m.schedule, g, {g.steps, g.gits_teacher_steps, g.gits_coeff}, probes, cond);
+    m.grid = build_time_grid(*m.schedule, sampler.grid);
+    std::ostringstream note;
+    note << "gits: " << g.steps << " steps chosen from a " << g.gits_teacher_steps << "-step Heun teacher on "
+         << g.gits_warmup << " probe samples (" << 2 * g.gits_teacher_steps << " model calls before sampling)";
+    m.load_notes.push_back(note.str());
   }
 
   // Initial noise.

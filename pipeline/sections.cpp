@@ -294,6 +294,8 @@ std::vector<SectionSchema> config_schemas() {
       {"guidance", "guidance (docs/guidance.md)", guidance_schema()},
       {"guidance.terms[]", "one mixture-of-score-guidance term (also the msg sampler's terms)", guidance_term_schema()},
       {"guidance.classifier", "classifier guidance", classifier_schema()},
+      {"guidance.apg", "adaptive projected guidance (Sadat et al. 2024), on the data prediction", apg_schema()},
+      {"guidance.cfg_zero_star", "CFG-Zero* (Fan et al. 2025), on the ODE direction", cfg_zero_star_schema()},
       {"guidance.compose", "composition; each entry of models is a model section plus weight", compose_schema()},
       {"guidance.corrector", "MCMC corrector after sampler steps", corrector_schema()},
       {"output", "outputs (continuous models)", output_schema()},

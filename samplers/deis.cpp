@@ -27,22 +27,14 @@ double ds_dt(const Schedule& ns, double t) {
 }
 
 double deis_coefficient(const Schedule& ns, const std::vector<double>& t, int i, int j, int k) {
-  static const double nodes[4] = {-0.8611363115940526, -0.3399810435848563, 0.3399810435848563, 0.8611363115940526};
-  static const double weights[4] = {0.3478548451374538, 0.6521451548625461, 0.6521451548625461, 0.3478548451374538};
-  const int panels = 8;
-  const double a = t[size_t(i)], b = t[size_t(i) + 1], width = (b - a) / panels;
-  double sum = 0.0;
-  for (int p = 0; p < panels; ++p) {
-    const double mid = a + (p + 0.5) * width, half = 0.5 * width;
-    for (int q = 0; q < 4; ++q) {
-      const double tau = mid + half * nodes[q];
-      double l = 1.0;
-      for (int m = 0; m < k; ++m)
-        if (m != j) l *= (tau - t[size_t(i - m)]) / (t[size_t(i - j)] - t[size_t(i - m)]);
-      sum += half * weights[q] * ds_dt(ns, tau) * l;
-    }
-  }
-  return sum;
+  return gauss_legendre(
+      [&](double tau) {
+        double l = 1.0;
+        for (int m = 0; m < k; ++m)
+          if (m != j) l *= (tau - t[size_t(i - m)]) / (t[size_t(i - j)] - t[size_t(i - m)]);
+        return ds_dt(ns, tau) * l;
+      },
+      t[size_t(i)], t[size_t(i) + 1]);
 }
 
 at::Tensor sample_deis(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid, const Options& o) {

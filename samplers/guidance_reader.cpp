@@ -10,6 +10,7 @@
 #include "scorch/mixture_model.h"
 #include "scorch/input_files.h"
 #include "scorch/options.h"
+#include "scorch/schedule.h"
 
 namespace scorch {
 
@@ -17,6 +18,10 @@ const Schema& guidance_schema() {
   static const Schema s = {
       {"scale", OptionType::Number, "1", "classifier-free guidance scale (1: none)", {}},
       {"null_label", OptionType::Int, "-1", "the unconditional label (default: model.null_label)", {}},
+      {"rescale", OptionType::Number, "0", "guidance rescale phi (Lin et al. 2024; diffusers' guidance_rescale), 0: off", {}},
+      {"interval", OptionType::Yaml, "", "[sigma_lo, sigma_hi]: guide only where the VE sigma is in (sigma_lo, sigma_hi]", {}},
+      {"apg", OptionType::Section, "", "adaptive projected guidance (guidance.apg)", {}},
+      {"cfg_zero_star", OptionType::Section, "", "CFG-Zero*: optimised scale and zero-init (guidance.cfg_zero_star)", {}},
       {"terms", OptionType::Yaml, "[]", "mixture-of-score-guidance terms (guidance.terms[])", {}},
       {"classifier", OptionType::Section, "", "classifier guidance (guidance.classifier)", {}},
       {"compose", OptionType::Section, "", "composition with other models (guidance.compose)", {}},
@@ -57,6 +62,23 @@ const Schema& classifier_schema() {
       {"path", OptionType::String, "", "TorchScript classifier forward(x, t), or a labelled gmm .safetensors", {}},
       {"scale", OptionType::Number, "1", "classifier guidance scale", {}},
       {"time_input", OptionType::String, "", "the classifier's time input: t | index | sigma (default: model.time_input)", {}},
+  };
+  return s;
+}
+
+const Schema& apg_schema() {
+  static const Schema s = {
+      {"eta", OptionType::Number, "1", "weight of the guidance's part parallel to D_c (1 and the rest off: CFG)", {}},
+      {"norm_threshold", OptionType::Number, "0", "cap on the guidance's norm per sample, 0: none", {}},
+      {"momentum", OptionType::Number, "0", "running sum Delta_bar <- Delta + momentum Delta_bar (the paper uses -0.5), 0: none", {}},
+  };
+  return s;
+}
+
+const Schema& cfg_zero_star_schema() {
+  static const Schema s = {
+      {"use_zero_init", OptionType::Bool, "true", "the velocity is 0 at the first zero_steps + 1 steps (flow schedules only)", {}},
+      {"zero_steps", OptionType::Int, "0", "the last zero-init step index", {}},
   };
   return s;
 }
@@ -212,6 +234,39 @@ GuidanceConfig parse_guidance(const YAML::Node& node, const GuidanceContext& ctx
   if (g.cfg_scale != 1.0) {
     if (!ctx.conditional) bad_input("guidance.scale: classifier-free guidance needs a conditional model");
     if (ctx.null_label < 0 && !ctx.indexed) bad_input("guidance.scale: classifier-free guidance needs guidance.null_label or model.null_label");
+  }
+  const bool variant = o.given("rescale") || o.given("interval") || o.given("apg") || o.given("cfg_zero_star");
+  if (variant && !ctx.conditional) bad_input("guidance: rescale, interval, apg and cfg_zero_star vary classifier-free guidance, which needs a conditional model");
+  g.rescale = o.number("rescale");
+  if (g.rescale < 0.0 || g.rescale > 1.0) bad_input("guidance.rescale: expected a number in [0, 1]");
+  int64_t entries = 1;
+  for (int64_t d : ctx.shape) entries *= d;
+  if (g.rescale != 0.0 && entries < 2) bad_input("guidance.rescale: needs samples of more than one entry (a standard deviation)");
+  if (o.given("interval")) {
+    const YAML::Node n = o.node("interval");
+    if (!n.IsSequence() || n.size() != 2) bad_input("guidance.interval: expected [sigma_lo, sigma_hi]");
+    g.interval_lo = number(n[0], "guidance.interval");
+    g.interval_hi = number(n[1], "guidance.interval");
+    if (!(g.interval_lo >= 0.0 && g.interval_lo < g.interval_hi))
+      bad_input("guidance.interval: expected [sigma_lo, sigma_hi] with 0 <= sigma_lo < sigma_hi");
+  }
+  if (o.given("apg")) {
+    const Options a = Options::read(o.node("apg"), apg_schema(), "guidance.apg");
+    g.apg = {true, a.number("eta"), a.number("norm_threshold"), a.number("momentum")};
+    if (g.apg.norm_threshold < 0.0) bad_input("guidance.apg.norm_threshold: expected a number >= 0");
+  }
+  if (o.given("cfg_zero_star")) {
+    if (g.apg.on) bad_input("guidance: apg and cfg_zero_star each replace the classifier-free combination; give one");
+    const Options z = Options::read(o.node("cfg_zero_star"), cfg_zero_star_schema(), "guidance.cfg_zero_star");
+    // Zero-init sets a flow's velocity to 0 (x0 = x, a finite prediction). On a diffusion
+    // schedule eps = 0 means x0 = x / alpha, far out at high noise and kept in multistep
+    // histories: it is a flow-only option, off by default there.
+    const bool flow = ctx.schedule && ctx.schedule->integrates_in_time();
+    if (!flow && z.given("use_zero_init") && z.flag("use_zero_init"))
+      bad_input("guidance.cfg_zero_star.use_zero_init: zero-init is for flow schedules (velocity 0 in the first steps); "
+                "this schedule is " + ctx.schedule->name());
+    g.cfg_zero_star = {true, flow && z.flag("use_zero_init"), int(z.integer("zero_steps"))};
+    if (g.cfg_zero_star.zero_steps < 0) bad_input("guidance.cfg_zero_star.zero_steps: expected an integer >= 0");
   }
   if (o.given("terms")) g.terms = parse_guidance_terms(o.node("terms"), "guidance.terms", ctx);
   if (o.given("classifier")) {

@@ -18,6 +18,8 @@ std::vector<SamplerEntry> cfg_pp_rows();       // euler_cfg_pp, dpmpp_2m_cfg_pp
 std::vector<SamplerEntry> restart_rows();      // restart
 std::vector<SamplerEntry> deis_rows();         // deis
 std::vector<SamplerEntry> res_multistep_rows();  // res_multistep, res_multistep_ancestral
+std::vector<SamplerEntry> er_sde_rows();       // er_sde
+std::vector<SamplerEntry> sa_solver_rows();    // sa_solver
 std::vector<SamplerEntry> teleport_rows();     // teleport (wrapper)
 std::vector<SamplerEntry> msg_rows();          // msg (wrapper)
 
@@ -35,6 +37,8 @@ const Registry<SamplerEntry>& samplers() {
       restart_rows,
       deis_rows,
       res_multistep_rows,
+      er_sde_rows,
+      sa_solver_rows,
       teleport_rows,
       msg_rows,
   });

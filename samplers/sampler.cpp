@@ -41,6 +41,18 @@ AncestralStep ancestral_step(double sigma, double sigma_next, double eta) {
   return {std::sqrt(sigma_next * sigma_next - up * up), up};
 }
 
+double gauss_legendre(const std::function<double(double)>& f, double a, double b, int panels) {
+  static const double nodes[4] = {-0.8611363115940526, -0.3399810435848563, 0.3399810435848563, 0.8611363115940526};
+  static const double weights[4] = {0.3478548451374538, 0.6521451548625461, 0.6521451548625461, 0.3478548451374538};
+  const double half = 0.5 * (b - a) / panels;
+  double sum = 0.0;
+  for (int p = 0; p < panels; ++p) {
+    const double mid = a + (2 * p + 1) * half;
+    for (int q = 0; q < 4; ++q) sum += half * weights[q] * f(mid + half * nodes[q]);
+  }
+  return sum;
+}
+
 double ode_time(const Schedule& schedule, double t) {
   return schedule.integrates_in_time() ? t : schedule.ve_sigma(t);
 }
@@ -88,6 +100,10 @@ const Schema& grid_options() {
       {"linear_steps", OptionType::Int, "-1", "linear_quadratic: points of the linear part (-1: steps / 2)", {}},
       {"beta_alpha", OptionType::Number, "0.6", "beta grid: the Beta distribution's alpha", {}},
       {"beta_beta", OptionType::Number, "0.6", "beta grid: the Beta distribution's beta", {}},
+      {"ays_model", OptionType::String, "SD1", "ays grid: the Align Your Steps table", {"SD1", "SDXL", "SVD"}},
+      {"gits_coeff", OptionType::Number, "1.2", "gits grid: the weight of earlier jumps' cost in the search", {}},
+      {"gits_teacher_steps", OptionType::Int, "100", "gits grid: the teacher's Heun steps (the points searched)", {}},
+      {"gits_warmup", OptionType::Int, "32", "gits grid: probe samples the teacher solves", {}},
       {"sigmas", OptionType::NumberList, "[]",
        "a grid of your own in the schedule's sigma (VE sigma/alpha; flow: t), decreasing, 0 = t_end; overrides steps", {}},
       {"timesteps", OptionType::NumberList, "[]", "a grid of your own in training timesteps, decreasing; overrides steps", {}},
@@ -143,6 +159,10 @@ GridSpec grid_spec(const Options& o) {
   g.linear_steps = int(o.integer("linear_steps"));
   g.beta_alpha = o.number("beta_alpha");
   g.beta_beta = o.number("beta_beta");
+  g.ays_model = o.str("ays_model");
+  g.gits_coeff = o.number("gits_coeff");
+  g.gits_teacher_steps = int(o.integer("gits_teacher_steps"));
+  g.gits_warmup = int(o.integer("gits_warmup"));
   g.sigmas = o.number_list("sigmas");
   g.timesteps = o.number_list("timesteps");
   g.split = int(o.integer("split"));

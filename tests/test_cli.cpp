@@ -270,7 +270,8 @@ TEST_F(Cli, FlowVelocityModelRuns) {
         "--set sampler.name=ddpm", "--set sampler.name=dpmpp_2s_ancestral", "--set sampler.name=dpmpp_sde",
         "--set sampler.name=dpmpp_sde --set noise=brownian", "--set sampler.name=res_multistep",
         "--set sampler.name=res_multistep_ancestral", "--set sampler.name=lcm", "--set sampler.name=restart",
-        "--set sampler.name=deis", "--set sampler.name=tcd",
+        "--set sampler.name=deis", "--set sampler.name=tcd", "--set sampler.name=er_sde", "--set sampler.name=sa_solver",
+        "--set sampler.skip_type=gits --set sampler.gits_teacher_steps=20",
         "--set guidance.corrector.type=ula",
         "--set guidance.corrector.type=uhmc", "--set sampler.name=dpmpp_2m_sde --set noise=brownian"}) {
     const Result r = run(flow + extra);
@@ -279,7 +280,10 @@ TEST_F(Cli, FlowVelocityModelRuns) {
   }
   // The shipped flow model with classifier-free guidance, and CFG++.
   for (const std::string extra : {"--set guidance.scale=2", "--set guidance.scale=0.6 --set sampler.name=euler_cfg_pp",
-                                  "--set guidance.scale=0.6 --set sampler.name=dpmpp_2m_cfg_pp"}) {
+                                  "--set guidance.scale=0.6 --set sampler.name=dpmpp_2m_cfg_pp",
+                                  "--set guidance.scale=3 --set guidance.cfg_zero_star.zero_steps=0",
+                                  "--set guidance.scale=3 --set guidance.apg.eta=0 --set guidance.rescale=0.5",
+                                  "--set guidance.scale=3 --set guidance.interval=[0.2,5]"}) {
     const Result g = run("generate --config configs/fmnist_flow.yaml --set batch=10 --set sampler.steps=3 " + extra +
                          " --set output.png= --set output.npy=g.npy");
     ASSERT_EQ(g.status, 0) << extra << ": " << g.err;

@@ -113,6 +113,159 @@ TEST(Guidance, CfgPlusPlusStepsMatchTheirFormulas) {
   EXPECT_GT(max_abs(run("ddim", *guided, {{"steps", "1"}}) - want), 1e-5);
 }
 
+// Per-sample helpers for the variants' references, written with other ops than the code's.
+at::Tensor flat(const at::Tensor& v) { return v.reshape({v.size(0), -1}); }
+at::Tensor col(const at::Tensor& v) { return v.reshape({-1, 1}); }
+
+// guidance.rescale: diffusers' rescale_noise_cfg on eps, std unbiased over each sample.
+TEST(GuidanceVariants, RescaleMatchesFormula) {
+  std::shared_ptr<const Schedule> sched = make_vp_linear();
+  auto base = labelled_mixture(sched);
+  GuidanceSpec g;
+  g.cfg_scale = 5.0;
+  g.null_label = 3;
+  g.rescale = 0.7;
+  auto guided = make_guided_denoiser(base, sched, g);
+  const at::Tensor x = at::randn({6, 4}, at::detail::createCPUGenerator(3), kF64);
+  const at::Tensor c = at::tensor({0, 1, 2, 0, 1, 2}, at::kLong), null = at::full({6}, 3, at::kLong);
+  for (double t : {0.9, 0.5, 0.05}) {
+    const at::Tensor e_c = base->predict(x, t, c).eps, e_u = base->predict(x, t, null).eps;
+    const at::Tensor cfg = e_u + 5.0 * (e_c - e_u);
+    const at::Tensor r = cfg * col(at::std(e_c, {1}, true) / at::std(cfg, {1}, true));
+    const Prediction p = guided->predict(x, t, c);
+    EXPECT_LT(max_abs(p.eps - (0.7 * r + 0.3 * cfg)), 1e-12) << "t = " << t;
+    EXPECT_LT(max_abs(sched->alpha(t) * p.x0 + sched->sigma(t) * p.eps - x), 1e-12);
+  }
+}
+
+// guidance.interval: classifier-free guidance for VE sigma in (lo, hi], the conditional
+// prediction alone (and no unconditional rows) elsewhere.
+TEST(GuidanceVariants, IntervalGuidesOnlyInside) {
+  std::shared_ptr<const Schedule> sched = make_vp_linear();
+  auto base = labelled_mixture(sched);
+  GuidanceSpec g;
+  g.cfg_scale = 3.0;
+  g.null_label = 3;
+  g.interval_lo = 0.5;
+  g.interval_hi = 2.0;
+  auto guided = make_guided_denoiser(base, sched, g);
+  const at::Tensor x = at::randn({6, 4}, at::detail::createCPUGenerator(4), kF64);
+  const at::Tensor c = at::tensor({0, 1, 2, 0, 1, 2}, at::kLong), null = at::full({6}, 3, at::kLong);
+  int inside = 0, outside = 0;
+  for (double t : {0.95, 0.6, 0.4, 0.3, 0.2, 0.1, 0.02}) {
+    const double ve = sched->ve_sigma(t);
+    const at::Tensor e_c = base->predict(x, t, c).eps, e_u = base->predict(x, t, null).eps;
+    const Prediction p = guided->predict(x, t, c);
+    if (ve > 0.5 && ve <= 2.0) {
+      ++inside;
+      EXPECT_LT(max_abs(p.eps - (e_u + 3.0 * (e_c - e_u))), 1e-12) << "t = " << t;
+    } else {
+      ++outside;
+      EXPECT_TRUE(at::equal(p.eps, e_c)) << "t = " << t;
+    }
+  }
+  EXPECT_GT(inside, 0);
+  EXPECT_GT(outside, 1);
+}
+
+// APG (Sadat et al. 2024, Alg. 1) on x0, over a run of decreasing times (the momentum
+// buffer), and a new run (a later time) starts a new buffer.
+TEST(GuidanceVariants, ApgMatchesAlgorithmOne) {
+  std::shared_ptr<const Schedule> sched = make_vp_linear();
+  auto base = labelled_mixture(sched);
+  const double s = 4.0, eta = 0.3, r = 1.5, beta = -0.5;
+  GuidanceSpec g;
+  g.cfg_scale = s;
+  g.null_label = 3;
+  g.apg = {true, eta, r, beta};
+  auto guided = make_guided_denoiser(base, sched, g);
+  const at::Tensor x = at::randn({6, 4}, at::detail::createCPUGenerator(5), kF64) * 2.0;
+  const at::Tensor c = at::tensor({0, 1, 2, 0, 1, 2}, at::kLong), null = at::full({6}, 3, at::kLong);
+  for (int run = 0; run < 2; ++run) {
+    at::Tensor avg;
+    bool capped = false;
+    for (double t : {0.8, 0.5, 0.3, 0.1}) {
+      const at::Tensor d_c = base->predict(x, t, c).x0, d_u = base->predict(x, t, null).x0;
+      avg = avg.defined() ? (d_c - d_u) + beta * avg : d_c - d_u;
+      const at::Tensor norm = col(at::norm(flat(avg), 2, {1}));
+      capped = capped || (norm > r).any().item<bool>();
+      const at::Tensor diff = avg * at::minimum(at::ones_like(norm), r / norm);
+      const at::Tensor v1 = d_c / col(at::norm(flat(d_c), 2, {1}));
+      const at::Tensor par = col((diff * v1).sum(1)) * v1;
+      const at::Tensor want = d_c + (s - 1.0) * ((diff - par) + eta * par);
+      const Prediction p = guided->predict(x, t, c);
+      EXPECT_LT(max_abs(p.x0 - want), 1e-12) << "run " << run << ", t = " << t;
+      EXPECT_LT(max_abs(sched->alpha(t) * p.x0 + sched->sigma(t) * p.eps - x), 1e-12);
+    }
+    EXPECT_TRUE(capped);  // the threshold acted
+  }
+  // eta 1, no threshold, no momentum: plain classifier-free guidance.
+  g.apg = {true, 1.0, 0.0, 0.0};
+  auto plain_apg = make_guided_denoiser(base, sched, g);
+  const at::Tensor e_c = base->predict(x, 0.4, c).eps, e_u = base->predict(x, 0.4, null).eps;
+  EXPECT_LT(max_abs(plain_apg->predict(x, 0.4, c).eps - (e_u + s * (e_c - e_u))), 1e-12);
+}
+
+// CFG-Zero* (Fan et al. 2025): d = a d_u + s (d_c - a d_u), a = <d_c, d_u> / (||d_u||^2 + 1e-8),
+// d = eps on a VP schedule and the velocity eps - x0 on a flow; d = 0 at the first step.
+TEST(GuidanceVariants, CfgZeroStarMatchesFormula) {
+  for (bool flow : {false, true}) {
+    std::shared_ptr<const Schedule> sched = flow ? std::shared_ptr<const Schedule>(make_flow()) : make_vp_linear();
+    auto base = labelled_mixture(sched);
+    const double s = 3.0;
+    GuidanceSpec g;
+    g.cfg_scale = s;
+    g.null_label = 3;
+    g.cfg_zero_star = {true, true, 1};
+    auto guided = make_guided_denoiser(base, sched, g);
+    const at::Tensor x = at::randn({6, 4}, at::detail::createCPUGenerator(6), kF64);
+    const at::Tensor c = at::tensor({0, 1, 2, 0, 1, 2}, at::kLong), null = at::full({6}, 3, at::kLong);
+    const std::vector<double> ts = flow ? std::vector<double>{1.0, 0.8, 0.5, 0.2} : std::vector<double>{0.9, 0.7, 0.4, 0.1};
+    for (size_t i = 0; i < ts.size(); ++i) {
+      const double t = ts[i];
+      const Prediction p = guided->predict(x, t, c);
+      const Prediction pc = base->predict(x, t, c), pu = base->predict(x, t, null);
+      const at::Tensor dir = flow ? p.eps - p.x0 : p.eps;
+      if (i <= 1) {  // zero_steps 1: steps 0 and 1, without a network call
+        EXPECT_LT(max_abs(dir), 1e-12) << "t = " << t;
+        EXPECT_EQ(guided->last_calls(), 0);
+      } else {
+        const at::Tensor d_c = flow ? pc.eps - pc.x0 : pc.eps, d_u = flow ? pu.eps - pu.x0 : pu.eps;
+        const at::Tensor a = col((d_c * d_u).sum(1) / (d_u.pow(2).sum(1) + 1e-8));
+        EXPECT_LT(max_abs(dir - (a * d_u + s * (d_c - a * d_u))), 1e-12) << "t = " << t;
+        EXPECT_EQ(guided->last_calls(), 1);
+      }
+      EXPECT_LT(max_abs(sched->alpha(t) * p.x0 + sched->sigma(t) * p.eps - x), 1e-12);
+    }
+  }
+}
+
+// Every variant runs with samplers of each kind (multistep, two-stage, stochastic, CFG++),
+// finite, and each changes the plain classifier-free result.
+TEST(GuidanceVariants, RunWithEverySamplerKind) {
+  std::shared_ptr<const Schedule> sched = make_vp_linear();
+  auto base = labelled_mixture(sched);
+  const at::Tensor x_T = at::randn({6, 4}, at::detail::createCPUGenerator(7), kF64);
+  const at::Tensor c = at::tensor({0, 1, 2, 0, 1, 2}, at::kLong);
+  GuidanceSpec plain;
+  plain.cfg_scale = 4.0;
+  plain.null_label = 3;
+  std::vector<GuidanceSpec> variants(4, plain);
+  variants[0].rescale = 0.7;
+  variants[1].interval_lo = 0.3;
+  variants[1].interval_hi = 3.0;
+  variants[2].apg = {true, 0.0, 2.0, -0.5};
+  variants[3].cfg_zero_star = {true, false, 0};  // zero-init is for flows
+  for (const std::string name : {"dpmpp_2m", "heun", "dpmpp_sde", "euler_cfg_pp", "unipc"}) {
+    const at::Tensor ref = sample(name, *make_guided_denoiser(base, sched, plain), *sched, x_T, {{"steps", "8"}}, c).x;
+    for (size_t v = 0; v < variants.size(); ++v) {
+      const at::Tensor out = sample(name, *make_guided_denoiser(base, sched, variants[v]), *sched, x_T, {{"steps", "8"}}, c).x;
+      EXPECT_TRUE(at::isfinite(out).all().item<bool>()) << name << " variant " << v;
+      EXPECT_GT(max_abs(out - ref), 1e-6) << name << " variant " << v;
+    }
+  }
+}
+
 // A weight-0 term, a term outside its window and an all-zero mask change nothing, bit for bit.
 TEST(Guidance, InactiveTermsAreExactlyNoTerm) {
   std::shared_ptr<const Schedule> sched = make_vp_linear();

@@ -376,6 +376,7 @@ TEST(Pipeline, MsgSamplerEqualsGuidanceTerms) {
 TEST(Pipeline, RejectsBadGuidance) {
   expect_bad({"guidance.scale=3"}, "guidance.scale: classifier-free guidance needs a conditional model");
   expect_bad({"guidance.colour=3"}, "guidance.colour: unknown key");
+  expect_bad({"guidance.apg.eta=0"}, "guidance: rescale, interval, apg and cfg_zero_star vary classifier-free guidance");
   expect_bad({"guidance.corrector.type=langevin"}, "guidance.corrector.type");
   expect_bad({"guidance.corrector.type=ula", "guidance.corrector.steps=0"}, "guidance.corrector.steps");
   expect_bad({"guidance.compose.mode=and"}, "guidance.compose.mode");
@@ -397,6 +398,14 @@ TEST(Pipeline, RejectsBadGuidance) {
   bad_default({"guidance.terms=[{cond: 3, weight: 1, colour: red}]"}, "guidance.terms[0].colour: unknown key");
   bad_default({"guidance.terms=[{weight: 1, mask: /nonexistent.png}]"}, "guidance.terms[0].mask");
   bad_default({"guidance.terms=[{weight: 1, window: [0.9, 0.1]}]"}, "guidance.terms[0].window");
+  bad_default({"guidance.scale=3", "guidance.rescale=1.5"}, "guidance.rescale: expected a number in [0, 1]");
+  bad_default({"guidance.scale=3", "guidance.interval=[5, 1]"}, "guidance.interval: expected [sigma_lo, sigma_hi]");
+  bad_default({"guidance.scale=3", "guidance.interval=2"}, "guidance.interval: expected [sigma_lo, sigma_hi]");
+  bad_default({"guidance.scale=3", "guidance.apg.norm_threshold=-1"}, "guidance.apg.norm_threshold");
+  bad_default({"guidance.scale=3", "guidance.apg.colour=1"}, "guidance.apg.colour: unknown key");
+  bad_default({"guidance.scale=3", "guidance.apg.eta=0", "guidance.cfg_zero_star.zero_steps=1"}, "give one");
+  bad_default({"guidance.scale=3", "guidance.cfg_zero_star.zero_steps=-1"}, "guidance.cfg_zero_star.zero_steps");
+  bad_default({"guidance.scale=3", "guidance.cfg_zero_star.use_zero_init=true"}, "zero-init is for flow schedules");
   bad_default({"sampler.name=msg", "sampler.inner.name=msg"}, "msg cannot wrap itself");
   bad_default({"sampler.name=msg", "sampler.terms=[{cond: x, weight: 1}]"}, "sampler.terms[0].cond");
   bad_default({"sampler.name=msg", "sampler.terms=[{weight: 1, reference: r.npy}]"}, "sampler.terms[0].reference");

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "scorch/error.h"
@@ -14,9 +15,10 @@ TEST(TimeGrid, EndpointsAndMonotone) {
   const auto s = make_vp_linear();
   for (const auto& kind : skip_types()) {
     // flow_match: flow schedules only (test_flow.cpp); the timestep spacings: vp_discrete only (test_schedule.cpp)
-    // simple, sgm_uniform: training timesteps (vp_discrete or flow, below); custom: a list (below)
+    // simple, sgm_uniform: training timesteps (vp_discrete or flow, below); custom: a list (below);
+    // ays: its tables' own start (below); gits: searched with a model (test_gits.cpp)
     if (kind == "flow_match" || kind == "linspace" || kind == "leading" || kind == "trailing" || kind == "simple" ||
-        kind == "sgm_uniform" || kind == "custom" || kind == "ddim_uniform")
+        kind == "sgm_uniform" || kind == "custom" || kind == "ddim_uniform" || kind == "ays" || kind == "gits")
       continue;
     const auto t = make_time_grid(*s, {kind, 17, -1, -1, 7.0});
     ASSERT_EQ(t.size(), 18u);
@@ -69,6 +71,47 @@ GridSpec comfy(const std::string& kind, int steps) {
   g.skip_type = kind;
   g.steps = steps;
   return g;
+}
+
+// Align Your Steps on SD 1.5's schedule (scaled_linear 0.00085-0.012, sigma_max 14.6146): 10
+// steps are the published table (the last point t_end); 4 and 20 steps its log-linear
+// interpolation, computed here independently (np.interp of log sigma at uniform positions).
+TEST(TimeGrid, AlignYourStepsTables) {
+  const auto s = make_vp_discrete(alphas_cumprod_from_betas(make_betas("scaled_linear", 0.00085, 0.012, 1000)));
+  const std::vector<double> sd1 = {14.6146412293, 6.4745760956, 3.8636745985, 2.6946151520, 1.8841921177, 1.3943805092,
+                                   0.9642583904, 0.6523686016, 0.3977456272, 0.1515232662, 0.0291671582};
+  const std::vector<double> sdxl = {14.6146412293, 6.3184485287, 3.7681790315, 2.1811480769, 1.3405244945, 0.8620721141,
+                                    0.5550693289, 0.3798540708, 0.2332364134, 0.1114188177, 0.0291671582};
+  for (const auto& [model, table] : {std::pair{std::string("SD1"), sd1}, std::pair{std::string("SDXL"), sdxl}})
+    for (int n : {4, 10, 20}) {
+      GridSpec g = comfy("ays", n);
+      g.ays_model = model;
+      const auto t = make_time_grid(*s, g);
+      ASSERT_EQ(t.size(), size_t(n) + 1);
+      EXPECT_EQ(t.back(), s->t_min());
+      for (int i = 0; i < n; ++i) {
+        // position i / n on the table's 10 intervals
+        const double x = 10.0 * i / n;
+        const int lo = std::min(int(std::floor(x)), 9);
+        const double w = x - lo;
+        const double want = std::exp(std::log(table[size_t(lo)]) * (1 - w) + std::log(table[size_t(lo) + 1]) * w);
+        EXPECT_NEAR(s->ve_sigma(t[size_t(i)]) / want, 1.0, 1e-12) << model << " " << n << " " << i;
+      }
+    }
+  // Bad input: the flow's sigma is t (14.6 is outside), a t_start, an unknown table.
+  try {
+    make_time_grid(*make_flow(1.0), comfy("ays", 10));
+    ADD_FAILURE() << "ays on flow accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("is outside this flow schedule"), std::string::npos) << e.what();
+  }
+  GridSpec bad = comfy("ays", 10);
+  bad.t_start = 0.5;
+  EXPECT_THROW(make_time_grid(*s, bad), Error);
+  bad = comfy("ays", 10);
+  bad.ays_model = "SD3";
+  EXPECT_THROW(make_time_grid(*s, bad), Error);
+  EXPECT_THROW(make_time_grid(*s, comfy("gits", 10)), Error);  // needs the search's times
 }
 
 TEST(TimeGrid, KlOptimalIsUniformInArctanSigma) {

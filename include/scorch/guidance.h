@@ -2,6 +2,19 @@
 // Combined in noise space (eps = -sigma_t score), per call at time t:
 //
 //   classifier-free (Ho & Salimans 2022):  eps = eps(x, null) + s (eps(x, c) - eps(x, null))
+//     with, on the pair (c, null), one of the variants (docs/guidance.md):
+//     rescale (Lin et al. 2024, diffusers' guidance_rescale phi), on eps:
+//                                          eps <- phi eps std(eps_c) / std(eps) + (1 - phi) eps
+//     interval (Kynkaanniemi et al. 2024): the guidance acts only where the VE sigma lies in
+//                                          (sigma_lo, sigma_hi]; elsewhere eps = eps(x, c)
+//     APG (Sadat et al. 2024, Alg. 1), on the data prediction D = x0:
+//                                          Delta = D_c - D_u, plus momentum times its running
+//                                          sum, scaled to norm <= norm_threshold, then
+//                                          D = D_c + (s - 1)(Delta_perp + eta Delta_par), the
+//                                          parts perpendicular / parallel to D_c
+//     CFG-Zero* (Fan et al. 2025), on the ODE direction d (eps; a flow's velocity):
+//                                          d = a d_u + s (d_c - a d_u), a = <d_c, d_u> / ||d_u||^2,
+//                                          and d = 0 at the first zero_steps + 1 times
 //   classifier (Dhariwal & Nichol 2021; DPM-Solver's model_wrapper):
 //                                          eps -= s sigma_t grad_x log p(c | x_t, t)
 //   mixture of score guidance (MotionShop, Yesiltepe et al. 2024), terms i:
@@ -76,6 +89,18 @@ struct GuidanceSpec {
   // The model's cond is a row index into declared inputs (model_inputs.h): the null of
   // sample index i is then -(i + 1), sample i's negative inputs, not null_label.
   bool indexed = false;
+  // Variants of the classifier-free combination (formulas above).
+  double rescale = 0.0;  // phi; 0: off
+  double interval_lo = 0.0, interval_hi = std::numeric_limits<double>::infinity();
+  struct Apg {
+    bool on = false;
+    double eta = 1.0, norm_threshold = 0.0, momentum = 0.0;
+  } apg;
+  struct CfgZeroStar {
+    bool on = false;
+    bool use_zero_init = true;
+    int zero_steps = 0;
+  } cfg_zero_star;
   std::vector<GuidanceTerm> terms;
   std::shared_ptr<Classifier> classifier;
   double classifier_scale = 0.0;
@@ -84,7 +109,8 @@ struct GuidanceSpec {
   std::vector<ComposeTerm> models;
 
   bool empty() const {
-    return cfg_scale == 1.0 && terms.empty() && !classifier && compose == Compose::None;
+    return cfg_scale == 1.0 && terms.empty() && !classifier && compose == Compose::None &&
+           !(cfg_zero_star.on && cfg_zero_star.use_zero_init);
   }
 };
 

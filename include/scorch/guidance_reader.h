@@ -46,6 +46,8 @@ const Schema& guidance_term_schema();
 const Schema& corrector_schema();
 const Schema& classifier_schema();
 const Schema& compose_schema();
+const Schema& apg_schema();
+const Schema& cfg_zero_star_schema();
 
 GuidanceConfig parse_guidance(const YAML::Node& node, const GuidanceContext& ctx);
 // A list of score-mixture terms (guidance.terms, or the msg sampler's `terms`).

@@ -60,6 +60,11 @@ struct AncestralStep {
   double down, up;
 };
 AncestralStep ancestral_step(double sigma, double sigma_next, double eta);
+
+// The integral of f over [a, b] by `panels` Gauss-Legendre panels of 4 nodes (exact for
+// polynomials of degree 7 per panel): the solvers' time-integrated coefficients (deis,
+// er_sde) whose integrands are smooth but not polynomials.
+double gauss_legendre(const std::function<double(double)>& f, double a, double b, int panels = 8);
 struct OdeFrame {
   const Schedule& ns;
   double s(double t) const { return ode_time(ns, t); }

@@ -13,7 +13,8 @@ struct GridSpec {
   // karras | exponential (k-diffusion, in VE sigma = sigma/alpha)
   // flow_match (diffusers' FlowMatchEulerDiscreteScheduler)
   // linspace | leading | trailing (diffusers' timestep_spacing, vp_discrete; spaced_timesteps)
-  // simple | sgm_uniform | kl_optimal | linear_quadratic | beta (ComfyUI's schedulers; below)
+  // simple | sgm_uniform | kl_optimal | linear_quadratic | beta | ays (ComfyUI's schedulers; below)
+  // gits: searched with the model (samplers/gits.h), then a custom list
   // auto: the schedule's default (flow_match on flow, schedule.timestep_spacing on
   // vp_discrete when set, logSNR otherwise)
   std::string skip_type = "auto";
@@ -29,6 +30,11 @@ struct GridSpec {
   double threshold_noise = 0.025;  // linear_quadratic
   int linear_steps = -1;           // linear_quadratic; < 0: steps / 2
   double beta_alpha = 0.6, beta_beta = 0.6;  // beta
+  std::string ays_model = "SD1";              // ays: SD1 | SDXL | SVD (Align Your Steps' tables)
+  // gits (gits.h): the search's settings, and the searched times once the pipeline ran it.
+  double gits_coeff = 1.2;
+  int gits_teacher_steps = 100, gits_warmup = 32;
+  std::vector<double> gits_times;
   // A given list instead of a formula (steps = its length - 1): `sigmas` in the schedule's
   // sigma (VE sigma/alpha; flow: t), decreasing, a final 0 meaning t_end; `timesteps` as
   // training timesteps k (t = (k + 1) / N; flow: t = k / N), decreasing.

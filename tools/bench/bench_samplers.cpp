@@ -5,7 +5,8 @@
 //      float64 RK4 reference solve (8000 steps);
 //   2. empirical convergence order from 48 to 192 steps, Gaussian and mixture targets;
 //   3. adaptive DPM-Solver: NFE and error per tolerance;
-//   4. cost per step of everything but the model (a free denoiser returning fixed
+//   4. stochastic samplers: sliced Wasserstein to exact mixture samples, against the floor;
+//   5. cost per step of everything but the model (a free denoiser returning fixed
 //      tensors), batch 64 x 784 float32 on CPU, as a ratio to a bare LibTorch loop
 //      doing only the two tensor operations of a DDIM step, in the same run.
 #include <ATen/ATen.h>
@@ -20,6 +21,8 @@
 
 #include "scorch/mixture_score.h"
 #include "scorch/eval.h"
+#include "scorch/mixture_model.h"
+#include "support/random_gaussian.h"
 #include "support/sampler_harness.h"
 
 using namespace scorch;
@@ -31,6 +34,7 @@ struct Solver {
   std::string label, name;
   Opts opts;
   int nfe_per_step = 1;
+  bool ode = true;  // false: stochastic, in the cost and distribution tables only
 };
 
 const std::vector<Solver>& solvers() {
@@ -55,6 +59,30 @@ const std::vector<Solver>& solvers() {
       {"unipc bh2 order 2", "unipc", {{"variant", "bh2"}}},
       {"unipc bh1 order 3", "unipc", {{"order", "3"}}},
       {"unipc bh2 order 3", "unipc", {{"variant", "bh2"}, {"order", "3"}}},
+      {"lms order 4", "lms", {}},
+      {"dpm_2", "dpm_2", {}, 2},
+      {"ipndm", "ipndm", {}},
+      {"deis order 3", "deis", {}},
+      {"res_multistep", "res_multistep", {}},
+      {"er_sde ode, 3 stages", "er_sde", {{"solver_type", "ode"}}},
+      {"sa_solver eta=0 (3, 4)", "sa_solver", {{"eta", "0"}}},
+      {"sa_solver eta=0 (3, 4) pece", "sa_solver", {{"eta", "0"}, {"use_pece", "true"}}, 2},
+      {"euler_cfg_pp (no guidance)", "euler_cfg_pp", {}},
+      {"dpmpp_2m_cfg_pp (no guidance)", "dpmpp_2m_cfg_pp", {}},
+      {"ddpm", "ddpm", {}, 1, false},
+      {"euler_ancestral", "euler_ancestral", {}, 1, false},
+      {"dpm_2_ancestral", "dpm_2_ancestral", {}, 2, false},
+      {"dpmpp_2s_ancestral", "dpmpp_2s_ancestral", {}, 2, false},
+      {"dpmpp_sde", "dpmpp_sde", {}, 2, false},
+      {"dpmpp_2m_sde", "dpmpp_2m_sde", {}, 1, false},
+      {"dpmpp_3m_sde", "dpmpp_3m_sde", {}, 1, false},
+      {"res_multistep_ancestral", "res_multistep_ancestral", {}, 1, false},
+      {"er_sde", "er_sde", {}, 1, false},
+      {"er_sde reverse_time_sde", "er_sde", {{"solver_type", "reverse_time_sde"}}, 1, false},
+      {"sa_solver", "sa_solver", {}, 1, false},
+      {"restart", "restart", {}, 2, false},
+      {"lcm", "lcm", {}, 1, false},
+      {"tcd gamma=0.3", "tcd", {}, 1, false},
   };
   return list;
 }
@@ -163,6 +191,44 @@ void bench_mixture_kernel() {
   }
 }
 
+// Stochastic samplers against exact samples of the mixture: sliced Wasserstein of 4000
+// samples at t_end (from exact samples at t = 1), against the distance between two exact
+// sets of the same size, means over 8 reference sets (the test Samplers.StochasticSamplers*).
+void bench_stochastic() {
+  const auto f64 = at::TensorOptions().dtype(at::kDouble);
+  const int64_t n = 4000, d = 16;
+  GaussianMixture m = testing::random_gmm(Covariance::LowRank, 31, 8, d, 4);
+  m.means = m.means * 1.5;
+  std::shared_ptr<const Schedule> sched = make_vp_linear();
+  auto model = make_mixture_denoiser({m, {d}, {}}, sched);
+  auto exact = [&](uint64_t seed, double t) {
+    return sched->alpha(t) * testing::sample_gmm(m, n, seed) +
+           sched->sigma(t) * at::randn({n, d}, at::detail::createCPUGenerator(seed + 1000), f64);
+  };
+  auto sw = [&](const at::Tensor& x) {
+    double s = 0.0;
+    for (int j = 0; j < 8; ++j) s += testing::sliced_wasserstein(x, exact(100 + j, 1e-3), 128, 5) / 8;
+    return s;
+  };
+  const double floor = sw(exact(200, 1e-3));
+  std::printf("\n### Stochastic samplers: sliced Wasserstein to exact mixture samples\n\n");
+  std::printf("8-component low-rank mixture in 16-d, 4000 samples from exact samples at t = 1 to t_end = 1e-3, "
+              "logSNR grid. SW: mean over 8 exact reference sets; floor: an independent exact set, %.4f.\n\n", floor);
+  std::printf("| sampler | 10 steps | 20 steps | 50 steps | 100 steps |\n|---|---|---|---|---|\n");
+  for (const auto& s : solvers()) {
+    if (s.ode) continue;
+    std::printf("| %s |", s.label.c_str());
+    for (int steps : {10, 20, 50, 100}) {
+      Opts o = s.opts;
+      o["steps"] = std::to_string(steps);
+      o["t_end"] = "0.001";
+      const at::Tensor x = testing::run_sampler(s.name, *model, *sched, exact(300, 1.0), o, 7).x;
+      std::printf(" %.2fx |", sw(x) / floor);
+    }
+    std::printf("\n");
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -174,6 +240,7 @@ int main() {
   std::printf("### Relative error vs NFE, 8-component Gaussian mixture in 16-d (256 samples)\n\n");
   std::printf("| solver | NFE 5 | NFE 10 | NFE 20 | NFE 50 |\n|---|---|---|---|---|\n");
   for (const auto& s : solvers()) {
+    if (!s.ode) continue;
     std::printf("| %s |", s.label.c_str());
     for (int nfe : {5, 10, 20, 50}) {
       const int steps = nfe / s.nfe_per_step;
@@ -193,6 +260,7 @@ int main() {
   std::printf("\n### Empirical order, log2(err(n) / err(2n)) averaged from 48 to 192 steps\n\n");
   std::printf("| solver | Gaussian | mixture |\n|---|---|---|\n");
   for (const auto& s : solvers()) {
+    if (!s.ode) continue;
     std::printf("| %s |", s.label.c_str());
     for (testing::Target* c : {&gauss, &mix})
       std::printf(" %.2f |", std::log2(error_at(s, *c, 48) / error_at(s, *c, 192)) / 2.0);
@@ -211,6 +279,7 @@ int main() {
                   testing::rel_error(r.x, mix.reference));
     }
 
+  bench_stochastic();
   bench_mixture_kernel();
 
   // 4. cost per step
