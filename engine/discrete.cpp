@@ -144,8 +144,7 @@ class TorchScriptTokens final : public TokenDenoiser {
 
 std::unique_ptr<TokenDenoiser> load_token_denoiser(const std::string& path, const TokenSpec& spec) {
   const std::string what = "model.path '" + path + "'";
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) bad_input(what + ": file not found");
+  check_input_file(path, what);
   if (spec.vocab < 2) bad_input("model.vocab: expected at least 2 tokens");
   if (spec.length < 1) bad_input("model.length: expected a positive sequence length");
   if (spec.transition == Transition::Absorbing && spec.mask_id < spec.vocab)

@@ -80,8 +80,7 @@ struct FeatureClassifier::Impl {
 
 FeatureClassifier::FeatureClassifier(const std::string& path) : impl_(std::make_unique<Impl>()) {
   const std::string what = "classifier '" + path + "'";
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) bad_input(what + ": file not found");
+  check_input_file(path, what);
   try {
     impl_->module = torch::jit::load(path, c10::kCPU);
   } catch (const std::exception& e) {
@@ -161,28 +160,48 @@ EvalReport evaluate(const FeatureClassifier& classifier, const at::Tensor& sampl
 
 at::Tensor read_idx(const std::string& path) {
   const std::string what = "IDX file '" + path + "'";
+  check_input_file(path, what);
   gzFile f = gzopen(path.c_str(), "rb");
   if (!f) bad_input(what + ": cannot open");
+  // Reads exactly `want` more bytes (fewer at the end of the data); -1 on a read error.
   std::string buf;
-  char chunk[1 << 16];
-  int n;
-  while ((n = gzread(f, chunk, sizeof chunk)) > 0) buf.append(chunk, size_t(n));
-  const bool error = n < 0;
-  gzclose(f);
-  if (error || buf.size() < 4) bad_input(what + ": unreadable or truncated");
+  const auto read_more = [&](size_t want) {
+    char chunk[1 << 16];
+    while (want > 0) {
+      const int n = gzread(f, chunk, unsigned(std::min(want, sizeof chunk)));
+      if (n < 0) return -1;
+      if (n == 0) break;
+      buf.append(chunk, size_t(n));
+      want -= size_t(n);
+    }
+    return 0;
+  };
+  // The header first: its declared size bounds what is decompressed (no gzip bomb runs on).
+  const auto fail = [&](const std::string& why) {
+    gzclose(f);
+    bad_input(what + ": " + why);
+  };
+  if (read_more(4) < 0 || buf.size() < 4) fail("unreadable or truncated");
   const auto u8 = [&](size_t i) { return static_cast<unsigned char>(buf[i]); };
-  if (u8(0) != 0 || u8(1) != 0 || u8(2) != 0x08) bad_input(what + ": not an unsigned-byte IDX file");
+  if (u8(0) != 0 || u8(1) != 0 || u8(2) != 0x08) fail("not an unsigned-byte IDX file");
   const int dims = u8(3);
-  if (dims < 1 || dims > 4 || buf.size() < 4 + 4 * size_t(dims)) bad_input(what + ": malformed header");
+  if (dims < 1 || dims > 4 || read_more(4 * size_t(dims)) < 0 || buf.size() < 4 + 4 * size_t(dims))
+    fail("malformed header");
   std::vector<int64_t> shape;
-  int64_t count = 1;
+  uint64_t count = 1;
   for (int d = 0; d < dims; ++d) {
     const size_t o = 4 + 4 * size_t(d);
-    const int64_t s = (int64_t(u8(o)) << 24) | (u8(o + 1) << 16) | (u8(o + 2) << 8) | u8(o + 3);
-    shape.push_back(s);
-    count *= s;
+    const uint64_t s = (uint64_t(u8(o)) << 24) | (uint64_t(u8(o + 1)) << 16) | (uint64_t(u8(o + 2)) << 8) | u8(o + 3);
+    if (s == 0) fail("a dimension of size 0");
+    shape.push_back(int64_t(s));
+    count = count > input_byte_limit() / s ? input_byte_limit() + 1 : count * s;
   }
+  if (count > input_byte_limit())
+    fail("the header declares " + shape_string(shape) + " bytes, above the input limit of " +
+         std::to_string(input_byte_limit()) + " (SCORCH_MAX_INPUT_BYTES)");
   const size_t offset = 4 + 4 * size_t(dims);
+  if (read_more(size_t(count) + 1) < 0) fail("unreadable or truncated");
+  gzclose(f);
   if (buf.size() - offset != size_t(count)) bad_input(what + ": data size does not match the header");
   at::Tensor t = at::empty(shape, at::kByte);
   std::memcpy(t.data_ptr(), buf.data() + offset, size_t(count));

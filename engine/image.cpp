@@ -75,8 +75,7 @@ void write_png_grid(const std::string& path, const at::Tensor& samples, int nrow
 
 at::Tensor read_grey_image(const std::string& path, int64_t h, int64_t w, const std::string& what) {
 #ifdef SCORCH_WITH_OPENCV
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) bad_input(what + ": file not found: '" + path + "'");
+  check_input_file(path, what);
   // OpenCV would print its own warning for an unreadable file; the error below says it once.
   cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_SILENT);
   cv::Mat img = cv::imread(path, cv::IMREAD_GRAYSCALE);

@@ -29,7 +29,7 @@ at::Tensor read_samples(const std::string& file, const std::string& where, const
   const std::string path = existing_file(file, where);
   at::Tensor x;
   if (is_npy(path)) {
-    x = read_npy(path);
+    x = read_npy(path, where);
     if (!at::isFloatingType(x.scalar_type())) bad_input(where + ": '" + path + "': expected float32 or float64 data");
   } else {
     if (!is_image_shape(shape) || (shape.size() == 3 && shape[0] != 1))
@@ -55,7 +55,7 @@ at::Tensor read_mask(const std::string& file, const std::string& where, const st
   const std::string path = existing_file(file, where);
   at::Tensor m;
   if (is_npy(path)) {
-    m = read_npy(path).to(at::kFloat);
+    m = read_npy(path, where).to(at::kFloat);
   } else {
     if (!is_image_shape(shape))
       bad_input(where + ": samples of shape " + shape_string(shape) + " are not images; give a .npy mask");

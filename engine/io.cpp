@@ -3,6 +3,10 @@
 #include <ATen/ATen.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
+#include <csignal>
+
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -18,6 +22,69 @@ namespace fs = std::filesystem;
 
 namespace scorch {
 
+namespace {
+
+// What a path that is not a regular file is, in words.
+std::string file_kind(const fs::file_status& st) {
+  switch (st.type()) {
+    case fs::file_type::directory: return "a directory";
+    case fs::file_type::symlink: return "a symbolic link";
+    case fs::file_type::block: return "a block device";
+    case fs::file_type::character: return "a character device";
+    case fs::file_type::fifo: return "a FIFO";
+    case fs::file_type::socket: return "a socket";
+    default: return "not a regular file";
+  }
+}
+
+// The temporary files of writes in progress, for the signal handler: fixed slots of plain
+// characters (no allocation in the handler), claimed and released with atomics.
+constexpr int kTempSlots = 64;
+char g_temp_paths[kTempSlots][4096];
+std::atomic<bool> g_temp_claimed[kTempSlots];  // the slot is taken
+std::atomic<bool> g_temp_ready[kTempSlots];    // its path is complete: the handler may use it
+
+void remove_temps_and_reraise(int sig) {
+  for (int i = 0; i < kTempSlots; ++i)
+    if (g_temp_ready[i].load()) ::unlink(g_temp_paths[i]);
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
+}
+
+// Holds a temporary path in a slot while it exists.
+class TempSlot {
+ public:
+  explicit TempSlot(const std::string& path) {
+    if (path.size() >= sizeof g_temp_paths[0]) return;
+    for (int i = 0; i < kTempSlots; ++i) {
+      bool expected = false;
+      if (g_temp_claimed[i].compare_exchange_strong(expected, true)) {
+        std::memcpy(g_temp_paths[i], path.c_str(), path.size() + 1);
+        g_temp_ready[i].store(true);
+        slot_ = i;
+        return;
+      }
+    }
+  }
+  ~TempSlot() {
+    if (slot_ < 0) return;
+    g_temp_ready[slot_].store(false);
+    g_temp_claimed[slot_].store(false);
+  }
+  TempSlot(const TempSlot&) = delete;
+  TempSlot& operator=(const TempSlot&) = delete;
+
+ private:
+  int slot_ = -1;
+};
+
+}  // namespace
+
+void install_temp_file_cleanup() {
+  std::signal(SIGINT, remove_temps_and_reraise);
+  std::signal(SIGTERM, remove_temps_and_reraise);
+}
+
 void check_writable(const std::string& path, const std::string& what) {
   if (path.empty()) bad_input(what + ": empty path");
   fs::path dir = fs::path(path).parent_path();
@@ -25,7 +92,48 @@ void check_writable(const std::string& path, const std::string& what) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) bad_input(what + ": directory '" + dir.string() + "' does not exist");
   if (::access(dir.c_str(), W_OK) != 0) bad_input(what + ": directory '" + dir.string() + "' is not writable");
-  if (fs::is_directory(path, ec)) bad_input(what + ": '" + path + "' is a directory");
+  const fs::file_status st = fs::symlink_status(path, ec);
+  if (!ec && fs::exists(st) && !fs::is_regular_file(st))
+    bad_input(what + ": '" + path + "' is " + file_kind(st) + "; scorch writes only regular files");
+}
+
+uint64_t input_byte_limit() {
+  if (const char* env = std::getenv("SCORCH_MAX_INPUT_BYTES"); env && *env) {
+    char* end = nullptr;
+    const unsigned long long v = std::strtoull(env, &end, 10);
+    if (end && *end == '\0' && v > 0) return v;
+  }
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  const uint64_t half = pages > 0 && page > 0 ? uint64_t(pages) * uint64_t(page) / 2 : UINT64_MAX;
+  return std::min<uint64_t>(uint64_t(16) << 30, half);
+}
+
+void check_input_file(const std::string& path, const std::string& what) {
+  if (path.empty()) bad_input(what + ": empty path");
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  if (ec || !fs::exists(st)) bad_input(what + ": '" + path + "' does not exist");
+  if (!fs::is_regular_file(st)) bad_input(what + ": '" + path + "' is " + file_kind(st) + ", not a regular file");
+  const uint64_t size = fs::file_size(path, ec);
+  if (ec) bad_input(what + ": cannot read '" + path + "': " + ec.message());
+  if (size > input_byte_limit())
+    bad_input(what + ": '" + path + "' has " + std::to_string(size) + " bytes, above the input limit of " +
+              std::to_string(input_byte_limit()) + " (SCORCH_MAX_INPUT_BYTES)");
+  if (::access(path.c_str(), R_OK) != 0) bad_input(what + ": '" + path + "' is not readable");
+}
+
+std::string read_input_file(const std::string& path, const std::string& what) {
+  check_input_file(path, what);
+  std::error_code ec;
+  const uint64_t size = fs::file_size(path, ec);
+  std::ifstream in(path, std::ios::binary);
+  if (!in) bad_input(what + ": cannot open '" + path + "'");
+  std::string buf(size_t(size) + 1, '\0');
+  in.read(buf.data(), std::streamsize(buf.size()));
+  const size_t got = size_t(in.gcount());
+  if (got > size) bad_input(what + ": '" + path + "' grew while it was read");
+  buf.resize(got);
+  return buf;
 }
 
 void write_atomically(const std::string& path, const std::string& what,
@@ -36,8 +144,11 @@ void write_atomically(const std::string& path, const std::string& what,
   const std::string tmp =
       (p.parent_path() / ("." + p.stem().string() + ".tmp" + std::to_string(rd() % 1000000) + p.extension().string()))
           .string();
+  const TempSlot slot(tmp);
   try {
     write(tmp);
+    // Checked again: the path may have been replaced while the output was computed.
+    check_writable(path, what);
     std::error_code ec;
     fs::rename(tmp, path, ec);
     if (ec) bad_input(what + ": cannot write '" + path + "': " + ec.message());
@@ -77,13 +188,7 @@ std::string find_input_file(const std::string& path) {
 
 namespace {
 
-std::string read_all(const std::string& path, const std::string& what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) bad_input(what + ": cannot open '" + path + "'");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+std::string read_all(const std::string& path, const std::string& what) { return read_input_file(path, what); }
 
 // dtype <-> numpy descr / safetensors name
 struct DType {
@@ -135,8 +240,8 @@ std::vector<int64_t> parse_shape(const std::string& text, const std::string& wha
   return shape;
 }
 
-at::Tensor read_npy(const std::string& path) {
-  return parse_npy(read_all(path, "npy file"), "npy file '" + path + "'");
+at::Tensor read_npy(const std::string& path, const std::string& what) {
+  return parse_npy(read_all(path, what), what + " '" + path + "'");
 }
 
 at::Tensor parse_npy(const std::string& buf, const std::string& what) {
@@ -227,8 +332,8 @@ void write_npy(const std::string& path, const at::Tensor& tensor, const std::str
   });
 }
 
-SafeTensors read_safetensors(const std::string& path) {
-  return parse_safetensors(read_all(path, "model.path"), "safetensors file '" + path + "'");
+SafeTensors read_safetensors(const std::string& path, const std::string& what) {
+  return parse_safetensors(read_all(path, what), what + " '" + path + "'");
 }
 
 SafeTensors parse_safetensors(const std::string& buf, const std::string& what) {

@@ -1,4 +1,5 @@
 #include "scorch/provenance.h"
+#include "scorch/io.h"
 
 #include <zlib.h>
 
@@ -107,6 +108,7 @@ std::string sha256_hex(const std::string& bytes) {
 }
 
 std::string sha256_file(const std::string& path, const std::string& what) {
+  check_input_file(path, what);
   std::ifstream in(path, std::ios::binary);
   if (!in) bad_input(what + ": cannot open '" + path + "'");
   Sha256 h;
@@ -136,11 +138,7 @@ bool is_png_file(const std::string& path) {
 }
 
 std::map<std::string, std::string> png_text_chunks(const std::string& path, const std::string& what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) bad_input(what + ": cannot open '" + path + "'");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  const std::string png = ss.str();
+  const std::string png = read_input_file(path, what);
   if (png.size() < 8 || png.compare(0, 8, kSignature) != 0) bad_input(what + ": '" + path + "' is not a PNG file");
   std::map<std::string, std::string> out;
   size_t pos = 8;
@@ -175,10 +173,9 @@ std::string provenance_json(const std::string& config_yaml, const std::string& s
 }
 
 std::string provenance_json_config(const std::string& path, const std::string& what) {
-  std::ifstream in(path);
-  if (!in) bad_input(what + ": cannot open '" + path + "'");
+  const std::string text = read_input_file(path, what);
   try {
-    const nlohmann::json j = nlohmann::json::parse(in);
+    const nlohmann::json j = nlohmann::json::parse(text);
     if (j.is_object() && j.contains("config") && j["config"].is_string()) return j["config"].get<std::string>();
   } catch (const nlohmann::json::exception&) {
   }

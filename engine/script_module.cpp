@@ -1,4 +1,5 @@
 #include "scorch/script_module.h"
+#include "scorch/io.h"
 
 #include <c10/core/InferenceMode.h>
 #include <torch/script.h>
@@ -33,8 +34,7 @@ ScriptModule::~ScriptModule() = default;
 
 std::unique_ptr<ScriptModule> ScriptModule::load(const std::string& path, const std::string& what, c10::Device device,
                                                  at::ScalarType dtype) {
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) bad_input(what + ": file not found");
+  check_input_file(path, what);
   std::unique_ptr<ScriptModule> out(new ScriptModule());
   out->impl_ = std::make_unique<Impl>();
   out->what_ = what;

@@ -228,8 +228,7 @@ class TorchScriptDenoiser final : public Denoiser {
 std::unique_ptr<Denoiser> load_torchscript_denoiser(const TorchScriptSpec& spec,
                                                     std::shared_ptr<const Schedule> schedule) {
   const std::string what = "model.path '" + spec.path + "'";
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(spec.path, ec)) bad_input(what + ": file not found");
+  check_input_file(spec.path, what);
   torch::jit::Module module;
   try {
     module = torch::jit::load(spec.path, spec.device);
@@ -322,6 +321,7 @@ std::shared_ptr<Classifier> load_torchscript_classifier(const std::string& path,
                                                         std::shared_ptr<const Schedule> schedule, at::ScalarType dtype,
                                                         c10::Device device) {
   const std::string what = "guidance.classifier.path '" + path + "'";
+  check_input_file(path, what);
   torch::jit::Module module;
   try {
     module = torch::jit::load(path, device);

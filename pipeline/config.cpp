@@ -69,6 +69,8 @@ void apply_override(YAML::Node& root, const std::string& assignment) {
 }  // namespace
 
 std::string config_text(const std::string& file, const std::string& what) {
+  // Checked before anything opens it: a FIFO or device would block or never end.
+  check_input_file(file, "--config");
   // An output of scorch generate: the PNG's `scorch` chunk or the .npy record's config.
   if (is_png_file(file)) {
     const auto chunks = png_text_chunks(file, "--config");
@@ -78,11 +80,7 @@ std::string config_text(const std::string& file, const std::string& what) {
     return it->second;
   }
   if (file.size() > 5 && file.compare(file.size() - 5, 5, ".json") == 0) return provenance_json_config(file, "--config");
-  std::ifstream in(file);
-  if (!in) bad_input("--config: cannot open '" + what + "'");
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
+  return read_input_file(file, "--config");
 }
 
 YAML::Node load_config(const std::string& path, const std::vector<std::string>& overrides) {

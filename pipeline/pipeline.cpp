@@ -291,7 +291,7 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
   const std::string init_key = m.invert ? "invert" : "init_noise";
   if (!o.str(init_key).empty()) {
     const std::string file = find_input_file(o.str(init_key));
-    at::Tensor x = read_npy(file);
+    at::Tensor x = read_npy(file, init_key);
     const std::string what = init_key + " '" + file + "'";
     // The samples to invert are images of a latent model (encoded here); x_T is latent.
     const bool images = m.invert && m.codec;

@@ -409,8 +409,8 @@ namespace {
 at::Tensor read_input_tensor(const std::string& file, const std::string& key, const std::string& where) {
   const std::string path = find_input_file(file);
   const bool st = path.size() > 12 && path.substr(path.size() - 12) == ".safetensors";
-  if (!st) return read_npy(path);
-  const SafeTensors t = read_safetensors(path);
+  if (!st) return read_npy(path, where);
+  const SafeTensors t = read_safetensors(path, where);
   const auto it = t.tensors.find(key);
   if (it == t.tensors.end()) {
     std::string names;
@@ -560,6 +560,7 @@ std::unique_ptr<TextEncoder> read_text_encoder(const YAML::Node& node, at::Devic
     if (o.str("vocab").empty()) bad_input("text_encoder.vocab: missing (a file with one token per line)");
     if (!o.str("chars").empty()) bad_input("text_encoder.chars: only with tokenizer: chars");
     const std::string file = find_input_file(o.str("vocab"));
+    check_input_file(file, "text_encoder.vocab");
     std::ifstream in(file);
     if (!in) bad_input("text_encoder.vocab: cannot open '" + file + "'");
     for (std::string line; std::getline(in, line);) t.vocab.push_back(line);

@@ -229,7 +229,7 @@ TEST_F(Cli, BadInputExitsTwoWithOneLineAndNoOutput) {
       "--set model.type=torchscript --set model.shape=[2,3] --set model.time_input=t --set cond= --set output.npy=out.npy "
       "--set output.png= ";
   expect_bad("generate --set model.path=missing.safetensors", "model.path");
-  expect_bad("generate " + ts + "--set model.path=" + kFixtures + "/missing.pt", "file not found");
+  expect_bad("generate " + ts + "--set model.path=" + kFixtures + "/missing.pt", "does not exist");
   expect_bad("generate " + ts + "--set model.path=" + kFixtures + "/wrong_arity.pt", "forward takes 1 arguments");
   expect_bad("generate " + ts + "--set model.path=" + kFixtures + "/wrong_shape.pt", "forward returned shape");
   expect_bad("generate " + ts + "--set model.path=" + kFixtures + "/nan_output.pt", "non-finite");

@@ -3,7 +3,13 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -121,6 +127,95 @@ TEST(AtomicWrite, FailureLeavesNothing) {
                Error);
   EXPECT_TRUE(fs::is_empty(dir));
   EXPECT_THROW(write_npy("/nonexistent_dir/out.npy", at::zeros({1})), Error);
+  fs::remove_all(dir);
+}
+
+// The message of the bad-input Error fn throws ("" if none).
+template <typename F>
+std::string bad_input_message(F&& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), Status::BadInput) << e.what();
+    return e.what();
+  }
+  return "";
+}
+
+// Outputs: never replace what is not a regular file (a FIFO, a symbolic link, a directory),
+// checked before any work, and the node is still there afterwards.
+TEST(AtomicWrite, RefusesNonRegularTargets) {
+  const std::string dir = tmp("targets");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string fifo = dir + "/fifo.npy", link = dir + "/link.npy", sub = dir + "/sub.npy",
+                    regular = dir + "/regular.npy";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  write_bytes(regular, "old");
+  fs::create_symlink(regular, link);
+  fs::create_directories(sub);
+  for (const auto& [path, kind] : {std::pair{fifo, "is a FIFO"}, std::pair{link, "is a symbolic link"},
+                                   std::pair{sub, "is a directory"}}) {
+    const std::string msg = bad_input_message([&] { write_npy(path, at::zeros({2}), "output.npy"); });
+    EXPECT_NE(msg.find(std::string("output.npy: '") + path + "' " + kind), std::string::npos) << msg;
+  }
+  EXPECT_TRUE(fs::is_fifo(fifo));
+  EXPECT_TRUE(fs::is_symlink(link));
+  std::string old;
+  std::getline(std::ifstream(regular), old);
+  EXPECT_EQ(old, "old");
+  write_npy(regular, at::zeros({2}), "output.npy");  // a regular file is replaced
+  EXPECT_EQ(read_npy(regular).numel(), 2);
+  // nothing else left in the folder
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator()), 4);
+  fs::remove_all(dir);
+}
+
+// Inputs: a FIFO (without a writer: opening it would block), a character device, a directory
+// and a missing path are refused at once by kind; a file above the limit by size.
+TEST(InputFiles, RefusesWhatIsNotABoundedRegularFile) {
+  const std::string dir = tmp("inputs");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string fifo = dir + "/fifo.npy";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_NE(bad_input_message([&] { read_npy(fifo); }).find("is a FIFO, not a regular file"), std::string::npos);
+  EXPECT_NE(bad_input_message([&] { read_npy("/dev/zero"); }).find("is a character device"), std::string::npos);
+  EXPECT_NE(bad_input_message([&] { read_npy(dir); }).find("is a directory"), std::string::npos);
+  EXPECT_NE(bad_input_message([&] { read_npy(dir + "/none.npy"); }).find("does not exist"), std::string::npos);
+  write_npy(dir + "/big.npy", at::zeros({1000}));
+  ::setenv("SCORCH_MAX_INPUT_BYTES", "500", 1);
+  EXPECT_EQ(input_byte_limit(), 500u);
+  const std::string msg = bad_input_message([&] { read_npy(dir + "/big.npy"); });
+  ::unsetenv("SCORCH_MAX_INPUT_BYTES");
+  EXPECT_NE(msg.find("above the input limit of 500 (SCORCH_MAX_INPUT_BYTES)"), std::string::npos) << msg;
+  EXPECT_EQ(read_npy(dir + "/big.npy").numel(), 1000);
+  EXPECT_GT(input_byte_limit(), uint64_t(1) << 20);
+  fs::remove_all(dir);
+}
+
+// SIGTERM while an output is being written: the temporary file is removed, then the process
+// ends by the signal (run in a child process).
+TEST(AtomicWrite, SignalRemovesTheTemporaryFile) {
+  const std::string dir = tmp("signal");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  for (int sig : {SIGTERM, SIGINT}) {
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      install_temp_file_cleanup();
+      write_atomically(dir + "/out.npy", "output.npy", [&](const std::string& t) {
+        std::ofstream(t) << "partial";
+        std::raise(sig);
+      });
+      std::_Exit(0);  // not reached
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == sig) << status;
+    EXPECT_TRUE(fs::is_empty(dir)) << "signal " << sig;
+  }
   fs::remove_all(dir);
 }
 

@@ -94,7 +94,7 @@ void expect_bad(const TorchScriptSpec& s, const std::string& fragment) {
 TEST(TorchScriptDenoiser, RejectsBadModels) {
   TorchScriptSpec f32_layers = spec("float32_layers", at::kBFloat16);
   expect_bad(f32_layers, "forward failed for input [1, 2, 3] in bfloat16 (model.dtype)");
-  expect_bad(spec("missing_file"), "file not found");
+  expect_bad(spec("missing_file"), "does not exist");
   expect_bad(spec("not_a_model"), "not a loadable TorchScript");
   expect_bad(spec("wrong_arity"), "forward takes 1 arguments");
   expect_bad(spec("wrong_shape"), "forward returned shape [1, 1, 3]");

@@ -4,6 +4,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <string>
@@ -17,13 +18,28 @@ namespace scorch {
 void write_atomically(const std::string& path, const std::string& what,
                       const std::function<void(const std::string& tmp_path)>& write);
 
-// Throws a bad-input Error naming `what` unless `path`'s directory exists and is writable.
+// Throws a bad-input Error naming `what` unless `path`'s directory exists and is writable and
+// `path` is absent or a regular file (a device, FIFO, symlink or directory is never replaced).
 void check_writable(const std::string& path, const std::string& what);
+
+// Every file scorch reads is checked before it is opened (docs/errors.md): it must exist and
+// be a regular file (a FIFO or device could block or never end; a symlink to a regular file
+// is fine) of at most input_byte_limit() bytes. Errors name `what` (the key) and the path.
+void check_input_file(const std::string& path, const std::string& what);
+// check_input_file, then the whole file (no more than the size it had when checked, plus one byte).
+std::string read_input_file(const std::string& path, const std::string& what);
+// SCORCH_MAX_INPUT_BYTES if set, else the smaller of 16 GiB and half the physical memory:
+// the most any one input (or an IDX file's declared data) may hold.
+uint64_t input_byte_limit();
+
+// SIGINT and SIGTERM remove the temporary files of writes in progress before the process ends
+// (the default action then follows). The CLI installs it; a library caller decides itself.
+void install_temp_file_cleanup();
 // Writes text to `path` atomically (write_atomically); errors name `what`.
 void write_text_file(const std::string& path, const std::string& what, const std::string& text);
 
 // NumPy .npy (format 1.0-3.0, little-endian, C order): f4, f8, i8, i4, u1, b1.
-at::Tensor read_npy(const std::string& path);
+at::Tensor read_npy(const std::string& path, const std::string& what = "npy file");
 // The same from the file's bytes; `what` names the source in errors (the fuzz harnesses).
 at::Tensor parse_npy(const std::string& bytes, const std::string& what);
 void write_npy(const std::string& path, const at::Tensor& tensor, const std::string& what = "npy");
@@ -35,7 +51,7 @@ struct SafeTensors {
   std::map<std::string, std::string> metadata;
 };
 SafeTensors parse_safetensors(const std::string& bytes, const std::string& what);
-SafeTensors read_safetensors(const std::string& path);
+SafeTensors read_safetensors(const std::string& path, const std::string& what = "model.path");
 void write_safetensors(const std::string& path, const SafeTensors& st, const std::string& what = "safetensors");
 
 // "[1, 28, 28]": the one way shapes are written in messages and metadata.

@@ -28,6 +28,7 @@ at::Tensor sample_lsd(DiscreteContext& ctx, at::Tensor x, const Options& o) {
   std::vector<double> coef(size_t(steps), 1.0), scale(size_t(steps), 1.0), t = ctx.grid(steps);
   if (!o.str("coefficients").empty()) {
     const std::string path = find_input_file(o.str("coefficients"));
+    check_input_file(path, "sampler.coefficients");
     YAML::Node y;
     try {
       y = YAML::LoadFile(path);

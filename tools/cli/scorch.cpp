@@ -125,18 +125,18 @@ at::Tensor to_unit_range(const at::Tensor& u8) { return u8.to(at::kFloat).div(12
 int run_eval(const std::string& samples_path, const std::string& labels_path, const std::string& classifier_path,
              const std::string& reference, int k, bool json) {
   const scorch::FeatureClassifier classifier(scorch::find_input_file(classifier_path));
-  at::Tensor samples = scorch::read_npy(samples_path);
+  at::Tensor samples = scorch::read_npy(samples_path, "--samples");
   if (!at::isFloatingType(samples.scalar_type())) scorch::bad_input("--samples: expected float32 or float64 data");
   at::Tensor labels;
   if (!labels_path.empty()) {
-    labels = scorch::read_npy(labels_path);
+    labels = scorch::read_npy(labels_path, "--labels");
     if (at::isFloatingType(labels.scalar_type())) scorch::bad_input("--labels: expected integer labels");
   }
   const std::string ref_file = reference == "test"    ? scorch::fashion_mnist_file("t10k-images-idx3-ubyte.gz")
                                : reference == "train" ? scorch::fashion_mnist_file("train-images-idx3-ubyte.gz")
                                                       : reference;
   at::Tensor ref = ref_file.size() > 4 && ref_file.substr(ref_file.size() - 4) == ".npy"
-                       ? scorch::read_npy(ref_file)
+                       ? scorch::read_npy(ref_file, "--reference")
                        : to_unit_range(scorch::read_idx(ref_file));
   // Grey images come as [N, H, W] or [N, 1, H, W]: give both sets the same form.
   if (samples.dim() == 3 && ref.dim() == 4 && ref.size(1) == 1) samples = samples.unsqueeze(1);
@@ -158,7 +158,7 @@ int run_eval(const std::string& samples_path, const std::string& labels_path, co
 // Returns [N, *shape] float32.
 at::Tensor read_data(const std::string& path) {
   const bool npy = path.size() > 4 && path.substr(path.size() - 4) == ".npy";
-  at::Tensor x = npy ? scorch::read_npy(path) : scorch::read_idx(path);
+  at::Tensor x = npy ? scorch::read_npy(path, "--data") : scorch::read_idx(path);
   if (x.dim() < 2) scorch::bad_input("--data '" + path + "': expected samples [N, ...], got a vector");
   if (x.scalar_type() == at::kByte) x = x.to(at::kFloat).div_(127.5).sub_(1.0);
   if (!npy && x.dim() == 3) x = x.unsqueeze(1);  // IDX images [N, H, W] -> [N, 1, H, W]
@@ -264,6 +264,7 @@ void print_config(bool markdown) {
 
 int main(int argc, char** argv) {
   keep_freed_memory();
+  scorch::install_temp_file_cleanup();  // SIGINT / SIGTERM leave no temporary output behind
   CLI::App app{"scorch: diffusion and score-model sampling engine"};
   app.require_subcommand(1);
   std::string config_path;
@@ -340,6 +341,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (app.got_subcommand("info")) {
+      scorch::check_input_file(info_path, "info");
       if (scorch::is_png_file(info_path)) {
         const auto chunks = scorch::png_text_chunks(info_path, "info");
         if (!chunks.count("scorch"))

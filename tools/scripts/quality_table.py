@@ -24,7 +24,7 @@ removed. Quantising to uint8 moves FD by about 0.001 (1000 dpmpp_2m samples: 14.
 14.850 uint8). `--samplers ""` runs only the anchors and the reference.
 
 Usage: /usr/bin/python3 tools/scripts/quality_table.py [--n 10000] [--samplers ddim,dpmpp_2m,...]
-                                                [--flow-samplers euler,...] [--max-minutes M] [--build build]
+                                                [--flow-samplers euler,...] [--nfes 10,20] [--max-minutes M] [--build build]
 """
 import argparse
 import io
@@ -43,10 +43,13 @@ from update_doc_section import update_benchmarks
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SAMPLERS = ["ddim", "euler", "heun", "dpmpp_2m", "dpmpp_3m", "dpmpp_2s", "dpm_solver_3s", "unipc",
             "dpmpp_2m_sde", "dpmpp_3m_sde", "euler_ancestral"]
+# The samplers added later, measured at 10 and 20 NFE (--nfes): listed after the first ones.
+MORE_SAMPLERS = ["lms", "ipndm", "deis", "res_multistep", "dpm_2", "er_sde", "sa_solver", "ddpm", "dpm_2_ancestral",
+                 "dpmpp_2s_ancestral", "dpmpp_sde", "res_multistep_ancestral"]
 FLOW_SAMPLERS = ["euler", "heun", "dpmpp_2m", "unipc"]
 FLOW_CONFIG = "configs/fmnist_flow.yaml"
 NFES = [5, 10, 20, 50]
-NFE_PER_STEP = {"heun": 2}
+NFE_PER_STEP = {"heun": 2, "dpm_2": 2, "dpm_2_ancestral": 2, "dpmpp_2s_ancestral": 2, "dpmpp_sde": 2}
 CHUNKED = {"ddim1000": 1000}  # rows made in chunks of this many samples, kept between runs
 CHUNKS = os.path.join(ROOT, "docs", "quality_chunks")
 
@@ -144,6 +147,7 @@ def main():
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--no-reference", action="store_true", help="skip the 1000-step DDIM row")
     ap.add_argument("--max-minutes", type=float, default=0, help="start no new row after this many minutes (0: no limit)")
+    ap.add_argument("--nfes", default=",".join(map(str, NFES)), help="the NFE columns this run measures")
     args = ap.parse_args()
     scorch = os.path.join(args.build, "bin", "scorch")
     os.chdir(ROOT)
@@ -157,7 +161,8 @@ def main():
         rows.append(("ddim1000", "ddim, 1000 steps (reference)", 1000, ("configs/default.yaml", "ddim", 1000), 1000))
     # The table lists every sampler (kept rows only); this run measures those in --samplers.
     order = [x for x in args.samplers.split(",") if x]
-    for sampler in SAMPLERS + [x for x in order if x not in SAMPLERS]:
+    nfes = [int(x) for x in args.nfes.split(",") if x]
+    for sampler in SAMPLERS + MORE_SAMPLERS + [x for x in order if x not in SAMPLERS + MORE_SAMPLERS]:
         for nfe in NFES:
             steps = nfe // NFE_PER_STEP.get(sampler, 1)
             if steps >= 2:
@@ -180,8 +185,8 @@ def main():
         return (r[0] == "ddim1000", order.index(sampler) if sampler in order else -1)
     def wanted(r):
         if r[0].startswith("flow_"):
-            return r[3][1] in flow_order
-        return r[3] is None or r[0] in ("gaussian", "ddim1000") or r[3][1] in order
+            return r[3][1] in flow_order and r[4] in nfes
+        return r[3] is None or r[0] in ("gaussian", "ddim1000") or (r[3][1] in order and r[4] in nfes)
     selected = [r for r in rows if wanted(r)]
     pending = sorted((r for r in selected if cache.get(r[0], {}).get("n", 0) < args.n), key=priority)
     def out_of_time():
