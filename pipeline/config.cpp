@@ -1,6 +1,7 @@
 #include "scorch/config.h"
 
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "default_config.h"
@@ -12,13 +13,37 @@ namespace scorch {
 
 const char* default_config_text() { return kDefaultConfig; }
 
+namespace {
+
+// A key given twice in one mapping is an error (YAML says keys are unique; a parser that kept
+// the last one would drop the first silently).
+void check_unique_keys(const YAML::Node& node, const std::string& source, int depth = 0) {
+  if (depth > 64) bad_input(source + ": nested more than 64 levels deep");
+  if (node.IsMap()) {
+    std::set<std::string> seen;
+    for (const auto& kv : node) {
+      const std::string key = kv.first.Scalar();
+      if (kv.first.IsScalar() && !seen.insert(key).second)
+        bad_input(source + ":" + std::to_string(kv.first.Mark().line + 1) + ": duplicate key '" + key + "'");
+      check_unique_keys(kv.second, source, depth + 1);
+    }
+  } else if (node.IsSequence()) {
+    for (const auto& item : node) check_unique_keys(item, source, depth + 1);
+  }
+}
+
+}  // namespace
+
 YAML::Node parse_yaml(const std::string& text, const std::string& source) {
+  YAML::Node root;
   try {
-    return YAML::Load(text);
+    root = YAML::Load(text);
   } catch (const YAML::Exception& e) {
     bad_input(source + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
               ": invalid YAML: " + e.msg);
   }
+  check_unique_keys(root, source);
+  return root;
 }
 
 namespace {

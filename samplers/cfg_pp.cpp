@@ -23,6 +23,21 @@ namespace {
 
 at::Tensor uncond_x0(const Prediction& p) { return p.x0_uncond.defined() ? p.x0_uncond : p.x0; }
 
+// The step as one pass on x: eps_u = (x - alpha x0_u) / sigma is folded into the terms, and
+// x0_u's coefficient joins D's when they are one tensor (no guidance).
+at::Tensor step(const at::Tensor& x, double x_coef, const at::Tensor& d, double d_coef, const at::Tensor& x0_u,
+                double u_coef, const at::Tensor& old_u = {}, double old_coef = 0.0) {
+  std::vector<std::pair<double, at::Tensor>> terms = {{x_coef, x}};
+  if (x0_u.is_same(d)) {
+    terms.emplace_back(d_coef + u_coef, d);
+  } else {
+    terms.emplace_back(d_coef, d);
+    terms.emplace_back(u_coef, x0_u);
+  }
+  if (old_u.defined()) terms.emplace_back(old_coef, old_u);
+  return lincomb(terms);
+}
+
 }  // namespace
 
 at::Tensor sample_euler_cfg_pp(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid, const Options&) {
@@ -31,8 +46,9 @@ at::Tensor sample_euler_cfg_pp(SamplerContext& ctx, at::Tensor x, const TimeGrid
   const int n = int(t.size()) - 1;
   for (int i = 0; i < n; ++i) {
     const Prediction p = ctx.denoise(x, t[i]);
-    const at::Tensor eps_u = (x - ns.alpha(t[i]) * uncond_x0(p)) / ns.sigma(t[i]);
-    x = ctx.end_step(i + 1, n, t[i + 1], lincomb({{ns.alpha(t[i + 1]), p.x0}, {ns.sigma(t[i + 1]), eps_u}}));
+    // x' = alpha' D + sigma' (x - alpha x0_u) / sigma
+    const double k = ns.sigma(t[i + 1]) / ns.sigma(t[i]);
+    x = ctx.end_step(i + 1, n, t[i + 1], step(x, k, p.x0, ns.alpha(t[i + 1]), uncond_x0(p), -k * ns.alpha(t[i])));
   }
   return x;
 }
@@ -45,16 +61,14 @@ at::Tensor sample_dpmpp_2m_cfg_pp(SamplerContext& ctx, at::Tensor x, const TimeG
   for (int i = 0; i < n; ++i) {
     const Prediction p = ctx.denoise(x, t[i]);
     const at::Tensor x0_u = uncond_x0(p);
-    const at::Tensor eps_u = (x - ns.alpha(t[i]) * x0_u) / ns.sigma(t[i]);
-    const double a_next = ns.alpha(t[i + 1]), s_next = ns.sigma(t[i + 1]);
+    const double a_next = ns.alpha(t[i + 1]), s_next = ns.sigma(t[i + 1]), k = s_next / ns.sigma(t[i]);
     at::Tensor x_next;
     if (old_u.defined() && s_next > 0.0) {
       const double h = ns.lambda(t[i + 1]) - ns.lambda(t[i]), h_last = ns.lambda(t[i]) - ns.lambda(t[i - 1]);
-      const double r = h_last / h;
-      x_next = lincomb({{a_next, p.x0}, {s_next, eps_u}, {-a_next * std::expm1(-h) / (2.0 * r), p.x0},
-                        {a_next * std::expm1(-h) / (2.0 * r), old_u}});
+      const double c = a_next * std::expm1(-h) / (2.0 * (h_last / h));
+      x_next = step(x, k, p.x0, a_next - c, x0_u, -k * ns.alpha(t[i]), old_u, c);
     } else {
-      x_next = lincomb({{a_next, p.x0}, {s_next, eps_u}});
+      x_next = step(x, k, p.x0, a_next, x0_u, -k * ns.alpha(t[i]));
     }
     old_u = x0_u;
     x = ctx.end_step(i + 1, n, t[i + 1], x_next);

@@ -48,9 +48,10 @@ at::Tensor sample_deis(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid, 
     eps.push_front(ctx.denoise(x, t[size_t(i)]).eps);
     if (int(eps.size()) > order) eps.pop_back();
     const int k = int(eps.size());
-    std::vector<std::pair<double, at::Tensor>> terms = {{1.0, x / ns.alpha(t[size_t(i)])}};
-    for (int j = 0; j < k; ++j) terms.emplace_back(deis_coefficient(ns, t, i, j, k), eps[size_t(j)]);
-    x = ctx.end_step(i + 1, n, t[size_t(i) + 1], ns.alpha(t[size_t(i) + 1]) * lincomb(terms));
+    const double to = ns.alpha(t[size_t(i) + 1]);
+    std::vector<std::pair<double, at::Tensor>> terms = {{to / ns.alpha(t[size_t(i)]), x}};
+    for (int j = 0; j < k; ++j) terms.emplace_back(to * deis_coefficient(ns, t, i, j, k), eps[size_t(j)]);
+    x = ctx.end_step(i + 1, n, t[size_t(i) + 1], lincomb(terms));
   }
   return x;
 }

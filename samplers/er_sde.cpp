@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <deque>
 
 #include "scorch/error.h"
 #include "scorch/sampler.h"
@@ -60,36 +61,43 @@ at::Tensor sample_er_sde(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid
   const int n = grid.steps();
   std::vector<double> sig(t.size());
   for (size_t i = 0; i < t.size(); ++i) sig[i] = ns.ve_sigma(t[i]);
-  at::Tensor old_d, old_dd;
+  // The divided differences are linear in the last three predictions D_0 (now), D_1, D_2:
+  // with a = sigma_s - sigma_{s-1}, b = sigma_{s-1} - sigma_{s-2}, c = (sigma_s - sigma_{s-2}) / 2,
+  //   D' = (D_0 - D_1) / a,  D'' = (D' - (D_1 - D_2) / b) / c,
+  // so the step is one linear combination of x, D_0, D_1, D_2 and the noise (one pass).
+  std::deque<at::Tensor> d;  // D_0, D_1, D_2
   for (int i = 0; i < n; ++i) {
     const double s = sig[size_t(i)], st = sig[size_t(i) + 1];
-    const Prediction p = ctx.denoise(x, t[size_t(i)]);
+    d.push_front(ctx.denoise(x, t[size_t(i)]).x0);
+    if (d.size() > 3) d.pop_back();
     const double r = scaler.phi(st) / scaler.phi(s), delta = st - s;
-    std::vector<std::pair<double, at::Tensor>> terms = {{r, x / ns.alpha(t[size_t(i)])}, {1.0 - r, p.x0}};
+    double k[3] = {1.0 - r, 0.0, 0.0};  // coefficients of D_0, D_1, D_2 in y'
     const int stage = std::min(max_stage, i + 1);
-    at::Tensor d;
     if (stage >= 2) {
       const double lo = std::log(st), hi = std::log(s);
-      const double s1 = gauss_legendre([&](double u) { return scaler.x_over_phi(std::exp(u)); }, lo, hi);
-      d = (p.x0 - old_d) / (s - sig[size_t(i) - 1]);
-      at::Tensor d1 = d;
+      const double c2 = delta + scaler.phi(st) * gauss_legendre([&](double u) { return scaler.x_over_phi(std::exp(u)); }, lo, hi);
+      const double a = s - sig[size_t(i) - 1];
+      k[0] += c2 / a;
+      k[1] -= c2 / a;
       if (stage >= 3) {
-        const double s2 = gauss_legendre(
-            [&](double u) { return (std::exp(u) - s) * scaler.x_over_phi(std::exp(u)); }, lo, hi);
-        const at::Tensor dd = (d - old_dd) / ((s - sig[size_t(i) - 2]) / 2.0);
-        d1 = d + (0.5 * (s - sig[size_t(i) - 1])) * dd;
-        terms.emplace_back(delta * delta / 2.0 + scaler.phi(st) * s2, dd);
+        // c3 D'' plus the second-order term of D' in the stage-2 term, c2 (a / 2) D''.
+        const double c3 = delta * delta / 2.0 +
+                          scaler.phi(st) * gauss_legendre([&](double u) { return (std::exp(u) - s) * scaler.x_over_phi(std::exp(u)); }, lo, hi);
+        const double e = c3 + c2 * a / 2.0, b = sig[size_t(i) - 1] - sig[size_t(i) - 2],
+                     c = (s - sig[size_t(i) - 2]) / 2.0;
+        k[0] += e / (a * c);
+        k[1] -= e / (a * c) + e / (b * c);
+        k[2] += e / (b * c);
       }
-      terms.emplace_back(delta + scaler.phi(st) * s1, d1);
     }
-    at::Tensor y = lincomb(terms);
-    if (s_noise > 0.0) {
-      const double var = st * st - r * r * s * s;
-      if (var > 0.0) y = y + (s_noise * std::sqrt(var)) * ctx.noise_between(x, t[size_t(i)], t[size_t(i) + 1]);
-    }
-    old_d = p.x0;
-    old_dd = d;
-    x = ctx.end_step(i + 1, n, t[size_t(i) + 1], ns.alpha(t[size_t(i) + 1]) * y);
+    const double alpha = ns.alpha(t[size_t(i)]), alpha_next = ns.alpha(t[size_t(i) + 1]);
+    std::vector<std::pair<double, at::Tensor>> terms = {{alpha_next * r / alpha, x}};
+    for (size_t j = 0; j < d.size(); ++j)
+      if (k[j] != 0.0) terms.emplace_back(alpha_next * k[j], d[j]);
+    const double var = st * st - r * r * s * s;
+    if (s_noise > 0.0 && var > 0.0)
+      terms.emplace_back(alpha_next * s_noise * std::sqrt(var), ctx.noise_between(x, t[size_t(i)], t[size_t(i) + 1]));
+    x = ctx.end_step(i + 1, n, t[size_t(i) + 1], lincomb(terms));
   }
   return x;
 }

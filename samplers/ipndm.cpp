@@ -33,9 +33,10 @@ at::Tensor sample_ipndm(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid,
     if (int(d.size()) > max_order) d.pop_back();
     const std::vector<double>& bk = b[d.size() - 1];
     const double h = f.s(t[i + 1]) - f.s(t[i]);
-    std::vector<std::pair<double, at::Tensor>> terms = {{1.0, f.y(x, t[i])}};
-    for (size_t j = 0; j < d.size(); ++j) terms.emplace_back(h * bk[j], d[j]);
-    x = ctx.end_step(i + 1, n, t[i + 1], f.x(lincomb(terms), t[i + 1]));
+    const double to = f.scale(t[i + 1]);
+    std::vector<std::pair<double, at::Tensor>> terms = {{to / f.scale(t[i]), x}};
+    for (size_t j = 0; j < d.size(); ++j) terms.emplace_back(to * h * bk[j], d[j]);
+    x = ctx.end_step(i + 1, n, t[i + 1], lincomb(terms));
   }
   return x;
 }

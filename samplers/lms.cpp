@@ -18,18 +18,15 @@ namespace scorch {
 
 // c_{ij} above for the grid s (decreasing or not), step i, history j, k points.
 double lms_coefficient(const std::vector<double>& s, int i, int j, int k) {
-  static const double nodes[4] = {-0.8611363115940526, -0.3399810435848563, 0.3399810435848563, 0.8611363115940526};
-  static const double weights[4] = {0.3478548451374538, 0.6521451548625461, 0.6521451548625461, 0.3478548451374538};
-  const double a = s[size_t(i)], b = s[size_t(i) + 1], half = 0.5 * (b - a), mid = 0.5 * (a + b);
-  double sum = 0.0;
-  for (int q = 0; q < 4; ++q) {
-    const double tau = mid + half * nodes[q];
-    double p = 1.0;
-    for (int m = 0; m < k; ++m)
-      if (m != j) p *= (tau - s[size_t(i - m)]) / (s[size_t(i - j)] - s[size_t(i - m)]);
-    sum += weights[q] * p;
-  }
-  return half * sum;
+  // one panel of 4 nodes: exact for the polynomial of degree k - 1 <= 3
+  return gauss_legendre(
+      [&](double tau) {
+        double p = 1.0;
+        for (int m = 0; m < k; ++m)
+          if (m != j) p *= (tau - s[size_t(i - m)]) / (s[size_t(i - j)] - s[size_t(i - m)]);
+        return p;
+      },
+      s[size_t(i)], s[size_t(i) + 1], 1);
 }
 
 namespace {
@@ -47,9 +44,10 @@ at::Tensor sample_lms(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid, c
     d.push_front(f.dy(ctx.denoise(x, t[size_t(i)]), t[size_t(i)]));
     if (int(d.size()) > order) d.pop_back();
     const int k = int(d.size());
-    std::vector<std::pair<double, at::Tensor>> terms = {{1.0, f.y(x, t[size_t(i)])}};
-    for (int j = 0; j < k; ++j) terms.emplace_back(lms_coefficient(s, i, j, k), d[size_t(j)]);
-    x = ctx.end_step(i + 1, n, t[size_t(i) + 1], f.x(lincomb(terms), t[size_t(i) + 1]));
+    const double to = f.scale(t[size_t(i) + 1]);
+    std::vector<std::pair<double, at::Tensor>> terms = {{to / f.scale(t[size_t(i)]), x}};
+    for (int j = 0; j < k; ++j) terms.emplace_back(to * lms_coefficient(s, i, j, k), d[size_t(j)]);
+    x = ctx.end_step(i + 1, n, t[size_t(i) + 1], lincomb(terms));
   }
   return x;
 }

@@ -37,20 +37,21 @@ at::Tensor sample_res_multistep(SamplerContext& ctx, at::Tensor x, const TimeGri
     const double sigma = ns.ve_sigma(t[i]), sigma_next = ns.ve_sigma(t[i + 1]);
     const auto [down, up] = ancestral_step(sigma, sigma_next, eta);
     const Prediction p = ctx.denoise(x, t[i]);
-    const at::Tensor y = x / ns.alpha(t[i]);
-    at::Tensor y_next;
+    // y = x / alpha; the step is one pass on x: every coefficient times alpha' (and 1/alpha on x).
+    const double a = ns.alpha(t[i]), a_next = ns.alpha(t[i + 1]);
+    std::vector<std::pair<double, at::Tensor>> terms;
     if (down == 0.0 || !old_d.defined()) {
-      y_next = lincomb({{1.0, y}, {down - sigma, p.eps}});  // Euler: dy/dsigma = eps
+      terms = {{a_next / a, x}, {a_next * (down - sigma), p.eps}};  // Euler: dy/dsigma = eps
     } else {
       const double lt = -std::log(sigma), h = -std::log(down) - lt;
       const double c2 = (-std::log(ns.ve_sigma(t[i - 1])) + std::log(old_sigma_down)) / h;
       const double b1 = phi1(-h) - phi2(-h) / c2, b2 = phi2(-h) / c2;
-      y_next = lincomb({{std::exp(-h), y}, {h * b1, p.x0}, {h * b2, old_d}});
+      terms = {{a_next * std::exp(-h) / a, x}, {a_next * h * b1, p.x0}, {a_next * h * b2, old_d}};
     }
-    if (up > 0.0) y_next = y_next + (s_noise * up) * ctx.noise_between(x, t[i], t[i + 1]);
+    if (up > 0.0) terms.emplace_back(a_next * s_noise * up, ctx.noise_between(x, t[i], t[i + 1]));
     old_d = p.x0;
     old_sigma_down = down;
-    x = ctx.end_step(i + 1, n, t[i + 1], ns.alpha(t[i + 1]) * y_next);
+    x = ctx.end_step(i + 1, n, t[i + 1], lincomb(terms));
   }
   return x;
 }

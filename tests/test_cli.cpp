@@ -2,9 +2,11 @@
 // output file left behind on failure.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <array>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -162,6 +164,48 @@ TEST_F(Cli, InfoAndRunAgainFromAPng) {
                                                   "sampler: {name: no_such}\n"}});
   expect_bad("generate --config bad.png --set output.npy=x.npy", "unknown sampler 'no_such'");
   expect_bad("info notes.txt", "expected a PNG");
+}
+
+// Inputs that are not bounded regular files, outputs that are not regular files, and careless
+// options: each is one line naming the key or path, exit 2, within 2 s, and nothing created or
+// replaced (the FIFOs are made here, in the test's folder).
+TEST_F(Cli, HostileInputsAndOutputs) {
+  const std::string fifo = (dir_ / "fifo.npy").string(), fifo_yaml = (dir_ / "fifo.yaml").string();
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  ASSERT_EQ(::mkfifo(fifo_yaml.c_str(), 0600), 0);
+  std::ofstream((dir_ / "dup.yaml").string()) << "batch: 10\nseed: 1\nbatch: 20\n";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"generate --config fifo.yaml", "--config: 'fifo.yaml' is a FIFO, not a regular file"},
+      {"generate --config /dev/zero", "--config: '/dev/zero' is a character device"},
+      {"generate --config .", "--config: '.' is a directory"},
+      {"generate --config \"\"", "--config: empty path"},
+      {"generate --config dup.yaml", "dup.yaml:3: duplicate key 'batch'"},
+      {"generate --set batch=10 --set init_noise=/dev/zero", "init_noise: '/dev/zero' is a character device"},
+      {"generate --set batch=10 --set init_noise=fifo.npy", "init_noise: 'fifo.npy' is a FIFO"},
+      {"generate --set batch=10 --set output.png= --set output.npy=fifo.npy", "output.npy: 'fifo.npy' is a FIFO; scorch writes only regular files"},
+      {"generate --set batch=10 --set output.png=fifo.npy", "output.png: 'fifo.npy' is a FIFO"},
+      {"generate --set model.path=/dev/urandom --set model.type=torchscript", "'/dev/urandom' is a character device"},
+      {"fit gaussian --data /dev/zero --out g.safetensors", "'/dev/zero' is a character device"},
+      {"fit gaussian --data fifo.npy --out g.safetensors", "--data: 'fifo.npy' is a FIFO"},
+      {"fit gaussian --data x.npy --out fifo.npy", "--out: 'fifo.npy' is a FIFO"},
+      {"eval --samples /dev/zero", "--samples: '/dev/zero' is a character device"},
+      {"info fifo.npy", "info: 'fifo.npy' is a FIFO"},
+      {"frobnicate", "unknown subcommand 'frobnicate'; expected generate"},
+      {"generate --threads 0", "--threads: expected an integer from 1 to 1024, got '0'"},
+      {"generate --threads 100000", "--threads: expected an integer from 1 to 1024"},
+      {"fit gmm --data x.npy --out g.safetensors --seed -1", "--seed: expected an integer from 0 to"},
+      {"fit gaussian --data x.npy --out g.safetensors --rank -2", "--rank: expected an integer from 0 to"},
+      {"fit gaussian --data x.npy --out g.safetensors --limit -1", "--limit: expected an integer from 0 to"},
+      {"distill-lsd --config configs/words.yaml --out l.yaml --seed -1", "--seed: expected an integer from 0 to"},
+      {"generate --set sampler.name=\"$(printf 'dp\\033m')\"", "unknown sampler 'dp\\x1bm'"},
+  };
+  for (const auto& [args, fragment] : cases) {
+    const auto t0 = std::chrono::steady_clock::now();
+    expect_bad(args, fragment);
+    EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 2.0) << args;
+  }
+  EXPECT_TRUE(fs::is_fifo(fifo));
+  EXPECT_FALSE(fs::exists(dir_ / "samples.png"));
 }
 
 // Every registered sampler, continuous and discrete, with every option's help line.

@@ -71,6 +71,9 @@ struct OdeFrame {
   at::Tensor y(const at::Tensor& x, double t) const;
   at::Tensor x(const at::Tensor& y, double t) const;
   at::Tensor dy(const Prediction& p, double t) const;
+  // x = scale(t) y: alpha(t), or 1 on a flow. A step y' = y + sum_j c_j d_j is then the one
+  // pass x' = lincomb({scale(t')/scale(t), x}, {scale(t') c_j, d_j}).
+  double scale(double t) const { return ns.integrates_in_time() ? 1.0 : ns.alpha(t); }
 };
 
 // What a step hook sees of the step just taken; a hook that changes x sets `changed`

@@ -296,8 +296,23 @@ int main() {
     bare.push_back(seconds_since(t0) / steps);
   }
   const double bare_s = median(bare);
+  // What one step's noise costs: 64 x 784 normals from per-sample streams, as the samplers draw them.
+  std::vector<double> draws;
+  {
+    std::vector<uint64_t> seeds(64);
+    for (size_t i = 0; i < seeds.size(); ++i) seeds[i] = i;
+    Rng rng = Rng::per_sample(seeds);
+    for (int r = 0; r < reps; ++r) {
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < 20; ++i) rng.normal({64, 784}, x_T.options());
+      draws.push_back(seconds_since(t0) / 20);
+    }
+  }
   std::printf("\n### Cost per step without the model, batch 64 x 784 float32, %d steps\n\n", steps);
   std::printf("Bare loop (`x = at::add(x * a, eps, b)`): %.1f us/step.\n\n", bare_s * 1e6);
+  std::printf("One step's noise (64 x 784 normals from the per-sample streams, `Rng::per_sample`): %.1f us, "
+              "%.0fx the bare loop; the stochastic rows pay it once per step (twice for the two-stage ones).\n\n",
+              median(draws) * 1e6, median(draws) / bare_s);
   std::printf("| solver | us/step | ratio to bare loop |\n|---|---|---|\n");
   for (const auto& s : solvers()) {
     std::vector<double> times;

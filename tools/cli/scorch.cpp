@@ -260,6 +260,39 @@ void print_config(bool markdown) {
   }
 }
 
+// An integer option's range, said in plain words ("--threads: expected an integer from 1 to 1024").
+CLI::Validator int_range(long long lo, long long hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& v) -> std::string {
+        const std::string range = "expected an integer from " + std::to_string(lo) + " to " + std::to_string(hi);
+        size_t used = 0;
+        long long x = 0;
+        try {
+          x = std::stoll(v, &used);
+        } catch (const std::exception&) {
+          return range + ", got '" + v + "'";
+        }
+        if (used != v.size() || x < lo || x > hi) return range + ", got '" + v + "'";
+        return "";
+      },
+      "", "int_range");
+}
+
+// Bytes a terminal would act on (escape sequences, carriage returns), shown as \xNN.
+std::string printable(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c < 0x20 || c == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    } else {
+      out += char(c);
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -275,7 +308,7 @@ int main(int argc, char** argv) {
   gen->add_option("--config", config_path, "YAML config (default: the built-in configs/default.yaml)");
   gen->add_option("--set", sets, "override a config key: key.path=value (repeatable)");
   gen->add_flag("-q,--quiet", quiet, "no progress output");
-  gen->add_option("--threads", threads, "CPU threads (default: all cores)")->check(CLI::PositiveNumber);
+  gen->add_option("--threads", threads, "CPU threads (default: all cores)")->check(int_range(1, 1024));
   app.add_subcommand("samplers", "list every registered sampler (continuous and discrete) with its options");
   bool markdown = false;
   std::string info_path;
@@ -292,45 +325,59 @@ int main(int argc, char** argv) {
   ev->add_option("--labels", labels_path, ".npy int labels of the samples (for label consistency)");
   ev->add_option("--classifier", classifier_path, "TorchScript classifier with features(x)")->capture_default_str();
   ev->add_option("--reference", reference, "test | train (Fashion-MNIST) | a .npy or IDX file")->capture_default_str();
-  ev->add_option("--k", k, "k of the k-NN precision and recall")->capture_default_str()->check(CLI::PositiveNumber);
+  ev->add_option("--k", k, "k of the k-NN precision and recall")->capture_default_str()->check(int_range(1, 1000));
   ev->add_flag("--json", json, "one JSON line instead of text");
   std::string lsd_config, lsd_out;
   scorch::LsdDistillOptions lo;
   CLI::App* lsd = app.add_subcommand("distill-lsd", "learn the lsd sampler's coefficients for a token model");
   lsd->add_option("--config", lsd_config, "the token model's config (model, schedule)")->required();
-  lsd->add_option("--steps", lo.steps, "student steps")->capture_default_str();
-  lsd->add_option("--teacher-steps", lo.teacher_steps, "steps of the euler teacher")->capture_default_str();
-  lsd->add_option("--batch", lo.batch, "teacher sequences")->capture_default_str();
-  lsd->add_option("--iters", lo.iters, "Adam iterations per step")->capture_default_str();
+  lsd->add_option("--steps", lo.steps, "student steps")->capture_default_str()->check(int_range(1, 10000));
+  lsd->add_option("--teacher-steps", lo.teacher_steps, "steps of the euler teacher")->capture_default_str()->check(int_range(1, 100000));
+  lsd->add_option("--batch", lo.batch, "teacher sequences")->capture_default_str()->check(int_range(1, 1000000));
+  lsd->add_option("--iters", lo.iters, "Adam iterations per step")->capture_default_str()->check(int_range(1, 1000000));
   lsd->add_flag("--learn-step-sizes", lo.learn_step_sizes, "LSD+: also learn a per-step scale of the step size");
   lsd->add_option("--target", lo.target,
                   "final: match the distribution the teacher draws each token from; step: the teacher's at the end "
                   "of the student's step")->capture_default_str();
-  lsd->add_option("--seed", lo.seed, "seed of the teacher")->capture_default_str();
+  lsd->add_option("--seed", lo.seed, "seed of the teacher")->capture_default_str()->check(int_range(0, INT64_MAX));
   lsd->add_option("--out", lsd_out, "YAML for sampler.coefficients")->required();
   FitArgs fa;
   CLI::App* fit = app.add_subcommand("fit", "write an analytic model file from data (IDX .gz or .npy)");
   fit->add_option("kind", fa.kind, "gaussian | gmm | empirical")->required();
   fit->add_option("--data", fa.data, "IDX (.gz) or .npy samples")->required();
   fit->add_option("--out", fa.out, "output .safetensors")->required();
-  fit->add_option("--k", fa.k, "gmm: number of components")->capture_default_str();
+  fit->add_option("--k", fa.k, "gmm: number of components")->capture_default_str()->check(int_range(1, 100000));
   fit->add_option("--cov", fa.cov, "gmm: isotropic | diagonal | lowrank | full")->capture_default_str();
-  fit->add_option("--rank", fa.rank, "gaussian: eigenvalues kept (default all); gmm lowrank: rank per component (default 32)");
-  fit->add_option("--iters", fa.iters, "gmm: k-means (Lloyd) iterations")->capture_default_str();
-  fit->add_option("--em-iters", fa.em_iters, "gmm: EM iterations after k-means")->capture_default_str();
+  fit->add_option("--rank", fa.rank, "gaussian: eigenvalues kept (default all); gmm lowrank: rank per component (default 32)")
+      ->check(int_range(0, 1000000));
+  fit->add_option("--iters", fa.iters, "gmm: k-means (Lloyd) iterations")->capture_default_str()->check(int_range(0, 1000000));
+  fit->add_option("--em-iters", fa.em_iters, "gmm: EM iterations after k-means")->capture_default_str()->check(int_range(0, 1000000));
   fit->add_option("--reg", fa.reg, "gmm: added to every variance and eigenvalue")->capture_default_str();
-  fit->add_option("--seed", fa.seed, "gmm: seed of the k-means++ initialisation")->capture_default_str();
+  fit->add_option("--seed", fa.seed, "gmm: seed of the k-means++ initialisation")->capture_default_str()->check(int_range(0, INT64_MAX));
   fit->add_option("--smoothing", fa.smoothing, "empirical: smoothing sigma of each data point")->capture_default_str();
-  fit->add_option("--limit", fa.limit, "use the first N samples (0: all)")->capture_default_str();
+  fit->add_option("--limit", fa.limit, "use the first N samples (0: all)")->capture_default_str()->check(int_range(0, INT64_MAX));
   fit->add_flag("-q,--quiet", quiet, "no progress output");
 
+  if (argc > 1 && argv[1][0] != '-') {
+    std::vector<std::string> names;
+    for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) names.push_back(sub->get_name());
+    if (std::find(names.begin(), names.end(), argv[1]) == names.end()) {
+      std::fprintf(stderr, "scorch: error: unknown subcommand '%s'; expected %s\n", printable(argv[1]).c_str(),
+                   scorch::join(names, " | ").c_str());
+      return 2;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);
-    std::fprintf(stderr, "scorch: error: %s (see scorch --help)\n", e.what());
+    std::fprintf(stderr, "scorch: error: %s (see scorch --help)\n", printable(e.what()).c_str());
+    return 2;
+  }
+  if (gen->get_option("--config")->count() > 0 && config_path.empty()) {
+    std::fprintf(stderr, "scorch: error: --config: empty path (leave --config out for the built-in default)\n");
     return 2;
   }
   try {
@@ -374,13 +421,13 @@ int main(int argc, char** argv) {
     }
     return run_generate(config_path, sets, quiet);
   } catch (const scorch::Error& e) {
-    std::fprintf(stderr, "scorch: error: %s\n", e.what());
+    std::fprintf(stderr, "scorch: error: %s\n", printable(e.what()).c_str());
     return e.status() == scorch::Status::BadInput ? 2 : 1;
   } catch (const c10::Error& e) {
-    std::fprintf(stderr, "scorch: internal error: %s\n", e.what_without_backtrace());
+    std::fprintf(stderr, "scorch: internal error: %s\n", printable(e.what_without_backtrace()).c_str());
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "scorch: internal error: %s\n", e.what());
+    std::fprintf(stderr, "scorch: internal error: %s\n", printable(e.what()).c_str());
     return 1;
   }
 }
