@@ -133,6 +133,8 @@ at::Tensor FeatureClassifier::logits(const at::Tensor& images) const {
 EvalReport evaluate(const FeatureClassifier& classifier, const at::Tensor& samples, const at::Tensor& labels,
                     const at::Tensor& reference, int k) {
   if (samples.dim() < 2) bad_input("eval: samples must have shape [N, *shape]");
+  if (samples.size(0) < 2) bad_input("eval: needs at least 2 samples (a covariance), got " + std::to_string(samples.size(0)));
+  if (reference.size(0) < 2) bad_input("eval: the reference needs at least 2 samples, got " + std::to_string(reference.size(0)));
   if (reference.sizes().slice(1) != samples.sizes().slice(1))
     bad_input("eval: samples of shape " + shape_string(samples.sizes().slice(1)) + ", the reference's are " +
               shape_string(reference.sizes().slice(1)));
@@ -141,6 +143,13 @@ EvalReport evaluate(const FeatureClassifier& classifier, const at::Tensor& sampl
   if (labels.defined() && (labels.dim() != 1 || labels.size(0) != samples.size(0)))
     bad_input("eval: labels must have shape [N] matching the samples");
   EvalReport r;
+  if (labels.defined()) {
+    const int64_t classes = classifier.logits(samples.narrow(0, 0, 1).clamp(-1.0, 1.0)).size(1);
+    const int64_t lo = labels.min().item<int64_t>(), hi = labels.max().item<int64_t>();
+    if (lo < 0 || hi >= classes)
+      bad_input("eval: labels must lie in 0.." + std::to_string(classes - 1) + " (the classifier's classes), got " +
+                std::to_string(lo < 0 ? lo : hi));
+  }
   r.samples = samples.size(0);
   r.reference = reference.size(0);
   // Samples are clipped to the reference's range ([-1, 1] for images, whose reference

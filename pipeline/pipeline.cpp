@@ -143,6 +143,7 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
   loaded_resolved["shape"] = shape_node;
   m.null_label = mo.integer("null_label");
   m.shape = m.denoiser->sample_shape();
+  check_batch_memory(m.batch, m.shape, top.dtype);
 
   const Provenance provenance = read_provenance(config["provenance"]);
   m.model_sha256 = sha256_file(find_input_file(mo.str("path")), "model.path");

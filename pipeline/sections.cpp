@@ -314,13 +314,29 @@ TopSpec read_top(const YAML::Node& config) {
   top.o = Options::read(config, top_schema(), "");
   const Options& o = top.o;
   top.batch = o.integer("batch");
-  if (top.batch <= 0) bad_input("batch: expected a positive integer, got " + o.text("batch"));
+  // Checked before anything of this size exists (the seeds are one integer per sample); the
+  // pipeline then checks the batch's memory against the sample shape (check_batch_memory).
+  if (top.batch <= 0 || top.batch > kMaxBatch)
+    bad_input("batch: expected an integer from 1 to " + std::to_string(kMaxBatch) + ", got " + o.text("batch"));
   top.seeds = read_seeds(o.node("seed"), top.batch);
   top.noise = parse_noise_generator(o.str("noise_generator"));
   if (o.str("device") == "cuda" && !at::hasCUDA()) bad_input("device: cuda requested but no CUDA device is available");
   top.device = at::Device(o.str("device") == "cuda" ? at::kCUDA : at::kCPU);
   top.dtype = o.str("dtype") == "float64" ? at::kDouble : at::kFloat;
   return top;
+}
+
+void check_batch_memory(int64_t batch, const std::vector<int64_t>& shape, at::ScalarType dtype) {
+  double bytes = 4.0 * double(batch) * double(c10::elementSize(dtype));  // a double: no overflow
+  for (int64_t d : shape) bytes *= double(d);
+  if (bytes > double(input_byte_limit())) {
+    std::ostringstream msg;
+    msg.precision(3);
+    msg << "batch: " << batch << " samples of " << shape_string(shape) << " in " << c10::toString(dtype) << " need about "
+        << bytes / double(1 << 30) << " GiB (state, noise, prediction, output), above the memory limit of "
+        << double(input_byte_limit()) / double(1 << 30) << " GiB (SCORCH_MAX_INPUT_BYTES); lower batch";
+    bad_input(msg.str());
+  }
 }
 
 // `key`: one integer (returned alone) or a list of `batch` integers, one per sample.
@@ -534,6 +550,7 @@ LoadedModel read_model(const YAML::Node& node, const std::string& path, const st
       bad_input(path + ".shape: " + shape_string(shape) + " does not match the model file's " + shape_string(mm.shape));
     out.denoiser = make_mixture_denoiser(std::move(mm), schedule);
   } else {
+    if (mo.integer("rank") < 0) bad_input(path + ".rank: expected an integer >= 0 (0: all eigenvalues)");
     GaussianModel g = load_gaussian(file, mo.integer("rank"));
     if (!shape.empty() && shape != g.shape)
       bad_input(path + ".shape: " + shape_string(shape) + " does not match the model file's " + shape_string(g.shape));

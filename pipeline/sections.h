@@ -35,6 +35,12 @@ struct TopSpec {
 };
 TopSpec read_top(const YAML::Node& config);
 
+// The largest batch read_top accepts before the sample shape is known.
+constexpr int64_t kMaxBatch = int64_t(1) << 24;
+// Throws a bad-input Error naming `batch` when `batch` samples of `shape` in `dtype` (four
+// copies: the state, its noise, the prediction, the output) would exceed input_byte_limit().
+void check_batch_memory(int64_t batch, const std::vector<int64_t>& shape, at::ScalarType dtype);
+
 // `seed`: one integer s (sample i gets s + i) or a list of `batch` integers, all >= 0.
 std::vector<uint64_t> read_seeds(const YAML::Node& seed, int64_t batch);
 

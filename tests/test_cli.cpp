@@ -174,6 +174,9 @@ TEST_F(Cli, HostileInputsAndOutputs) {
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
   ASSERT_EQ(::mkfifo(fifo_yaml.c_str(), 0600), 0);
   std::ofstream((dir_ / "dup.yaml").string()) << "batch: 10\nseed: 1\nbatch: 20\n";
+  scorch::write_npy((dir_ / "empty.npy").string(), at::zeros({0, 1, 28, 28}));
+  scorch::write_npy((dir_ / "s.npy").string(), at::zeros({20, 1, 28, 28}));
+  scorch::write_npy((dir_ / "lab.npy").string(), at::full({20}, 42, at::kLong));
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"generate --config fifo.yaml", "--config: 'fifo.yaml' is a FIFO, not a regular file"},
       {"generate --config /dev/zero", "--config: '/dev/zero' is a character device"},
@@ -198,6 +201,12 @@ TEST_F(Cli, HostileInputsAndOutputs) {
       {"fit gaussian --data x.npy --out g.safetensors --limit -1", "--limit: expected an integer from 0 to"},
       {"distill-lsd --config configs/words.yaml --out l.yaml --seed -1", "--seed: expected an integer from 0 to"},
       {"generate --set sampler.name=\"$(printf 'dp\\033m')\"", "unknown sampler 'dp\\x1bm'"},
+      {"generate --set batch=100000000000", "batch: expected an integer from 1 to 16777216"},
+      {"generate --set batch=10000000", "batch: 10000000 samples of [1, 28, 28] in Float need about"},
+      {"generate --config configs/fmnist_gaussian.yaml --set model.rank=-3", "model.rank: expected an integer >= 0"},
+      {"fit gaussian --data empty.npy --out g.safetensors", "--data 'empty.npy': no samples"},
+      {"eval --samples empty.npy", "eval: needs at least 2 samples"},
+      {"eval --samples s.npy --labels lab.npy", "eval: labels must lie in 0..9"},
   };
   for (const auto& [args, fragment] : cases) {
     const auto t0 = std::chrono::steady_clock::now();

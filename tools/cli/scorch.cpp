@@ -160,6 +160,7 @@ at::Tensor read_data(const std::string& path) {
   const bool npy = path.size() > 4 && path.substr(path.size() - 4) == ".npy";
   at::Tensor x = npy ? scorch::read_npy(path, "--data") : scorch::read_idx(path);
   if (x.dim() < 2) scorch::bad_input("--data '" + path + "': expected samples [N, ...], got a vector");
+  if (x.size(0) == 0) scorch::bad_input("--data '" + path + "': no samples");
   if (x.scalar_type() == at::kByte) x = x.to(at::kFloat).div_(127.5).sub_(1.0);
   if (!npy && x.dim() == 3) x = x.unsqueeze(1);  // IDX images [N, H, W] -> [N, 1, H, W]
   if (!at::isFloatingType(x.scalar_type())) scorch::bad_input("--data '" + path + "': expected float or uint8 data");
