@@ -82,14 +82,16 @@ scorch_status scorch_pipeline_create(const scorch_pipeline_params* params, scorc
     create_error = "scorch_pipeline_create: overrides is NULL or n_overrides < 0";
     return SCORCH_INVALID_ARGUMENT;
   }
+  for (int i = 0; i < params->n_overrides; ++i)
+    if (!params->overrides[i]) {
+      create_error = "scorch_pipeline_create: overrides[" + std::to_string(i) + "] is NULL";
+      return SCORCH_INVALID_ARGUMENT;
+    }
   auto handle = std::make_unique<scorch_pipeline>();
   handle->params = *params;
   const scorch_status s = guarded(&create_error, [&] {
     std::vector<std::string> sets;
-    for (int i = 0; i < params->n_overrides; ++i) {
-      if (!params->overrides[i]) scorch::bad_input("override " + std::to_string(i) + " is NULL");
-      sets.emplace_back(params->overrides[i]);
-    }
+    for (int i = 0; i < params->n_overrides; ++i) sets.emplace_back(params->overrides[i]);
     const YAML::Node config = params->config_path ? scorch::load_config(params->config_path, sets)
                               : params->config_yaml ? scorch::load_config_text(params->config_yaml, sets)
                                                     : scorch::load_config("", sets);

@@ -134,6 +134,18 @@ TEST(CApi, EveryErrorPathReturnsItsStatusAndMessage) {
   params.n_overrides = 1;
   EXPECT_EQ(scorch_pipeline_create(&params, &p), SCORCH_BAD_INPUT);
   EXPECT_NE(std::string(scorch_last_error(nullptr)).find("unknown sampler 'nope'"), std::string::npos);
+  const char* with_null[] = {"batch=2", nullptr};  // a NULL entry is a NULL pointer, as the docs say
+  params.overrides = with_null;
+  params.n_overrides = 2;
+  EXPECT_EQ(scorch_pipeline_create(&params, &p), SCORCH_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(scorch_last_error(nullptr)).find("overrides[1] is NULL"), std::string::npos);
+  params.config_path = "/dev/zero";  // not a regular file: refused at once
+  params.n_overrides = 0;
+  EXPECT_EQ(scorch_pipeline_create(&params, &p), SCORCH_BAD_INPUT);
+  EXPECT_NE(std::string(scorch_last_error(nullptr)).find("is a character device"), std::string::npos);
+  params.config_path = kGaussian.c_str();
+  params.overrides = bad;
+  params.n_overrides = 1;
   params.config_path = nullptr;
   params.config_yaml = "model: [unclosed";
   params.n_overrides = 0;
