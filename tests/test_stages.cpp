@@ -221,6 +221,18 @@ TEST_F(PromptPipeline, PromptsLatentsAndDecodedImages) {
   const GenerateResult gr = Pipeline::from_config(g)->generate();
   EXPECT_EQ(gr.nfe, r.nfe);
   EXPECT_GT((gr.samples - r.samples).abs().max().item<double>(), 1e-6);
+
+  // The guidance variants with tensor conditioning: each runs (finite) and differs from plain CFG.
+  for (const char* variant : {"{rescale: 0.7}", "{interval: [0.2, 5.0]}", "{apg: {eta: 0, norm_threshold: 5}}",
+                              "{cfg_zero_star: {zero_steps: 0}}"}) {
+    YAML::Node v = config();
+    v["guidance"] = YAML::Load(variant);
+    v["guidance"]["scale"] = 3.0;
+    v["negative_prompt"] = "bag";
+    const GenerateResult vr = Pipeline::from_config(v)->generate();
+    EXPECT_TRUE(at::isfinite(vr.samples).all().item<bool>()) << variant;
+    EXPECT_GT((vr.samples - gr.samples).abs().max().item<double>(), 1e-6) << variant;
+  }
 }
 
 TEST_F(PromptPipeline, TruncationWarnsAndBadPromptsAreErrors) {
