@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
+#include <tuple>
 
 #include "scorch/error.h"
 
@@ -350,6 +351,7 @@ SafeTensors parse_safetensors(const std::string& buf, const std::string& what) {
   if (!header.is_object()) bad_input(what + ": header is not a JSON object");
   const size_t data_start = 8 + n, data_size = buf.size() - data_start;
   SafeTensors st;
+  std::vector<std::tuple<uint64_t, uint64_t, std::string>> ranges;  // the format's rule: they tile the data
   for (const auto& [name, info] : header.items()) {
     if (name == "__metadata__") {
       if (!info.is_object()) bad_input(what + ": __metadata__ is not an object");
@@ -378,12 +380,27 @@ SafeTensors parse_safetensors(const std::string& buf, const std::string& what) {
     }
     const uint64_t b = offs[0].get<uint64_t>(), e = offs[1].get<uint64_t>();
     if (b > e || e > data_size) bad_input(tw + ": data_offsets out of range");
+    ranges.emplace_back(b, e, name);
     try {
       st.tensors[name] = from_bytes(buf.data() + data_start + b, e - b, dt->type, shape);
     } catch (const std::exception&) {
       bad_input(tw + ": byte size does not match shape " + shape_string(shape) + " and dtype " + dname);
     }
   }
+  // The tensors' byte ranges cover the data exactly once: no overlap (two names, one buffer),
+  // no hole (bytes no tensor owns).
+  std::sort(ranges.begin(), ranges.end());
+  uint64_t end = 0;
+  std::string last;
+  for (const auto& [b, e, name] : ranges) {
+    if (b < end) bad_input(what + ": tensors '" + last + "' and '" + name + "' overlap");
+    if (b > end)
+      bad_input(what + ": bytes " + std::to_string(end) + " to " + std::to_string(b) + " of the data belong to no tensor");
+    end = e;
+    last = name;
+  }
+  if (end != data_size)
+    bad_input(what + ": bytes " + std::to_string(end) + " to " + std::to_string(data_size) + " of the data belong to no tensor");
   return st;
 }
 

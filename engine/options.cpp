@@ -24,6 +24,18 @@ std::string to_string(OptionType type) {
   return "?";
 }
 
+std::string range_words(const OptionSpec& spec) {
+  const auto num = [](double x) {
+    std::ostringstream o;
+    o << x;
+    return o.str();
+  };
+  if (std::isfinite(spec.min) && std::isfinite(spec.max)) return "from " + num(spec.min) + " to " + num(spec.max);
+  if (std::isfinite(spec.min)) return ">= " + num(spec.min);
+  if (std::isfinite(spec.max)) return "<= " + num(spec.max);
+  return "";
+}
+
 std::string join(const std::vector<std::string>& items, const std::string& sep) {
   std::string out;
   for (const auto& s : items) out += (out.empty() ? "" : sep) + s;
@@ -130,9 +142,12 @@ Options::Value Options::convert(const OptionSpec& spec, const YAML::Node& node, 
   switch (spec.type) {
     case OptionType::Int:
       if (!scalar || !parse_int(s, &v.i)) bad_input(key + ": expected an integer, got '" + v.text + "'");
+      if (double(v.i) < spec.min || double(v.i) > spec.max)
+        bad_input(key + ": expected an integer " + range_words(spec) + ", got '" + v.text + "'");
       break;
     case OptionType::Number:
       if (!scalar || !parse_number(s, &v.d)) bad_input(key + ": expected a number, got '" + v.text + "'");
+      if (v.d < spec.min || v.d > spec.max) bad_input(key + ": expected a number " + range_words(spec) + ", got '" + v.text + "'");
       break;
     case OptionType::Bool:
       if (!scalar || !parse_bool(s, &v.b)) bad_input(key + ": expected true or false, got '" + v.text + "'");
@@ -262,6 +277,7 @@ std::string describe(const Schema& schema, const std::string& indent) {
     if (!s.default_value.empty()) out << ", default " << s.default_value;
     out << "): " << s.help;
     if (!s.choices.empty()) out << " [" << join(s.choices, " | ") << "]";
+    if (!range_words(s).empty()) out << " [" << range_words(s) << "]";
     out << "\n";
   }
   return out.str();

@@ -198,10 +198,10 @@ at::Tensor sample_dpm_2_ancestral(SamplerContext& ctx, at::Tensor x, const TimeG
 namespace {
 
 const Schema kChurn = {
-    {"s_churn", OptionType::Number, "0", "stochasticity (Karras et al. 2022, Alg. 2)", {}},
+    {"s_churn", OptionType::Number, "0", "stochasticity (Karras et al. 2022, Alg. 2)", {}, 0, 100},
     {"s_tmin", OptionType::Number, "0", "churn only where s_tmin <= sigma/alpha", {}},
     {"s_tmax", OptionType::Number, "inf", "churn only where sigma/alpha <= s_tmax", {}},
-    {"s_noise", OptionType::Number, "1", "scale of the added noise", {}},
+    {"s_noise", OptionType::Number, "1", "scale of the added noise", {}, 0, 100},
 };
 
 }  // namespace
@@ -209,25 +209,25 @@ const Schema kChurn = {
 std::vector<SamplerEntry> ddim_euler_rows() {
   return {
       {"ddim", "DDIM (Song et al. 2021); eta = 0 is DPM-Solver-1. 1 NFE/step",
-       {{"eta", OptionType::Number, "0", "stochasticity: 0 deterministic, 1 DDPM-like", {}}},
+       {{"eta", OptionType::Number, "0", "stochasticity: 0 deterministic, 1 DDPM-like", {}, 0, 100}},
        function_sampler(sample_ddim, Endpoints::Own), {}, {"eta"}, "flow_match"},
       {"euler", "Euler on the PF-ODE in sigma = sigma/alpha (k-diffusion; on flow: in t, FlowMatchEuler). 1 NFE/step", kChurn,
        function_sampler(sample_euler, Endpoints::InTime), {}, {"s_churn"}, "flow_match"},
       {"euler_ancestral", "Euler with ancestral noise (k-diffusion). 1 NFE/step",
-       {{"eta", OptionType::Number, "1", "ancestral noise fraction", {}},
-        {"s_noise", OptionType::Number, "1", "scale of the added noise", {}}},
+       {{"eta", OptionType::Number, "1", "ancestral noise fraction", {}, 0, 100},
+        {"s_noise", OptionType::Number, "1", "scale of the added noise", {}, 0, 100}},
        function_sampler(sample_euler_ancestral, Endpoints::Own), {}, {"eta"}, "flow_match"},
       {"heun", "Heun's 2nd order method (Karras et al. 2022, Alg. 2). 2 NFE/step", kChurn,
        function_sampler(sample_heun, Endpoints::InTime), {}, {"s_churn"}, "flow_match"},
       {"dpm_2", "DPM-Solver-2 as k-diffusion's sample_dpm_2: a midpoint step at the geometric mean sigma. 2 NFE/step",
        kChurn, function_sampler(sample_dpm_2, Endpoints::InTime), {}, {"s_churn"}, "flow_match"},
       {"dpm_2_ancestral", "DPM-Solver-2 to sigma_down, then ancestral noise (k-diffusion). 2 NFE/step",
-       {{"eta", OptionType::Number, "1", "ancestral noise fraction", {}},
-        {"s_noise", OptionType::Number, "1", "scale of the added noise", {}}},
+       {{"eta", OptionType::Number, "1", "ancestral noise fraction", {}, 0, 100},
+        {"s_noise", OptionType::Number, "1", "scale of the added noise", {}, 0, 100}},
        function_sampler(sample_dpm_2_ancestral, Endpoints::Runner), {}, {"eta"}},
       {"ddpm", "ancestral DDPM (Ho et al. 2020): the posterior q(x_t | x_s, x0) with the predicted x0, DDIM's eta = 1. "
                "1 NFE/step",
-       {{"eta", OptionType::Number, "1", "stochasticity: 0 deterministic, 1 DDPM-like", {}}},
+       {{"eta", OptionType::Number, "1", "stochasticity: 0 deterministic, 1 DDPM-like", {}, 0, 100}},
        function_sampler(sample_ddim, Endpoints::Own), {{"eta", "1"}}, {"eta"}, "flow_match"},
   };
 }

@@ -110,8 +110,8 @@ at::Tensor sample_dpmpp_3m_sde(SamplerContext& ctx, at::Tensor x, const TimeGrid
 namespace {
 
 const Schema kSde = {
-    {"eta", OptionType::Number, "1", "SDE noise: 0 is the ODE solver", {}},
-    {"s_noise", OptionType::Number, "1", "scale of the added noise", {}},
+    {"eta", OptionType::Number, "1", "SDE noise: 0 is the ODE solver", {}, 0, 100},
+    {"s_noise", OptionType::Number, "1", "scale of the added noise", {}, 0, 100},
 };
 
 }  // namespace

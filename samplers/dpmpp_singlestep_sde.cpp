@@ -97,8 +97,8 @@ at::Tensor sample_dpmpp_sde(SamplerContext& ctx, at::Tensor x, const TimeGrid& g
 }
 
 std::vector<SamplerEntry> dpmpp_singlestep_sde_rows() {
-  const OptionSpec eta = {"eta", OptionType::Number, "1", "ancestral noise fraction", {}};
-  const OptionSpec s_noise = {"s_noise", OptionType::Number, "1", "scale of the added noise", {}};
+  const OptionSpec eta = {"eta", OptionType::Number, "1", "ancestral noise fraction", {}, 0, 100};
+  const OptionSpec s_noise = {"s_noise", OptionType::Number, "1", "scale of the added noise", {}, 0, 100};
   return {
       {"dpmpp_2s_ancestral", "DPM-Solver++(2S) to sigma_down, then ancestral noise (k-diffusion). 2 NFE/step",
        {eta, s_noise}, function_sampler(sample_dpmpp_2s_ancestral, Endpoints::Runner), {}, {"eta"}},

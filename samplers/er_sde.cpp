@@ -107,8 +107,8 @@ std::vector<SamplerEntry> er_sde_rows() {
       {"er_sde", "ER-SDE-Solver-3 (Cui et al. 2023; ComfyUI's er_sde): extended reverse SDE, up to 3 stages. 1 NFE/step",
        {{"solver_type", OptionType::String, "er_sde", "noise scale function phi", {"er_sde", "reverse_time_sde", "ode"}},
         {"max_stage", OptionType::Int, "3", "stages (order of the data-prediction expansion), 1-3", {}},
-        {"eta", OptionType::Number, "1", "reverse_time_sde: phi(x) = x^(eta + 1); 0 is the ODE", {}},
-        {"s_noise", OptionType::Number, "1", "scale of the added noise", {}}},
+        {"eta", OptionType::Number, "1", "reverse_time_sde: phi(x) = x^(eta + 1); 0 is the ODE", {}, 0, 100},
+        {"s_noise", OptionType::Number, "1", "scale of the added noise", {}, 0, 100}},
        function_sampler(sample_er_sde, Endpoints::Runner), {}, {"s_noise"}},
   };
 }

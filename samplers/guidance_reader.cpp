@@ -16,7 +16,7 @@ namespace scorch {
 
 const Schema& guidance_schema() {
   static const Schema s = {
-      {"scale", OptionType::Number, "1", "classifier-free guidance scale (1: none)", {}},
+      {"scale", OptionType::Number, "1", "classifier-free guidance scale (1: none)", {}, -1000, 1000},
       {"null_label", OptionType::Int, "-1", "the unconditional label (default: model.null_label)", {}},
       {"rescale", OptionType::Number, "0", "guidance rescale phi (Lin et al. 2024; diffusers' guidance_rescale), 0: off", {}},
       {"interval", OptionType::Yaml, "", "[sigma_lo, sigma_hi]: guide only where the VE sigma is in (sigma_lo, sigma_hi]", {}},
@@ -60,7 +60,7 @@ const Schema& corrector_schema() {
 const Schema& classifier_schema() {
   static const Schema s = {
       {"path", OptionType::String, "", "TorchScript classifier forward(x, t), or a labelled gmm .safetensors", {}},
-      {"scale", OptionType::Number, "1", "classifier guidance scale", {}},
+      {"scale", OptionType::Number, "1", "classifier guidance scale", {}, -1000, 1000},
       {"time_input", OptionType::String, "", "the classifier's time input: t | index | sigma (default: model.time_input)", {}},
   };
   return s;
@@ -68,7 +68,7 @@ const Schema& classifier_schema() {
 
 const Schema& apg_schema() {
   static const Schema s = {
-      {"eta", OptionType::Number, "1", "weight of the guidance's part parallel to D_c (1 and the rest off: CFG)", {}},
+      {"eta", OptionType::Number, "1", "weight of the guidance's part parallel to D_c (1 and the rest off: CFG)", {}, 0, 100},
       {"norm_threshold", OptionType::Number, "0", "cap on the guidance's norm per sample, 0: none", {}},
       {"momentum", OptionType::Number, "0", "running sum Delta_bar <- Delta + momentum Delta_bar (the paper uses -0.5), 0: none", {}},
   };

@@ -16,7 +16,7 @@ namespace {
 const Schema& msg_options() {
   static const Schema specs = {
       {"terms", OptionType::Yaml, "[]", "list of terms: cond, ref_cond, weight, window, mask (docs/guidance.md)", {}},
-      {"scale", OptionType::Number, "1", "classifier-free guidance scale (1: none)", {}},
+      {"scale", OptionType::Number, "1", "classifier-free guidance scale (1: none)", {}, -1000, 1000},
       {"null_label", OptionType::Int, "-1", "the null label (-1: model.null_label)", {}},
       {"inner", OptionType::Section, "", "the guided sampler: name (default dpmpp_2m) and its own options, not the grid", {}},
   };

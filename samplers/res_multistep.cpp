@@ -57,13 +57,13 @@ at::Tensor sample_res_multistep(SamplerContext& ctx, at::Tensor x, const TimeGri
 }
 
 std::vector<SamplerEntry> res_multistep_rows() {
-  const OptionSpec s_noise = {"s_noise", OptionType::Number, "1", "scale of the added noise", {}};
+  const OptionSpec s_noise = {"s_noise", OptionType::Number, "1", "scale of the added noise", {}, 0, 100};
   return {
       {"res_multistep", "RES second-order multistep (ComfyUI's res_multistep). 1 NFE/step",
-       {{"eta", OptionType::Number, "0", "ancestral noise fraction (res_multistep_ancestral: 1)", {}}, s_noise},
+       {{"eta", OptionType::Number, "0", "ancestral noise fraction (res_multistep_ancestral: 1)", {}, 0, 100}, s_noise},
        function_sampler(sample_res_multistep, Endpoints::Runner), {}, {"eta"}},
       {"res_multistep_ancestral", "RES second-order multistep to sigma_down, then ancestral noise. 1 NFE/step",
-       {{"eta", OptionType::Number, "1", "ancestral noise fraction", {}}, s_noise},
+       {{"eta", OptionType::Number, "1", "ancestral noise fraction", {}, 0, 100}, s_noise},
        function_sampler(sample_res_multistep, Endpoints::Runner), {}, {"eta"}},
   };
 }

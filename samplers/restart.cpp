@@ -70,7 +70,7 @@ std::vector<SamplerEntry> restart_rows() {
         {"restart_sigma_max", OptionType::Number, "2", "where a restart jumps back to (the nearest grid point)", {}},
         {"restart_steps", OptionType::Int, "0", "Heun steps of each restart (0: 10 from 20 steps, 6 from 10, else 4)", {}},
         {"restart_times", OptionType::Int, "-1", "restarts (-1: 2 from 10 steps, else 1)", {}},
-        {"s_noise", OptionType::Number, "1", "scale of the added noise", {}}},
+        {"s_noise", OptionType::Number, "1", "scale of the added noise", {}, 0, 100}},
        function_sampler(sample_restart, Endpoints::Runner), {}, {"restart_times"}},
   };
 }

@@ -116,10 +116,10 @@ std::vector<SamplerEntry> sa_solver_rows() {
        {{"predictor_order", OptionType::Int, "3", "stochastic Adams-Bashforth order, 1-6", {}},
         {"corrector_order", OptionType::Int, "4", "stochastic Adams-Moulton order, 0 (none)-6", {}},
         {"use_pece", OptionType::Bool, "false", "evaluate the corrected state again (2 NFE per step)", {}},
-        {"eta", OptionType::Number, "1", "tau inside the SDE interval (0: deterministic)", {}},
+        {"eta", OptionType::Number, "1", "tau inside the SDE interval (0: deterministic)", {}, 0, 100},
         {"sde_start_percent", OptionType::Number, "0.2", "the SDE interval starts at this share of the time", {}},
         {"sde_end_percent", OptionType::Number, "0.8", "and ends at this share", {}},
-        {"s_noise", OptionType::Number, "1", "scale of the added noise", {}}},
+        {"s_noise", OptionType::Number, "1", "scale of the added noise", {}, 0, 100}},
        function_sampler(sample_sa_solver, Endpoints::Runner), {}, {"eta"}},
   };
 }

@@ -202,6 +202,8 @@ TEST_F(Cli, HostileInputsAndOutputs) {
       {"distill-lsd --config configs/words.yaml --out l.yaml --seed -1", "--seed: expected an integer from 0 to"},
       {"generate --set sampler.name=\"$(printf 'dp\\033m')\"", "unknown sampler 'dp\\x1bm'"},
       {"generate --set batch=100000000000", "batch: expected an integer from 1 to 16777216"},
+      {"generate --set guidance.scale=1e300", "guidance.scale: expected a number from -1000 to 1000, got '1e300'"},
+      {"generate --set sampler.name=dpmpp_2m_sde --set sampler.eta=1e9", "sampler.eta: expected a number from 0 to 100"},
       {"generate --set batch=10000000", "batch: 10000000 samples of [1, 28, 28] in Float need about"},
       {"generate --config configs/fmnist_gaussian.yaml --set model.rank=-3", "model.rank: expected an integer >= 0"},
       {"fit gaussian --data empty.npy --out g.safetensors", "--data 'empty.npy': no samples"},

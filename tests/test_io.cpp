@@ -113,6 +113,26 @@ TEST(SafeTensors, RejectsBadFiles) {
   const uint64_t huge = uint64_t(1) << 40;
   write_bytes(p, std::string(reinterpret_cast<const char*>(&huge), 8) + "{}");
   EXPECT_THROW(read_safetensors(p), Error);
+  // The tensors must tile the data: two names on one buffer, and bytes nobody owns, are refused.
+  const auto message = [&] {
+    try {
+      read_safetensors(p);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  with_header(R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                  "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}})", 12);
+  EXPECT_NE(message().find("tensors 'a' and 'b' overlap"), std::string::npos) << message();
+  with_header(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+                  "b": {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]}})", 12);
+  EXPECT_NE(message().find("bytes 4 to 8 of the data belong to no tensor"), std::string::npos) << message();
+  with_header(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})", 12);
+  EXPECT_NE(message().find("bytes 4 to 12 of the data belong to no tensor"), std::string::npos) << message();
+  with_header(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+                  "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}})", 12);
+  EXPECT_EQ(read_safetensors(p).tensors.size(), 2u);  // tiled: fine
   std::remove(p.c_str());
 }
 

@@ -8,6 +8,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <set>
 #include <string>
@@ -26,6 +27,9 @@ struct OptionSpec {
   std::string default_value;  // YAML text; "" for String means "not set"
   std::string help;
   std::vector<std::string> choices;  // String options only; empty: any value
+  // Int and Number options: the accepted range (said in errors and in `scorch config`).
+  double min = -std::numeric_limits<double>::infinity();
+  double max = std::numeric_limits<double>::infinity();
 };
 using Schema = std::vector<OptionSpec>;
 
@@ -86,5 +90,7 @@ std::string nearest_name(const std::string& name, const std::vector<std::string>
 // One line per key: "  name  type  default  help [choices]" (scorch config / samplers).
 std::string describe(const Schema& schema, const std::string& indent = "  ");
 std::string join(const std::vector<std::string>& items, const std::string& sep);
+// An option's range in words ("from 0 to 100", ">= 0"); "" when unbounded.
+std::string range_words(const OptionSpec& spec);
 
 }  // namespace scorch

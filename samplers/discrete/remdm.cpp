@@ -52,7 +52,7 @@ at::Tensor sample_remdm(DiscreteContext& ctx, at::Tensor x, const Options& o) {
 std::vector<DiscreteSamplerEntry> remdm_rows() {
   return {{"remdm", "ReMDM remasking (Wang et al. 2025): cap | rescale | conf",
            {{"strategy", OptionType::String, "cap", "how sigma_t is set", {"cap", "rescale", "conf"}},
-            {"eta", OptionType::Number, "0.02", "remasking strength", {}}},
+            {"eta", OptionType::Number, "0.02", "remasking strength", {}, 0, 100}},
            sample_remdm}};
 }
 

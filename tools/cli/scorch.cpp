@@ -254,6 +254,7 @@ void print_config(bool markdown) {
     for (const auto& k : section.keys) {
       std::string meaning = k.help;
       if (!k.choices.empty()) meaning += ": `" + scorch::join(k.choices, "` | `") + "`";
+      if (!scorch::range_words(k).empty()) meaning += " (" + scorch::range_words(k) + ")";
       std::printf("| `%s` | %s | %s | %s |\n", k.name.c_str(), scorch::to_string(k.type).c_str(),
                   k.default_value.empty() ? "" : ("`" + k.default_value + "`").c_str(), cell(meaning).c_str());
     }
