@@ -52,34 +52,26 @@ void remove_temps_and_reraise(int sig) {
   std::raise(sig);
 }
 
-// Holds a temporary path in a slot while it exists.
-class TempSlot {
- public:
-  explicit TempSlot(const std::string& path) {
-    if (path.size() >= sizeof g_temp_paths[0]) return;
-    for (int i = 0; i < kTempSlots; ++i) {
-      bool expected = false;
-      if (g_temp_claimed[i].compare_exchange_strong(expected, true)) {
-        std::memcpy(g_temp_paths[i], path.c_str(), path.size() + 1);
-        g_temp_ready[i].store(true);
-        slot_ = i;
-        return;
-      }
+}  // namespace
+
+RemoveOnSignal::RemoveOnSignal(const std::string& path) {
+  if (path.size() >= sizeof g_temp_paths[0]) return;
+  for (int i = 0; i < kTempSlots; ++i) {
+    bool expected = false;
+    if (g_temp_claimed[i].compare_exchange_strong(expected, true)) {
+      std::memcpy(g_temp_paths[i], path.c_str(), path.size() + 1);
+      g_temp_ready[i].store(true);
+      slot_ = i;
+      return;
     }
   }
-  ~TempSlot() {
-    if (slot_ < 0) return;
-    g_temp_ready[slot_].store(false);
-    g_temp_claimed[slot_].store(false);
-  }
-  TempSlot(const TempSlot&) = delete;
-  TempSlot& operator=(const TempSlot&) = delete;
+}
 
- private:
-  int slot_ = -1;
-};
-
-}  // namespace
+RemoveOnSignal::~RemoveOnSignal() {
+  if (slot_ < 0) return;
+  g_temp_ready[slot_].store(false);
+  g_temp_claimed[slot_].store(false);
+}
 
 void install_temp_file_cleanup() {
   std::signal(SIGINT, remove_temps_and_reraise);
@@ -145,7 +137,7 @@ void write_atomically(const std::string& path, const std::string& what,
   const std::string tmp =
       (p.parent_path() / ("." + p.stem().string() + ".tmp" + std::to_string(rd() % 1000000) + p.extension().string()))
           .string();
-  const TempSlot slot(tmp);
+  const RemoveOnSignal slot(tmp);
   try {
     write(tmp);
     // Checked again: the path may have been replaced while the output was computed.

@@ -119,6 +119,17 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
 
   const TopSpec top = read_top(config);
   const Options& o = top.o;
+  // Input and output paths are checked before any model loads: a FIFO, a device or a missing
+  // file is refused at once (their contents are read and checked later, with the shapes).
+  for (const char* key : {"init_noise", "invert", "init_image", "inpaint_mask"})
+    if (!o.str(key).empty()) check_input_file(find_input_file(o.str(key)), key);
+  {
+    const OutputSpec early = read_outputs(config["output"]);
+    for (const auto& [path, key] : {std::pair{early.png, "output.png"}, std::pair{early.npy, "output.npy"},
+                                    std::pair{early.labels, "output.labels"}, std::pair{early.latents, "output.latents"},
+                                    std::pair{early.trajectory, "output.trajectory"}})
+      if (!path.empty()) check_writable(path, key);
+  }
   m.seeds = top.seeds;
   m.noise = top.noise;
   m.brownian = o.str("noise") == "brownian";
@@ -495,31 +506,37 @@ GenerateResult Pipeline::generate(const ProgressFn& progress) const {
 std::vector<std::string> Pipeline::write_outputs(const GenerateResult& r) const {
   const Impl& m = *impl_;
   std::vector<std::string> written;
+  // Outputs already renamed are taken back by a signal until the last one is written.
+  std::vector<RemoveOnSignal> pending;
+  const auto done = [&](const std::string& path) {
+    written.push_back(path);
+    pending.emplace_back(path);
+  };
   try {
     const OutputSpec& out = m.out;
     const std::string config = provenance_yaml();
     if (!out.npy.empty()) {
       write_npy(out.npy, r.samples.to(at::kFloat), "output.npy");
-      written.push_back(out.npy);
+      done(out.npy);
       const std::string json = provenance_json_path(out.npy);
       write_text_file(json, "output.npy (its .json)", provenance_json(config, summary(r)));
-      written.push_back(json);
+      done(json);
     }
     if (!out.png.empty()) {
       write_png_grid(out.png, r.samples, out.nrow, "output.png", {{"scorch", config}, {"parameters", summary(r)}});
-      written.push_back(out.png);
+      done(out.png);
     }
     if (!out.latents.empty() && r.latents.defined()) {
       write_npy(out.latents, r.latents.to(at::kFloat), "output.latents");
-      written.push_back(out.latents);
+      done(out.latents);
     }
     if (!out.labels.empty()) {
       write_npy(out.labels, m.labels, "output.labels");
-      written.push_back(out.labels);
+      done(out.labels);
     }
     if (!out.trajectory.empty() && r.trajectory.defined()) {
       write_npy(out.trajectory, r.trajectory.to(at::kFloat), "output.trajectory");
-      written.push_back(out.trajectory);
+      done(out.trajectory);
     }
   } catch (...) {
     // All or nothing: a failed second write takes the first one back.

@@ -310,7 +310,11 @@ TEST(Pipeline, RejectsBadConfigs) {
   expect_bad({"output.png=/nonexistent_dir/x.png"}, "output.png");
   expect_bad({"output.trajectory=/nonexistent_dir/t.npy"}, "output.trajectory");
   expect_bad({"invert=/nonexistent.npy"}, "npy");
-  expect_bad({"invert=x.npy", "sampler.name=euler_ancestral"}, "invert: sampler 'euler_ancestral' adds noise");
+  const std::string x_npy = (fs::temp_directory_path() / "scorch_pipeline_invert_x.npy").string();
+  write_npy(x_npy, at::zeros({1, 2}));
+  expect_bad({"invert=" + x_npy, "sampler.name=euler_ancestral"}, "invert: sampler 'euler_ancestral' adds noise");
+  fs::remove(x_npy);
+  expect_bad({"invert=/dev/zero"}, "invert: '/dev/zero' is a character device");
   expect_bad({"sampler.name=dpmpp_2m", "sampler.order=3"}, "fixes it to 2");
   expect_bad({"model.type=torchscript", "model.path=" + kFixtures + "/gaussian_eps.pt"}, "model.shape: required");
   expect_bad({"model.type=torchscript", "model.path=" + kFixtures + "/echo_cond.pt", "model.shape=[2, 3]",

@@ -35,6 +35,21 @@ uint64_t input_byte_limit();
 // SIGINT and SIGTERM remove the temporary files of writes in progress before the process ends
 // (the default action then follows). The CLI installs it; a library caller decides itself.
 void install_temp_file_cleanup();
+
+// While alive, that cleanup also removes `path` (a temporary file, or an output already
+// renamed while the run's other outputs are still being written: all or nothing).
+class RemoveOnSignal {
+ public:
+  explicit RemoveOnSignal(const std::string& path);
+  ~RemoveOnSignal();
+  RemoveOnSignal(RemoveOnSignal&& other) noexcept : slot_(other.slot_) { other.slot_ = -1; }
+  RemoveOnSignal(const RemoveOnSignal&) = delete;
+  RemoveOnSignal& operator=(const RemoveOnSignal&) = delete;
+  RemoveOnSignal& operator=(RemoveOnSignal&&) = delete;
+
+ private:
+  int slot_ = -1;
+};
 // Writes text to `path` atomically (write_atomically); errors name `what`.
 void write_text_file(const std::string& path, const std::string& what, const std::string& text);
 
