@@ -117,13 +117,19 @@ TEST(Guidance, CfgPlusPlusStepsMatchTheirFormulas) {
 at::Tensor flat(const at::Tensor& v) { return v.reshape({v.size(0), -1}); }
 at::Tensor col(const at::Tensor& v) { return v.reshape({-1, 1}); }
 
+// Classifier-free guidance at scale s on labelled_mixture (label 3 is the null).
+GuidanceSpec cfg_spec(double s) {
+  GuidanceSpec g;
+  g.cfg_scale = s;
+  g.null_label = 3;
+  return g;
+}
+
 // guidance.rescale: diffusers' rescale_noise_cfg on eps, std unbiased over each sample.
 TEST(GuidanceVariants, RescaleMatchesFormula) {
   std::shared_ptr<const Schedule> sched = make_vp_linear();
   auto base = labelled_mixture(sched);
-  GuidanceSpec g;
-  g.cfg_scale = 5.0;
-  g.null_label = 3;
+  GuidanceSpec g = cfg_spec(5.0);
   g.rescale = 0.7;
   auto guided = make_guided_denoiser(base, sched, g);
   const at::Tensor x = at::randn({6, 4}, at::detail::createCPUGenerator(3), kF64);
@@ -143,9 +149,7 @@ TEST(GuidanceVariants, RescaleMatchesFormula) {
 TEST(GuidanceVariants, IntervalGuidesOnlyInside) {
   std::shared_ptr<const Schedule> sched = make_vp_linear();
   auto base = labelled_mixture(sched);
-  GuidanceSpec g;
-  g.cfg_scale = 3.0;
-  g.null_label = 3;
+  GuidanceSpec g = cfg_spec(3.0);
   g.interval_lo = 0.5;
   g.interval_hi = 2.0;
   auto guided = make_guided_denoiser(base, sched, g);
@@ -174,9 +178,7 @@ TEST(GuidanceVariants, ApgMatchesAlgorithmOne) {
   std::shared_ptr<const Schedule> sched = make_vp_linear();
   auto base = labelled_mixture(sched);
   const double s = 4.0, eta = 0.3, r = 1.5, beta = -0.5;
-  GuidanceSpec g;
-  g.cfg_scale = s;
-  g.null_label = 3;
+  GuidanceSpec g = cfg_spec(s);
   g.apg = {true, eta, r, beta};
   auto guided = make_guided_denoiser(base, sched, g);
   const at::Tensor x = at::randn({6, 4}, at::detail::createCPUGenerator(5), kF64) * 2.0;
@@ -213,9 +215,7 @@ TEST(GuidanceVariants, CfgZeroStarMatchesFormula) {
     std::shared_ptr<const Schedule> sched = flow ? std::shared_ptr<const Schedule>(make_flow()) : make_vp_linear();
     auto base = labelled_mixture(sched);
     const double s = 3.0;
-    GuidanceSpec g;
-    g.cfg_scale = s;
-    g.null_label = 3;
+    GuidanceSpec g = cfg_spec(s);
     g.cfg_zero_star = {true, true, 1};
     auto guided = make_guided_denoiser(base, sched, g);
     const at::Tensor x = at::randn({6, 4}, at::detail::createCPUGenerator(6), kF64);
@@ -247,9 +247,7 @@ TEST(GuidanceVariants, RunWithEverySamplerKind) {
   auto base = labelled_mixture(sched);
   const at::Tensor x_T = at::randn({6, 4}, at::detail::createCPUGenerator(7), kF64);
   const at::Tensor c = at::tensor({0, 1, 2, 0, 1, 2}, at::kLong);
-  GuidanceSpec plain;
-  plain.cfg_scale = 4.0;
-  plain.null_label = 3;
+  const GuidanceSpec plain = cfg_spec(4.0);
   std::vector<GuidanceSpec> variants(4, plain);
   variants[0].rescale = 0.7;
   variants[1].interval_lo = 0.3;
