@@ -1,8 +1,11 @@
 #include "scorch/image.h"
 
 #include <ATen/ATen.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 
@@ -18,6 +21,35 @@
 #endif
 
 namespace scorch {
+
+namespace {
+
+// Points file descriptor 2 at /dev/null while alive: the image libraries under OpenCV print
+// their own errors there, before scorch's one line.
+class QuietStderr {
+ public:
+  QuietStderr() {
+    std::fflush(stderr);
+    saved_ = ::dup(2);
+    const int null = ::open("/dev/null", O_WRONLY);
+    if (saved_ >= 0 && null >= 0) ::dup2(null, 2);
+    if (null >= 0) ::close(null);
+  }
+  ~QuietStderr() {
+    std::fflush(stderr);
+    if (saved_ >= 0) {
+      ::dup2(saved_, 2);
+      ::close(saved_);
+    }
+  }
+  QuietStderr(const QuietStderr&) = delete;
+  QuietStderr& operator=(const QuietStderr&) = delete;
+
+ private:
+  int saved_ = -1;
+};
+
+}  // namespace
 
 bool images_supported() {
 #ifdef SCORCH_WITH_OPENCV
@@ -76,10 +108,22 @@ void write_png_grid(const std::string& path, const at::Tensor& samples, int nrow
 at::Tensor read_grey_image(const std::string& path, int64_t h, int64_t w, const std::string& what) {
 #ifdef SCORCH_WITH_OPENCV
   check_input_file(path, what);
-  // OpenCV would print its own warning for an unreadable file; the error below says it once.
+  // OpenCV would print its own warning for an unreadable file, and libpng / libjpeg their
+  // errors straight to stderr: both are kept quiet, and the error below says it once.
   cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_SILENT);
-  cv::Mat img = cv::imread(path, cv::IMREAD_GRAYSCALE);
-  if (img.empty()) bad_input(what + ": cannot read '" + path + "' as an image");
+  cv::Mat img;
+  std::string reason;
+  {
+    const QuietStderr quiet;
+    try {
+      img = cv::imread(path, cv::IMREAD_GRAYSCALE);
+    } catch (const cv::Exception& e) {
+      reason = e.err.find("CV_IO_MAX_IMAGE_PIXELS") != std::string::npos || e.err.find("validateInputImageSize") != std::string::npos
+                   ? " (its declared size is above OpenCV's limit)"
+                   : " (" + e.err + ")";
+    }
+  }
+  if (img.empty()) bad_input(what + ": cannot read '" + path + "' as an image" + reason);
   cv::Mat resized;
   cv::resize(img, resized, cv::Size(int(w), int(h)), 0, 0, cv::INTER_AREA);
   cv::Mat f;

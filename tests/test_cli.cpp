@@ -63,7 +63,7 @@ class Cli : public ::testing::Test {
     for (const auto& e : fs::directory_iterator(dir_)) out.push_back(e.path().filename().string());
     return out;
   }
-  void expect_bad(const std::string& args, const std::string& fragment) {
+  Result expect_bad(const std::string& args, const std::string& fragment) {
     const auto before = files();
     const Result r = run(args);
     EXPECT_EQ(r.status, 2) << args << "\n" << r.err;
@@ -73,6 +73,7 @@ class Cli : public ::testing::Test {
     EXPECT_NE(pos, std::string::npos) << r.err;
     if (pos != std::string::npos) EXPECT_EQ(r.err.find('\n', pos), r.err.size() - 1) << r.err;
     EXPECT_EQ(files(), before) << args << " left a file";
+    return r;
   }
 
   fs::path dir_;
@@ -179,6 +180,8 @@ TEST_F(Cli, HostileInputsAndOutputs) {
   scorch::write_npy((dir_ / "empty.npy").string(), at::zeros({0, 1, 28, 28}));
   scorch::write_npy((dir_ / "s.npy").string(), at::zeros({20, 1, 28, 28}));
   scorch::write_npy((dir_ / "lab.npy").string(), at::full({20}, 42, at::kLong));
+  std::ofstream((dir_ / "bad.png").string(), std::ios::binary) << std::string("\x89PNG\r\n\x1a\n", 8) << "truncated";
+  std::ofstream((dir_ / "big.pgm").string(), std::ios::binary) << "P5\n99999 99999\n255\n";
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"generate --config fifo.yaml", "--config: 'fifo.yaml' is a FIFO, not a regular file"},
       {"generate --config /dev/zero", "--config: '/dev/zero' is a character device"},
@@ -209,12 +212,16 @@ TEST_F(Cli, HostileInputsAndOutputs) {
       {"generate --set batch=10000000", "batch: 10000000 samples of [1, 28, 28] in Float need about"},
       {"generate --config configs/fmnist_gaussian.yaml --set model.rank=-3", "model.rank: expected an integer >= 0"},
       {"fit gaussian --data empty.npy --out g.safetensors", "--data 'empty.npy': no samples"},
+      // the image libraries' own messages (libpng's "Read Error") never reach the terminal
+      {"generate --set batch=10 --set init_image=bad.png", "init_image: cannot read 'bad.png' as an image"},
+      {"generate --set batch=10 --set init_image=big.pgm", "its declared size is above OpenCV's limit"},
       {"eval --samples empty.npy", "eval: needs at least 2 samples"},
       {"eval --samples s.npy --labels lab.npy", "eval: labels must lie in 0..9"},
   };
   for (const auto& [args, fragment] : cases) {
     const auto t0 = std::chrono::steady_clock::now();
-    expect_bad(args, fragment);
+    // stderr is that one line and nothing else (no library's own message before it)
+    EXPECT_EQ(expect_bad(args, fragment).err.rfind("scorch: error: ", 0), 0u) << args;
     // Endless inputs are refused by kind, before anything is read: within 2 s (the cases that
     // load a network first take that long on a loaded machine, so only these are timed).
     const bool endless = args.find("/dev/") != std::string::npos || args.find("fifo") != std::string::npos;
