@@ -133,6 +133,8 @@ scorch_status scorch_generate(scorch_pipeline* p, scorch_result** out) {
     const scorch::GenerateResult r = p->pipeline->generate(progress);
     if (params.log)
       for (const auto& line : r.notes) params.log(params.user, line.c_str());
+    // The config's output files, as scorch generate writes them (all or nothing).
+    p->pipeline->write_outputs(r);
     result->samples = r.samples.to(at::kCPU).to(at::kFloat).contiguous();
     result->nfe = r.nfe;
   });

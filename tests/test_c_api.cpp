@@ -4,6 +4,8 @@
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <filesystem>
+#include "scorch/provenance.h"
 
 #include <atomic>
 #include <chrono>
@@ -65,6 +67,24 @@ TEST(CApi, GeneratesWithShapeAndNfe) {
   EXPECT_EQ(scorch_result_nfe(r), 8);     // heun: 2 per step
   for (int64_t i = 0; i < 3 * 784; ++i) ASSERT_TRUE(std::isfinite(scorch_result_data(r)[i]));
   EXPECT_STREQ(scorch_last_error(p), "");
+  scorch_result_free(r);
+  scorch_pipeline_free(p);
+}
+
+// The config's output files are written as the CLI writes them, equal to the returned samples.
+TEST(CApi, WritesTheConfiguredOutputs) {
+  const std::string npy = (std::filesystem::temp_directory_path() / "scorch_capi_out.npy").string();
+  const std::string key = "output.npy=" + npy;
+  scorch_pipeline* p = create({"batch=2", "sampler.steps=3", "output.png=", key.c_str()});
+  ASSERT_NE(p, nullptr);
+  scorch_result* r = nullptr;
+  ASSERT_EQ(scorch_generate(p, &r), SCORCH_OK) << scorch_last_error(p);
+  const at::Tensor written = scorch::read_npy(npy);
+  ASSERT_EQ(written.numel(), 2 * 784);
+  EXPECT_TRUE(at::equal(written.reshape({-1}), at::from_blob(const_cast<float*>(scorch_result_data(r)), {2 * 784}, at::kFloat)));
+  EXPECT_TRUE(std::filesystem::exists(scorch::provenance_json_path(npy)));
+  std::filesystem::remove(npy);
+  std::filesystem::remove(scorch::provenance_json_path(npy));
   scorch_result_free(r);
   scorch_pipeline_free(p);
 }
