@@ -17,8 +17,7 @@ bool is_npy(const std::string& path) { return path.size() > 4 && path.substr(pat
 
 std::string existing_file(const std::string& file, const std::string& where) {
   const std::string path = find_input_file(file);
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) bad_input(where + ": file not found: '" + file + "'");
+  check_input_file(path, where);
   return path;
 }
 

@@ -129,6 +129,7 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
                                     std::pair{early.labels, "output.labels"}, std::pair{early.latents, "output.latents"},
                                     std::pair{early.trajectory, "output.trajectory"}})
       if (!path.empty()) check_writable(path, key);
+    if (!early.npy.empty()) check_writable(provenance_json_path(early.npy), "output.npy (its .json)");
   }
   m.seeds = top.seeds;
   m.noise = top.noise;
@@ -327,27 +328,20 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
                       inpaint ? read_mask(o.str("inpaint_mask"), "inpaint_mask", m.image_shape) : at::Tensor());
   }
 
-  // Outputs: checked now so a long run never ends in an unwritable path.
+  // Outputs: their paths were checked before the model loaded; now what they need of it.
   m.out = read_outputs(config["output"]);
   if (m.out.nrow == 0 && labels.rows_per_class > 0) m.out.nrow = int(labels.rows_per_class);
   if (!m.out.labels.empty()) {
     if (!m.labels.defined()) bad_input("output.labels: the samples have no labels (set cond)");
-    check_writable(m.out.labels, "output.labels");
   }
   if (!m.out.latents.empty()) {
     if (!m.codec) bad_input("output.latents: the model has no decoder; output.npy holds its samples");
-    check_writable(m.out.latents, "output.latents");
   }
   if (!m.out.png.empty()) {
     if (!images_supported()) bad_input("output.png: this build has no image output (configured without OpenCV)");
     if (!is_image_shape(m.image_shape))
       bad_input("output.png: samples of shape " + shape_string(m.image_shape) +
                 " are not images (need [C, H, W] or [H, W])");
-    check_writable(m.out.png, "output.png");
-  }
-  if (!m.out.npy.empty()) {
-    check_writable(m.out.npy, "output.npy");
-    check_writable(provenance_json_path(m.out.npy), "output.npy (its .json)");
   }
 
   // The resolved config: top-level keys with per-sample seeds, every model, schedule and
@@ -377,7 +371,6 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
     if (config[section] && !config[section].IsNull()) r[section] = YAML::Clone(config[section]);
   r["provenance"]["scorch_version"] = scorch_version();
   r["provenance"]["model_sha256"] = m.model_sha256;
-  if (!m.out.trajectory.empty()) check_writable(m.out.trajectory, "output.trajectory");
   return p;
 }
 

@@ -111,11 +111,13 @@ int64_t integer(const YAML::Node& n, const std::string& where) {
   return int64_t(v);
 }
 
-// [a, b] with a <= b
-std::pair<double, double> interval(const YAML::Node& n, const std::string& where) {
-  if (!n.IsSequence() || n.size() != 2) bad_input(where + ": expected [t_min, t_max]");
+// [a, b] with a <= b (lo, hi: the bounds' names in messages)
+std::pair<double, double> interval(const YAML::Node& n, const std::string& where, const std::string& lo = "t_min",
+                                   const std::string& hi = "t_max") {
+  const std::string form = "[" + lo + ", " + hi + "]";
+  if (!n.IsSequence() || n.size() != 2) bad_input(where + ": expected " + form);
   const double a = number(n[0], where), b = number(n[1], where);
-  if (!(a <= b)) bad_input(where + ": expected [t_min, t_max] with t_min <= t_max");
+  if (!(a <= b)) bad_input(where + ": expected " + form + " with " + lo + " <= " + hi);
   return {a, b};
 }
 
@@ -243,12 +245,8 @@ GuidanceConfig parse_guidance(const YAML::Node& node, const GuidanceContext& ctx
   for (int64_t d : ctx.shape) entries *= d;
   if (g.rescale != 0.0 && entries < 2) bad_input("guidance.rescale: needs samples of more than one entry (a standard deviation)");
   if (o.given("interval")) {
-    const YAML::Node n = o.node("interval");
-    if (!n.IsSequence() || n.size() != 2) bad_input("guidance.interval: expected [sigma_lo, sigma_hi]");
-    g.interval_lo = number(n[0], "guidance.interval");
-    g.interval_hi = number(n[1], "guidance.interval");
-    if (!(g.interval_lo >= 0.0 && g.interval_lo < g.interval_hi))
-      bad_input("guidance.interval: expected [sigma_lo, sigma_hi] with 0 <= sigma_lo < sigma_hi");
+    std::tie(g.interval_lo, g.interval_hi) = interval(o.node("interval"), "guidance.interval", "sigma_lo", "sigma_hi");
+    if (!(g.interval_lo >= 0.0)) bad_input("guidance.interval: expected sigma_lo >= 0");
   }
   if (o.given("apg")) {
     const Options a = Options::read(o.node("apg"), apg_schema(), "guidance.apg");

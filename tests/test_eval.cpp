@@ -2,6 +2,10 @@
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <vector>
 
 #include <filesystem>
 
@@ -55,6 +59,37 @@ TEST(Eval, ReadIdx) {
   EXPECT_EQ(images.sizes(), at::IntArrayRef({10000, 28, 28}));
   EXPECT_THROW(read_idx("/nonexistent.gz"), Error);
   EXPECT_THROW(read_idx(std::string(SCORCH_SOURCE_DIR) + "/README.md"), Error);
+}
+
+// A compressed IDX file is decompressed only up to its header's size: a header declaring
+// more than the input limit is refused before the data is read (a gzip bomb's 64 MB of zeros
+// behind it are never unpacked), and data beyond the declared size is an error.
+TEST(Eval, ReadIdxBoundsDecompression) {
+  const std::string p = (std::filesystem::temp_directory_path() / "scorch_idx_bomb.gz").string();
+  const auto write = [&](const std::vector<unsigned char>& header, size_t zeros) {
+    gzFile f = gzopen(p.c_str(), "wb9");
+    gzwrite(f, header.data(), unsigned(header.size()));
+    const std::vector<char> block(1 << 20, 0);
+    for (size_t left = zeros; left > 0; left -= std::min(left, block.size()))
+      gzwrite(f, block.data(), unsigned(std::min(left, block.size())));
+    gzclose(f);
+  };
+  const auto message = [&] {
+    try {
+      read_idx(p);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  // [65535, 65535, 65535] bytes declared: far above any limit
+  write({0, 0, 8, 3, 0, 0, 255, 255, 0, 0, 255, 255, 0, 0, 255, 255}, size_t(64) << 20);
+  EXPECT_NE(message().find("above the input limit"), std::string::npos) << message();
+  write({0, 0, 8, 1, 0, 0, 0, 4}, 5);  // 4 declared, 5 present
+  EXPECT_NE(message().find("data size does not match the header"), std::string::npos) << message();
+  write({0, 0, 8, 1, 0, 0, 0, 4}, 4);
+  EXPECT_EQ(read_idx(p).numel(), 4);
+  std::filesystem::remove(p);
 }
 
 // With the shipped classifier: FD of the test set against itself is 0 and grows
