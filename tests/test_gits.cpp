@@ -63,8 +63,11 @@ TEST(Gits, PathIsTheCheapestByBruteForce) {
   EXPECT_THROW(gits_path(std::vector<std::vector<double>>(5, std::vector<double>(5)), 5, 1.0), Error);
 }
 
-// On the 8-d Gaussian the searched grid beats the logSNR and time-uniform grids for Euler at 6
-// and 10 steps (the error against the exact flow map), and the search is deterministic.
+// On the 8-d Gaussian the searched grid beats the logSNR and time-uniform grids for Euler at 4,
+// 5, 6, 8 and 10 steps (the error against the exact flow map), and the search is deterministic.
+// From 15 steps on it does not (measured: 0.092 against time_uniform's 0.081 at 15, 0.088 against
+// 0.081 logSNR and 0.061 time_uniform at 20): its points are the 100-step teacher's and its
+// jumps are costed one Euler step at a time, so it pays where jumps are long.
 TEST(Gits, SearchedGridBeatsFixedGridsForEuler) {
   const GaussianModel g = testing::random_gaussian(8, 8, 11);
   std::shared_ptr<const Schedule> sched = make_vp_linear();
@@ -73,7 +76,7 @@ TEST(Gits, SearchedGridBeatsFixedGridsForEuler) {
   const at::Tensor probes = at::randn({32, 8}, at::detail::createCPUGenerator(13), at::TensorOptions().dtype(at::kDouble));
   const double t_end = 1e-3;
   const at::Tensor ref = gaussian_flow(g, x_T, sched->alpha(1.0), sched->sigma(1.0), sched->alpha(t_end), sched->sigma(t_end));
-  for (int steps : {6, 10}) {
+  for (int steps : {4, 5, 6, 8, 10}) {
     GridSpec teacher;
     teacher.t_end = t_end;
     const GitsSpec spec{steps, 100, 1.2};
