@@ -161,11 +161,23 @@ std::unique_ptr<TokenDenoiser> load_token_denoiser(const std::string& path, cons
     bad_input(what + ": expected forward(tokens, t) -> log-probabilities [B, L, V]");
   module.eval();
   auto model = std::make_unique<TorchScriptTokens>(module, spec, path);
-  // dry run on an all-mask (or all-zero) sequence
-  const at::Tensor x = at::full({1, spec.length}, spec.transition == Transition::Absorbing ? spec.mask_id : 0,
-                                at::TensorOptions().dtype(at::kLong));
-  const at::Tensor out = model->log_probs(x, at::ones({1}, at::kDouble));
-  if (!at::isfinite(out).all().item<bool>()) bad_input(what + ": forward returned non-finite values on a dry run");
+  // Dry runs: an all-zero sequence (a vocabulary token) checks the length and the output's
+  // shape; then, for masked diffusion, an all-mask one checks that the network takes
+  // mask_id, so a mask token it has no embedding for is named as such, not as a length.
+  const auto dry_run = [&](int64_t token) {
+    const at::Tensor x = at::full({1, spec.length}, token, at::TensorOptions().dtype(at::kLong));
+    const at::Tensor out = model->log_probs(x, at::ones({1}, at::kDouble));
+    if (!at::isfinite(out).all().item<bool>()) bad_input(what + ": forward returned non-finite values on a dry run");
+  };
+  dry_run(0);
+  if (spec.transition == Transition::Absorbing) {
+    try {
+      dry_run(spec.mask_id);
+    } catch (const Error&) {
+      bad_input("model.mask_id: the network does not take token " + std::to_string(spec.mask_id) + " (" + what +
+                " fails on an all-mask sequence; a network with vocabulary V usually masks with V)");
+    }
+  }
   return model;
 }
 

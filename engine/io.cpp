@@ -1,10 +1,12 @@
 #include "scorch/io.h"
 
+#include <cerrno>
 #include <ATen/ATen.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <csignal>
 
 #include <cstdio>
@@ -92,9 +94,13 @@ void check_writable(const std::string& path, const std::string& what) {
 
 uint64_t input_byte_limit() {
   if (const char* env = std::getenv("SCORCH_MAX_INPUT_BYTES"); env && *env) {
+    // Digits only: strtoull would read "-5" as 2^64 - 5, no limit at all.
     char* end = nullptr;
+    errno = 0;
     const unsigned long long v = std::strtoull(env, &end, 10);
-    if (end && *end == '\0' && v > 0) return v;
+    if (env[0] < '0' || env[0] > '9' || !end || *end != '\0' || errno == ERANGE || v == 0)
+      bad_input(std::string("SCORCH_MAX_INPUT_BYTES: expected a positive number of bytes, got '") + env + "'");
+    return v;
   }
   const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
   const uint64_t half = pages > 0 && page > 0 ? uint64_t(pages) * uint64_t(page) / 2 : UINT64_MAX;

@@ -72,7 +72,8 @@ void ModelInputs::set(const std::string& name, at::Tensor value, bool negative, 
     if (want_float && !at::isFloatingType(value.scalar_type()))
       bad_input(where + ": expected floating-point data for dtype " + std::string(c10::toString(in.dtype)) + ", got " +
                 c10::toString(value.scalar_type()));
-    at::Tensor v = with_rows(in, value, batch, where).to(at::kCPU, in.dtype).contiguous();
+    // A copy (copy = true): value may be a view of a caller's memory (the C API).
+    at::Tensor v = with_rows(in, value, batch, where).to(at::kCPU, in.dtype, false, true).contiguous();
     if (want_float && !at::isfinite(v).all().item<bool>()) bad_input(where + ": has non-finite values");
     (negative ? in.negative : in.value) = v;
     return;

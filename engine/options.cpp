@@ -25,7 +25,9 @@ std::string to_string(OptionType type) {
 }
 
 std::string range_words(const OptionSpec& spec) {
+  // Whole numbers in full (16777216, not 1.67772e+07); others as the stream writes them.
   const auto num = [](double x) {
+    if (x == std::floor(x) && std::fabs(x) < 9.0e15) return std::to_string(static_cast<long long>(x));
     std::ostringstream o;
     o << x;
     return o.str();

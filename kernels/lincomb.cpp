@@ -14,13 +14,19 @@ namespace {
 // The fused CPU path: one pass over memory in cache-sized chunks, instead of one
 // pass (and one temporary) per term. The two kernels are compiled for AVX2 and for
 // the baseline, picked at load time (GCC function multiversioning), as ATen's own
-// kernels are. Elementwise, so the result does not depend on the thread count.
+// kernels are. Elementwise, so the result does not depend on the thread count. Clang
+// (the fuzz build) does not multiversion templates: it compiles the baseline alone.
+#if defined(__clang__)
+#define SCORCH_AVX2_CLONES
+#else
+#define SCORCH_AVX2_CLONES __attribute__((target_clones("avx2", "default")))
+#endif
 template <typename T>
-__attribute__((target_clones("avx2", "default"))) void scale_into(T* out, const T* p, T c, int64_t n) {
+SCORCH_AVX2_CLONES void scale_into(T* out, const T* p, T c, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = c * p[i];
 }
 template <typename T>
-__attribute__((target_clones("avx2", "default"))) void axpy_into(T* out, const T* p, T c, int64_t n) {
+SCORCH_AVX2_CLONES void axpy_into(T* out, const T* p, T c, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] += c * p[i];
 }
 

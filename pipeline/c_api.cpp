@@ -6,6 +6,8 @@
 #include <c10/util/Exception.h>
 
 #include <atomic>
+#include <cstring>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -14,6 +16,7 @@
 #include "scorch/config.h"
 #include "scorch/error.h"
 #include "scorch/pipeline.h"
+#include "scorch/token_pipeline.h"
 
 struct scorch_pipeline {
   std::unique_ptr<scorch::Pipeline> pipeline;
@@ -92,9 +95,17 @@ scorch_status scorch_pipeline_create(const scorch_pipeline_params* params, scorc
   const scorch_status s = guarded(&create_error, [&] {
     std::vector<std::string> sets;
     for (int i = 0; i < params->n_overrides; ++i) sets.emplace_back(params->overrides[i]);
+    // An empty path is a mistake (the built-in default is config_path = NULL), as with
+    // the CLI's --config "".
+    if (params->config_path && !*params->config_path) scorch::bad_input("config_path: empty path");
     const YAML::Node config = params->config_path ? scorch::load_config(params->config_path, sets)
                               : params->config_yaml ? scorch::load_config_text(params->config_yaml, sets)
                                                     : scorch::load_config("", sets);
+    // Token models give integer sequences, which scorch_result (float samples) does not
+    // carry: they are refused by name rather than failing later in a continuous reader.
+    if (scorch::is_token_config(config))
+      scorch::bad_input("model.type: tokens: the C API runs continuous models only; token models run with "
+                        "`scorch generate` or the C++ TokenPipeline (scorch/token_pipeline.h)");
     handle->pipeline = scorch::Pipeline::from_config(config);
   });
   if (s == SCORCH_OK) *out = handle.release();
@@ -147,6 +158,27 @@ scorch_status scorch_generate(scorch_pipeline* p, scorch_result** out) {
   return s;
 }
 
+namespace {
+
+// Whether a host buffer of this shape could exist: its byte count fits in an int64 (a
+// shape that overflows is refused before a tensor view is made of it).
+bool fits_in_memory(const std::vector<int64_t>& sizes, int64_t element_bytes) {
+  int64_t n = element_bytes;
+  for (const int64_t s : sizes) {
+    if (s > std::numeric_limits<int64_t>::max() / n) return false;
+    n *= s;
+  }
+  return true;
+}
+
+std::string shape_words(const std::vector<int64_t>& sizes) {
+  std::string out = "[";
+  for (size_t i = 0; i < sizes.size(); ++i) out += (i ? ", " : "") + std::to_string(sizes[i]);
+  return out + "]";
+}
+
+}  // namespace
+
 scorch_status scorch_pipeline_set_init_image(scorch_pipeline* p, const float* data, int rank, const int64_t* shape,
                                              const float* mask, double strength) {
   if (!p) return SCORCH_INVALID_ARGUMENT;
@@ -161,10 +193,13 @@ scorch_status scorch_pipeline_set_init_image(scorch_pipeline* p, const float* da
     if (shape[i] <= 0) return fail(SCORCH_INVALID_ARGUMENT, "shape entries must be positive");
     sizes.push_back(shape[i]);
   }
+  if (data && !fits_in_memory(sizes, sizeof(float))) return fail(SCORCH_BAD_INPUT, "shape " + shape_words(sizes) + " is too large");
   if (p->busy.exchange(true)) return fail(SCORCH_BUSY, "this pipeline is generating");
   std::string message;
   const scorch_status s = guarded(&message, [&] {
-    const at::Tensor x = data ? at::from_blob(const_cast<float*>(data), sizes, at::kFloat).clone() : at::Tensor();
+    // A view of the caller's memory: the pipeline checks its shape before reading a value,
+    // and copies what it keeps.
+    const at::Tensor x = data ? at::from_blob(const_cast<float*>(data), sizes, at::kFloat) : at::Tensor();
     const at::Tensor m =
         data && mask ? at::from_blob(const_cast<float*>(mask), p->pipeline->sample_shape(), at::kFloat).clone()
                      : at::Tensor();
@@ -188,8 +223,13 @@ scorch_status scorch_pipeline_set_input(scorch_pipeline* p, const char* name, co
   };
   if (!name || !data) return fail(SCORCH_INVALID_ARGUMENT, "name and data must not be NULL");
   if (rank < 0 || rank > 8 || (rank > 0 && !shape)) return fail(SCORCH_INVALID_ARGUMENT, "rank must be 0..8 with a shape");
+  // A C caller may pass any int as the enum: it is read as an int, so a value outside the
+  // enumerators is an error here, not undefined behaviour.
+  int code = 0;
+  static_assert(sizeof(code) == sizeof(dtype), "scorch_dtype is an int-sized enum");
+  std::memcpy(&code, &dtype, sizeof code);
   at::ScalarType type;
-  switch (dtype) {
+  switch (code) {
     case SCORCH_FLOAT32: type = at::kFloat; break;
     case SCORCH_FLOAT64: type = at::kDouble; break;
     case SCORCH_INT64: type = at::kLong; break;
@@ -201,10 +241,13 @@ scorch_status scorch_pipeline_set_input(scorch_pipeline* p, const char* name, co
     if (shape[i] <= 0) return fail(SCORCH_INVALID_ARGUMENT, "shape entries must be positive");
     sizes.push_back(shape[i]);
   }
+  if (!fits_in_memory(sizes, 8)) return fail(SCORCH_BAD_INPUT, "shape " + shape_words(sizes) + " is too large");
   if (p->busy.exchange(true)) return fail(SCORCH_BUSY, "this pipeline is generating");
   std::string message;
   const scorch_status s = guarded(&message, [&] {
-    p->pipeline->set_input(name, at::from_blob(const_cast<void*>(data), sizes, type).clone(), negative);
+    // A view of the caller's memory: the shape is checked before a value is read, and the
+    // pipeline keeps a converted copy.
+    p->pipeline->set_input(name, at::from_blob(const_cast<void*>(data), sizes, type), negative);
   });
   {
     std::lock_guard<std::mutex> lock(p->error_mutex);

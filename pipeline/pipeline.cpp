@@ -113,6 +113,13 @@ void invert_with_ddim(Denoiser& model, const Schedule& schedule, const GridSpec&
 Pipeline::Pipeline() : impl_(std::make_unique<Impl>()) {}
 Pipeline::~Pipeline() = default;
 
+// output.png needs samples that are images.
+static void check_png_shape(const std::vector<int64_t>& shape) {
+  if (!images_supported()) bad_input("output.png: this build has no image output (configured without OpenCV)");
+  if (!is_image_shape(shape))
+    bad_input("output.png: samples of shape " + shape_string(shape) + " are not images (need [C, H, W] or [H, W])");
+}
+
 std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
   std::unique_ptr<Pipeline> p(new Pipeline());
   Impl& m = *p->impl_;
@@ -130,6 +137,15 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
                                     std::pair{early.trajectory, "output.trajectory"}})
       if (!path.empty()) check_writable(path, key);
     if (!early.npy.empty()) check_writable(provenance_json_path(early.npy), "output.npy (its .json)");
+    // Without a decoder the samples have model.shape: whether they can be drawn is known
+    // now, before the model loads (with one, after it, from the decoded shape).
+    const YAML::Node shape = config["model"] && config["model"].IsMap() ? config["model"]["shape"] : YAML::Node();
+    if (!early.png.empty() && !config["decoder"] && shape && shape.IsSequence()) {
+      std::vector<int64_t> sizes;
+      for (const auto& s : shape)
+        if (int64_t v = 0; s.IsScalar() && YAML::convert<int64_t>::decode(s, v)) sizes.push_back(v);
+      if (sizes.size() == shape.size()) check_png_shape(sizes);
+    }
   }
   m.seeds = top.seeds;
   m.noise = top.noise;
@@ -270,7 +286,6 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
   // seed gives the same grid.
   if (gits) {
     const GridSpec& g = sampler.grid;
-    if (g.gits_warmup < 1) bad_input("sampler.gits_warmup: expected an integer >= 1");
     std::vector<int64_t> shape = {g.gits_warmup};
     shape.insert(shape.end(), m.shape.begin(), m.shape.end());
     const at::Tensor probes = Rng(m.seeds.empty() ? 0 : m.seeds[0] + 0x9e3779b97f4a7c15ULL).normal(shape, m.options);
@@ -337,12 +352,7 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
   if (!m.out.latents.empty()) {
     if (!m.codec) bad_input("output.latents: the model has no decoder; output.npy holds its samples");
   }
-  if (!m.out.png.empty()) {
-    if (!images_supported()) bad_input("output.png: this build has no image output (configured without OpenCV)");
-    if (!is_image_shape(m.image_shape))
-      bad_input("output.png: samples of shape " + shape_string(m.image_shape) +
-                " are not images (need [C, H, W] or [H, W])");
-  }
+  if (!m.out.png.empty()) check_png_shape(m.image_shape);
 
   // The resolved config: top-level keys with per-sample seeds, every model, schedule and
   // sampler key, guidance as given; no outputs (a re-run names its own).
@@ -427,8 +437,9 @@ void Pipeline::set_init_image(const at::Tensor& x_init, double strength, const a
   GridSpec g = m.base_grid;
   g.t_start = configured.back() + strength * (configured.front() - configured.back());
   m.grid = build_time_grid(*m.schedule, g);
-  m.init_image = x.to(m.options).contiguous();
-  m.inpaint_mask = latent_mask.defined() ? latent_mask.to(m.options) : at::Tensor();
+  // Copies (copy = true): x may be a view of a caller's memory (the C API).
+  m.init_image = x.to(m.options, false, true).contiguous();
+  m.inpaint_mask = latent_mask.defined() ? latent_mask.to(m.options, false, true) : at::Tensor();
 }
 
 at::Tensor Pipeline::initial_noise() const {

@@ -4,6 +4,7 @@
 #include <ATen/Context.h>
 
 #include <algorithm>
+#include <cctype>
 #include <fstream>
 
 #include "scorch/error.h"
@@ -28,7 +29,7 @@ const Schema& top_schema() {
       {"noise_generator", OptionType::String, "scorch",
        "x_T's generator: scorch (float64 normals) or torch (as Python's torch.randn with manual_seed)",
        {"scorch", "torch"}},
-      {"batch", OptionType::Int, "1", "number of samples", {}},
+      {"batch", OptionType::Int, "1", "number of samples", {}, 1, 16777216},
       {"device", OptionType::String, "cpu", "where the model and solver run", {"cpu", "cuda"}},
       {"dtype", OptionType::String, "float32", "solver and model dtype", {"float32", "float64"}},
       {"cond", OptionType::Yaml, "",
@@ -42,7 +43,7 @@ const Schema& top_schema() {
       {"init_image", OptionType::String, "",
        "SDEdit: data (.npy, or an image for one-channel models) noised to the start time", {}},
       {"strength", OptionType::Number, "0.8",
-       "SDEdit: how far towards t_start the init_image is noised, in (0, 1] (1 with inpaint_mask)", {}},
+       "SDEdit: how far towards t_start the init_image is noised, in (0, 1] (1 with inpaint_mask)", {}, 0, 1},
       {"inpaint_mask", OptionType::String, "",
        "inpainting: 1 (white) where new content is generated, 0 where init_image is kept", {}},
       {"model", OptionType::Section, "", "the denoiser (model.*)", {}},
@@ -73,14 +74,14 @@ const std::vector<std::string> kScheduleTypes = {"vp_linear", "vp_discrete", "vp
 const Schema& schedule_schema(const std::string& type) {
   static const OptionSpec kType = {"type", OptionType::String, "vp_linear", "the noise schedule", kScheduleTypes};
   static const Schema vp_linear = {kType,
-                                   {"beta_0", OptionType::Number, "0.1", "vp_linear: beta(0)", {}},
-                                   {"beta_1", OptionType::Number, "20", "vp_linear: beta(1)", {}}};
+                                   {"beta_0", OptionType::Number, "0.1", "vp_linear: beta(0)", {}, 0, 1000},
+                                   {"beta_1", OptionType::Number, "20", "vp_linear: beta(1)", {}, 0, 1000}};
   static const Schema vp_discrete = {
       kType,
       {"beta_schedule", OptionType::String, "linear", "vp_discrete: the betas' spacing", {"linear", "scaled_linear"}},
-      {"beta_start", OptionType::Number, "0.0001", "vp_discrete: first beta", {}},
-      {"beta_end", OptionType::Number, "0.02", "vp_discrete: last beta", {}},
-      {"num_train_steps", OptionType::Int, "1000", "vp_discrete: number of training steps N", {}},
+      {"beta_start", OptionType::Number, "0.0001", "vp_discrete: first beta", {}, 0, 1},
+      {"beta_end", OptionType::Number, "0.02", "vp_discrete: last beta", {}, 0, 1},
+      {"num_train_steps", OptionType::Int, "1000", "vp_discrete: number of training steps N", {}, 1, 1000000},
       {"betas", OptionType::NumberList, "[]", "vp_discrete: the betas themselves (instead of beta_schedule)", {}},
       {"alphas_cumprod", OptionType::NumberList, "[]", "vp_discrete: the cumulative alphas themselves", {}},
       {"timestep_spacing", OptionType::String, "",
@@ -88,22 +89,22 @@ const Schema& schedule_schema(const std::string& type) {
        {"linspace", "leading", "trailing"}},
       {"rescale_zero_terminal_snr", OptionType::Bool, "false",
        "vp_discrete: rescale the betas to zero terminal SNR (Lin et al. 2024; needs a v, x0 or velocity model)", {}}};
-  static const Schema vp_cosine = {kType, {"s", OptionType::Number, "0.008", "vp_cosine: offset s (Nichol & Dhariwal)", {}}};
+  static const Schema vp_cosine = {kType, {"s", OptionType::Number, "0.008", "vp_cosine: offset s (Nichol & Dhariwal)", {}, 0, 1}};
   static const Schema edm = {kType,
-                             {"sigma_min", OptionType::Number, "0.002", "edm: smallest sigma", {}},
-                             {"sigma_max", OptionType::Number, "80", "edm: largest sigma", {}}};
+                             {"sigma_min", OptionType::Number, "0.002", "edm: smallest sigma", {}, 0, 1e6},
+                             {"sigma_max", OptionType::Number, "80", "edm: largest sigma", {}, 0, 1e6}};
   static const Schema flow = {
       kType,
-      {"shift", OptionType::Number, "1", "flow: SD3's time shift t = shift u / (1 + (shift - 1) u)", {}},
-      {"num_train_steps", OptionType::Int, "1000", "flow: N; the network's timestep is N t (time_input: index)", {}},
+      {"shift", OptionType::Number, "1", "flow: SD3's time shift t = shift u / (1 + (shift - 1) u)", {}, 0, 1000},
+      {"num_train_steps", OptionType::Int, "1000", "flow: N; the network's timestep is N t (time_input: index)", {}, 1, 1000000},
       {"use_dynamic_shifting", OptionType::Bool, "false",
        "flow: Flux's resolution-dependent shift t = e^mu / (e^mu + 1/u - 1) instead of `shift`", {}},
-      {"base_shift", OptionType::Number, "0.5", "flow, dynamic: mu at base_image_seq_len tokens", {}},
-      {"max_shift", OptionType::Number, "1.15", "flow, dynamic: mu at max_image_seq_len tokens", {}},
-      {"base_image_seq_len", OptionType::Int, "256", "flow, dynamic: first point of mu's line", {}},
-      {"max_image_seq_len", OptionType::Int, "4096", "flow, dynamic: second point of mu's line", {}},
+      {"base_shift", OptionType::Number, "0.5", "flow, dynamic: mu at base_image_seq_len tokens", {}, -100, 100},
+      {"max_shift", OptionType::Number, "1.15", "flow, dynamic: mu at max_image_seq_len tokens", {}, -100, 100},
+      {"base_image_seq_len", OptionType::Int, "256", "flow, dynamic: first point of mu's line", {}, 1, 1e9},
+      {"max_image_seq_len", OptionType::Int, "4096", "flow, dynamic: second point of mu's line", {}, 1, 1e9},
       {"image_seq_len", OptionType::Int, "0",
-       "flow, dynamic: latent tokens; 0: (H/2)(W/2) from model.shape's last two sizes (Flux's 2x2 patches)", {}}};
+       "flow, dynamic: latent tokens; 0: (H/2)(W/2) from model.shape's last two sizes (Flux's 2x2 patches)", {}, 0, 1e9}};
   if (type == "flow") return flow;
   if (type == "vp_discrete") return vp_discrete;
   if (type == "vp_cosine") return vp_cosine;
@@ -119,8 +120,8 @@ const Schema& model_schema() {
       {"prediction", OptionType::String, "eps", "what the network outputs (velocity: d x_t / dt, flow models)",
        {"eps", "x0", "v", "score", "velocity"}},
       {"time_input", OptionType::String, "t", "time argument of the network", {"t", "index", "sigma"}},
-      {"rank", OptionType::Int, "0", "gaussian: keep the largest `rank` eigenvalues (0: all)", {}},
-      {"max_batch", OptionType::Int, "0", "torchscript: evaluate in chunks of at most this many samples", {}},
+      {"rank", OptionType::Int, "0", "gaussian: keep the largest `rank` eigenvalues (0: all)", {}, 0, 1e9},
+      {"max_batch", OptionType::Int, "0", "torchscript: evaluate in chunks of at most this many samples", {}, 0, 16777216},
       {"cpu_parallel", OptionType::String, "chunks",
        "torchscript on CPU: chunks (parallel one-thread chunks, bit-identical for any --threads) or intra_op "
        "(LibTorch's threads and OpenBLAS's pool inside each call, as a bare call; round-off varies with --threads)",
@@ -129,8 +130,8 @@ const Schema& model_schema() {
        {"float32", "float64", "bfloat16", "float16"}},
       {"inputs", OptionType::Yaml, "[]",
        "torchscript: the network's extra inputs after (x, t), in forward's order (model.inputs[])", {}},
-      {"num_classes", OptionType::Int, "0", "conditional models: number of class labels (for cond: rows)", {}},
-      {"null_label", OptionType::Int, "-1", "conditional models: the unconditional label (for cond: null_label)", {}},
+      {"num_classes", OptionType::Int, "0", "conditional models: number of class labels (for cond: rows)", {}, 0, 16777216},
+      {"null_label", OptionType::Int, "-1", "conditional models: the unconditional label (for cond: null_label)", {}, -1, 16777216},
   };
   return s;
 }
@@ -152,8 +153,8 @@ const Schema& model_input_schema() {
       {"dtype", OptionType::String, "",
        "the argument's dtype (default: the network's dtype; int64 for labels)",
        {"float32", "float64", "float16", "bfloat16", "int64", "int32", "bool"}},
-      {"value", OptionType::Number, "0", "scalar: the number, passed as a [B] tensor", {}},
-      {"negative_value", OptionType::Number, "0", "scalar: its value in the negative rows (default: value)", {}},
+      {"value", OptionType::Number, "0", "scalar: the number, passed as a [B] tensor", {}, -1e9, 1e9},
+      {"negative_value", OptionType::Number, "0", "scalar: its value in the negative rows (default: value)", {}, -1e9, 1e9},
   };
   return s;
 }
@@ -166,7 +167,7 @@ const Schema& text_encoder_schema() {
        {"chars", "vocab"}},
       {"chars", OptionType::String, "", "chars: the table; token i + 1 is its i-th character, 0 pads", {}},
       {"vocab", OptionType::String, "", "vocab: a file with one token per line; token id = line index, line 0 pads", {}},
-      {"length", OptionType::Int, "0", "the encoder's context in tokens; longer prompts are truncated (required)", {}},
+      {"length", OptionType::Int, "0", "the encoder's context in tokens; longer prompts are truncated (required)", {}, 0, 16777216},
       {"lowercase", OptionType::Bool, "false", "lowercase prompts before tokenizing", {}},
   };
   return s;
@@ -175,10 +176,10 @@ const Schema& text_encoder_schema() {
 const Schema& decoder_schema() {
   static const Schema s = {
       {"path", OptionType::String, "", "TorchScript forward(latents) -> images (required)", {}},
-      {"scale_factor", OptionType::Number, "1", "the network's latents are (encoder(x) - shift_factor) scale_factor", {}},
-      {"shift_factor", OptionType::Number, "0", "see scale_factor (Flux: 0.1159, SD: 0)", {}},
-      {"tile", OptionType::Int, "0", "decode in tiles of tile x tile latent cells, bounding memory (0: whole)", {}},
-      {"overlap", OptionType::Int, "0", "latent cells neighbouring tiles share, blended linearly", {}},
+      {"scale_factor", OptionType::Number, "1", "the network's latents are (encoder(x) - shift_factor) scale_factor", {}, -1e6, 1e6},
+      {"shift_factor", OptionType::Number, "0", "see scale_factor (Flux: 0.1159, SD: 0)", {}, -1e6, 1e6},
+      {"tile", OptionType::Int, "0", "decode in tiles of tile x tile latent cells, bounding memory (0: whole)", {}, 0, 1e6},
+      {"overlap", OptionType::Int, "0", "latent cells neighbouring tiles share, blended linearly", {}, 0, 1e6},
   };
   return s;
 }
@@ -203,7 +204,7 @@ const Schema& output_schema() {
   static const Schema s = {
       {"png", OptionType::String, "", "PNG image grid", {}},
       {"npy", OptionType::String, "", "final samples, float32", {}},
-      {"nrow", OptionType::Int, "0", "images per grid row (0: square)", {}},
+      {"nrow", OptionType::Int, "0", "images per grid row (0: square)", {}, 0, 16777216},
       {"trajectory", OptionType::String, "", "states after every step, float32", {}},
       {"labels", OptionType::String, "", "class labels of the samples, int64", {}},
       {"latents", OptionType::String, "", "latent models: the latents before decoding, float32", {}},
@@ -216,8 +217,8 @@ const Schema& token_model_schema() {
       {"type", OptionType::String, "", "tokens", {"tokens"}},
       {"path", OptionType::String, "", "TorchScript forward(tokens, t) -> log-probabilities [B, L, V]", {}},
       {"vocab", OptionType::String, "", "the characters of tokens 0..V-1, or V", {}},
-      {"mask_id", OptionType::Int, "-1", "the mask token (default V)", {}},
-      {"length", OptionType::Int, "0", "sequence length L", {}},
+      {"mask_id", OptionType::Int, "-1", "the mask token (default V)", {}, -1, 2147483647},
+      {"length", OptionType::Int, "0", "sequence length L", {}, 0, 16777216},
       {"transition", OptionType::String, "absorbing", "masked (absorbing) or uniform-state diffusion",
        {"absorbing", "uniform"}},
       {"pad", OptionType::String, "", "printing: cut each sample at this character", {}},
@@ -228,9 +229,9 @@ const Schema& token_model_schema() {
 const Schema& token_schedule_schema() {
   static const Schema s = {
       {"type", OptionType::String, "loglinear", "alpha(t) of the token model", {"loglinear", "cosine", "linear", "geometric"}},
-      {"eps", OptionType::Number, "0.001", "loglinear, cosine: alpha(1) = eps", {}},
-      {"sigma_min", OptionType::Number, "0.0001", "linear, geometric: smallest total noise", {}},
-      {"sigma_max", OptionType::Number, "20", "linear, geometric: largest total noise", {}},
+      {"eps", OptionType::Number, "0.001", "loglinear, cosine: alpha(1) = eps", {}, 0, 1},
+      {"sigma_min", OptionType::Number, "0.0001", "linear, geometric: smallest total noise", {}, 0, 1e6},
+      {"sigma_max", OptionType::Number, "20", "linear, geometric: largest total noise", {}, 0, 1e6},
   };
   return s;
 }
@@ -256,7 +257,7 @@ at::ScalarType network_dtype(const std::string& name) {
 const Schema& token_top_schema() {
   static const Schema s = {
       {"seed", OptionType::Yaml, "0", "sequence i's seed: s + i for one integer s, or a list of batch seeds", {}},
-      {"batch", OptionType::Int, "16", "number of sequences", {}},
+      {"batch", OptionType::Int, "16", "number of sequences", {}, 1, 16777216},
       {"model", OptionType::Section, "", "the token denoiser (model.*, type: tokens)", {}},
       {"schedule", OptionType::Section, "", "the discrete schedule (schedule.*)", {}},
       {"sampler", OptionType::Section, "", "the discrete sampler and its options (sampler.*)", {}},
@@ -522,8 +523,16 @@ LoadedModel read_model(const YAML::Node& node, const std::string& path, const st
   const std::vector<int64_t>& shape = mo.int_list("shape");
   if (mo.given("shape")) {
     if (shape.empty()) bad_input(path + ".shape: expected a non-empty list of positive integers");
-    for (int64_t s : shape)
+    // Sizes are bounded before any tensor of this shape exists: a sample of more elements
+    // than the input limit allows bytes (an overflowing product included) is refused here.
+    uint64_t elements = 1;
+    for (int64_t s : shape) {
       if (s <= 0) bad_input(path + ".shape: expected positive integers, got " + shape_string(shape));
+      elements = elements > input_byte_limit() / uint64_t(s) ? input_byte_limit() + 1 : elements * uint64_t(s);
+    }
+    if (elements > input_byte_limit() / 4)
+      bad_input(path + ".shape: " + shape_string(shape) + " is more elements per sample than the memory limit of " +
+                std::to_string(input_byte_limit()) + " bytes holds (SCORCH_MAX_INPUT_BYTES)");
   }
   if (mo.str("type") == "torchscript") {
     if (shape.empty()) bad_input(path + ".shape: required for torchscript models, e.g. [1, 28, 28]");
@@ -535,7 +544,6 @@ LoadedModel read_model(const YAML::Node& node, const std::string& path, const st
     spec.dtype = mo.str("dtype").empty() ? dtype : network_dtype(mo.str("dtype"));
     spec.device = device;
     spec.max_batch = mo.integer("max_batch");
-    if (spec.max_batch < 0) bad_input(path + ".max_batch: expected a non-negative integer");
     spec.intra_op = mo.str("cpu_parallel") == "intra_op";
     spec.inputs = read_model_inputs(mo.node("inputs"), path + ".inputs", spec.dtype);
     out.inputs = spec.inputs;
@@ -668,7 +676,15 @@ OutputSpec read_outputs(const YAML::Node& node) {
   out.trajectory = o.str("trajectory");
   out.labels = o.str("labels");
   out.latents = o.str("latents");
-  if (out.nrow < 0) bad_input("output.nrow: expected a non-negative integer");
+  // The grid is always PNG bytes: another extension (a .jpg the user expects to be a JPEG)
+  // is refused here, before any work, rather than written under a misleading name.
+  const auto lower_tail = [](const std::string& s, size_t n) {
+    std::string t = s.size() >= n ? s.substr(s.size() - n) : s;
+    for (auto& ch : t) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+    return t;
+  };
+  if (!out.png.empty() && lower_tail(out.png, 4) != ".png")
+    bad_input("output.png: '" + out.png + "' does not end in .png; scorch writes PNG grids only");
   return out;
 }
 

@@ -41,7 +41,6 @@ std::unique_ptr<TokenPipeline> TokenPipeline::from_config(const YAML::Node& conf
   Impl& m = *p->impl_;
   const Options top = Options::read(config, token_top_schema(), "");
   m.batch = top.integer("batch");
-  if (m.batch <= 0) bad_input("batch: expected a positive integer");
   m.seeds = read_seeds(top.node("seed"), m.batch);
 
   YAML::Node model_resolved;
@@ -53,10 +52,11 @@ std::unique_ptr<TokenPipeline> TokenPipeline::from_config(const YAML::Node& conf
               provenance.model_sha256 + " this config was made with (provenance.model_sha256); the model changed");
   m.vocab_chars = model.vocab_chars;
   m.pad = model.pad;
-  m.model = load_token_denoiser(model.path, model.spec);
   YAML::Node schedule_resolved;
   m.schedule = read_discrete_schedule(config["schedule"], &schedule_resolved);
 
+  // Every key and every other file is checked before the network loads (the slow part), so
+  // a bad option or an output path that cannot be written costs no model load.
   const YAML::Node sampler = config["sampler"];
   std::string name = "tweedie";
   if (sampler && sampler.IsMap() && sampler["name"]) {
@@ -67,6 +67,19 @@ std::unique_ptr<TokenPipeline> TokenPipeline::from_config(const YAML::Node& conf
   if (model.spec.transition == Transition::Uniform && !m.sampler->uniform_ok)
     bad_input("sampler.name: " + name + " needs an absorbing model; uniform-state models use tweedie");
   m.sampler_options = read_discrete_options(*m.sampler, sampler, "sampler");
+  for (const auto& spec : m.sampler->options)
+    if (spec.name == "coefficients" && !m.sampler_options.str("coefficients").empty())
+      check_input_file(find_input_file(m.sampler_options.str("coefficients")), "sampler.coefficients");
+  const Options oo = Options::read(config["output"], token_output_schema(), "output");
+  if (!oo.str("png").empty()) bad_input("output.png: a token model has no image output; use output.text or output.npy");
+  m.npy = oo.str("npy");
+  m.text = oo.str("text");
+  if (!m.npy.empty()) {
+    check_writable(m.npy, "output.npy");
+    check_writable(provenance_json_path(m.npy), "output.npy (its .json)");
+  }
+  if (!m.text.empty()) check_writable(m.text, "output.text");
+  m.model = load_token_denoiser(model.path, model.spec);
   m.resolved = YAML::Node(YAML::NodeType::Map);
   YAML::Node seeds(YAML::NodeType::Sequence);
   for (uint64_t s : m.seeds) seeds.push_back(s);
@@ -80,15 +93,6 @@ std::unique_ptr<TokenPipeline> TokenPipeline::from_config(const YAML::Node& conf
   m.resolved["provenance"]["scorch_version"] = scorch_version();
   m.resolved["provenance"]["model_sha256"] = m.model_sha256;
 
-  const Options oo = Options::read(config["output"], token_output_schema(), "output");
-  if (!oo.str("png").empty()) bad_input("output.png: a token model has no image output; use output.text or output.npy");
-  m.npy = oo.str("npy");
-  m.text = oo.str("text");
-  if (!m.npy.empty()) {
-    check_writable(m.npy, "output.npy");
-    check_writable(provenance_json_path(m.npy), "output.npy (its .json)");
-  }
-  if (!m.text.empty()) check_writable(m.text, "output.text");
   return p;
 }
 

@@ -199,8 +199,8 @@ namespace {
 
 const Schema kChurn = {
     {"s_churn", OptionType::Number, "0", "stochasticity (Karras et al. 2022, Alg. 2)", {}, 0, 100},
-    {"s_tmin", OptionType::Number, "0", "churn only where s_tmin <= sigma/alpha", {}},
-    {"s_tmax", OptionType::Number, "inf", "churn only where sigma/alpha <= s_tmax", {}},
+    {"s_tmin", OptionType::Number, "0", "churn only where s_tmin <= sigma/alpha", {}, 0, 1e6},
+    {"s_tmax", OptionType::Number, "inf", "churn only where sigma/alpha <= s_tmax", {}, 0, std::numeric_limits<double>::infinity()},
     {"s_noise", OptionType::Number, "1", "scale of the added noise", {}, 0, 100},
 };
 

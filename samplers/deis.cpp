@@ -61,7 +61,7 @@ at::Tensor sample_deis(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid, 
 std::vector<SamplerEntry> deis_rows() {
   return {{"deis", "DEIS tAB (Zhang & Chen 2023): eps extrapolated in time, time-integrated exponential "
                    "coefficients, orders 1-3. 1 NFE/step",
-           {{"max_order", OptionType::Int, "3", "highest order (1: DDIM)", {}}},
+           {{"max_order", OptionType::Int, "3", "highest order (1: DDIM)", {}, 1, 4}},
            function_sampler(sample_deis, Endpoints::Runner)}};
 }
 

@@ -26,16 +26,16 @@ const std::vector<OptionSpec>& dpm_solver_options() {
        {"dpmsolver", "dpmsolver++"}},
       {"method", OptionType::String, "multistep", "how orders are scheduled",
        {"singlestep", "multistep", "singlestep_fixed", "adaptive"}},
-      {"order", OptionType::Int, "2", "solver order 1-3 (adaptive: 2 = DPM-Solver-12, 3 = DPM-Solver-23)", {}},
+      {"order", OptionType::Int, "2", "solver order 1-3 (adaptive: 2 = DPM-Solver-12, 3 = DPM-Solver-23)", {}, 1, 3},
       {"solver_type", OptionType::String, "dpmsolver", "form of the high-order terms", {"dpmsolver", "taylor"}},
       {"lower_order_final", OptionType::Bool, "true", "multistep: lower orders in the last steps when steps < 10", {}},
       {"denoise_to_zero", OptionType::Bool, "false", "one more NFE: return x0(x, t_end)", {}},
-      {"atol", OptionType::Number, "0.0078", "adaptive: absolute tolerance", {}},
-      {"rtol", OptionType::Number, "0.05", "adaptive: relative tolerance", {}},
-      {"h_init", OptionType::Number, "0.05", "adaptive: first step size in lambda", {}},
+      {"atol", OptionType::Number, "0.0078", "adaptive: absolute tolerance", {}, 0, 1000},
+      {"rtol", OptionType::Number, "0.05", "adaptive: relative tolerance", {}, 0, 1000},
+      {"h_init", OptionType::Number, "0.05", "adaptive: first step size in lambda", {}, 0, 1000},
       {"thresholding", OptionType::Bool, "false", "dynamic thresholding of x0 (Imagen); dpmsolver++ only", {}},
-      {"dynamic_thresholding_ratio", OptionType::Number, "0.995", "quantile of |x0| per sample", {}},
-      {"thresholding_max_val", OptionType::Number, "1", "lower bound of the threshold", {}},
+      {"dynamic_thresholding_ratio", OptionType::Number, "0.995", "quantile of |x0| per sample", {}, 0, 1},
+      {"thresholding_max_val", OptionType::Number, "1", "lower bound of the threshold", {}, 0, 1e6},
   };
   return specs;
 }

@@ -103,7 +103,7 @@ std::vector<SamplerEntry> dpmpp_singlestep_sde_rows() {
       {"dpmpp_2s_ancestral", "DPM-Solver++(2S) to sigma_down, then ancestral noise (k-diffusion). 2 NFE/step",
        {eta, s_noise}, function_sampler(sample_dpmpp_2s_ancestral, Endpoints::Runner), {}, {"eta"}},
       {"dpmpp_sde", "DPM-Solver++ SDE, two ancestral DPM-Solver++(1) steps per interval (k-diffusion). 2 NFE/step",
-       {eta, s_noise, {"r", OptionType::Number, "0.5", "the intermediate point: t + r h in -log sigma", {}}},
+       {eta, s_noise, {"r", OptionType::Number, "0.5", "the intermediate point: t + r h in -log sigma", {}, 0, 1}},
        function_sampler(sample_dpmpp_sde, Endpoints::Runner), {}, {"eta"}},
   };
 }

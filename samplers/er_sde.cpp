@@ -52,7 +52,7 @@ at::Tensor sample_er_sde(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid
                                             : type == "reverse_time_sde" ? NoiseScaler::ReverseTimeSde : NoiseScaler::Ode,
                            o.number("eta")};
   const int max_stage = int(o.integer("max_stage"));
-  if (max_stage < 1 || max_stage > 3) bad_input("sampler.max_stage: er_sde takes 1 to 3 stages, got " + o.text("max_stage"));
+  // 1..3: the schema's range.
   if (scaler.kind == NoiseScaler::ReverseTimeSde && !(scaler.eta >= 0.0))
     bad_input("sampler.eta: expected a number >= 0");
   const double s_noise = scaler.kind == NoiseScaler::Ode ? 0.0 : o.number("s_noise");
@@ -106,7 +106,7 @@ std::vector<SamplerEntry> er_sde_rows() {
   return {
       {"er_sde", "ER-SDE-Solver-3 (Cui et al. 2023; ComfyUI's er_sde): extended reverse SDE, up to 3 stages. 1 NFE/step",
        {{"solver_type", OptionType::String, "er_sde", "noise scale function phi", {"er_sde", "reverse_time_sde", "ode"}},
-        {"max_stage", OptionType::Int, "3", "stages (order of the data-prediction expansion), 1-3", {}},
+        {"max_stage", OptionType::Int, "3", "stages (order of the data-prediction expansion), 1-3", {}, 1, 3},
         {"eta", OptionType::Number, "1", "reverse_time_sde: phi(x) = x^(eta + 1); 0 is the ODE", {}, 0, 100},
         {"s_noise", OptionType::Number, "1", "scale of the added noise", {}, 0, 100}},
        function_sampler(sample_er_sde, Endpoints::Runner), {}, {"s_noise"}},

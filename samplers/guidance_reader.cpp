@@ -17,8 +17,8 @@ namespace scorch {
 const Schema& guidance_schema() {
   static const Schema s = {
       {"scale", OptionType::Number, "1", "classifier-free guidance scale (1: none)", {}, -1000, 1000},
-      {"null_label", OptionType::Int, "-1", "the unconditional label (default: model.null_label)", {}},
-      {"rescale", OptionType::Number, "0", "guidance rescale phi (Lin et al. 2024; diffusers' guidance_rescale), 0: off", {}},
+      {"null_label", OptionType::Int, "-1", "the unconditional label (default: model.null_label)", {}, -1, 16777216},
+      {"rescale", OptionType::Number, "0", "guidance rescale phi (Lin et al. 2024; diffusers' guidance_rescale), 0: off", {}, 0, 1},
       {"interval", OptionType::Yaml, "", "[sigma_lo, sigma_hi]: guide only where the VE sigma is in (sigma_lo, sigma_hi]", {}},
       {"apg", OptionType::Section, "", "adaptive projected guidance (guidance.apg)", {}},
       {"cfg_zero_star", OptionType::Section, "", "CFG-Zero*: optimised scale and zero-init (guidance.cfg_zero_star)", {}},
@@ -39,7 +39,7 @@ const Schema& guidance_term_schema() {
       {"mask", OptionType::String, "", "image or .npy mask M_i (1: guided, 0: not)", {}},
       {"reference", OptionType::String, "", "a reference sample (.npy or image) whose inverted trajectory is the term", {}},
       {"reference_cond", OptionType::Yaml, "", "the reference's label for its inversion", {}},
-      {"reference_steps", OptionType::Int, "50", "DDIM steps of the reference's inversion", {}},
+      {"reference_steps", OptionType::Int, "50", "DDIM steps of the reference's inversion", {}, 1, 100000},
   };
   return s;
 }
@@ -47,10 +47,10 @@ const Schema& guidance_term_schema() {
 const Schema& corrector_schema() {
   static const Schema s = {
       {"type", OptionType::String, "", "MCMC kernel (required)", {"ula", "mala", "hmc", "uhmc"}},
-      {"step_size", OptionType::Number, "0.1", "step size, times sigma_t^2 (Langevin) or sigma_t (HMC)", {}},
-      {"steps", OptionType::Int, "1", "corrector iterations per sampler step", {}},
-      {"leapfrog", OptionType::Int, "3", "hmc, uhmc: leapfrog steps", {}},
-      {"damping", OptionType::Number, "0.7", "uhmc: momentum persistence", {}},
+      {"step_size", OptionType::Number, "0.1", "step size, times sigma_t^2 (Langevin) or sigma_t (HMC)", {}, 0, 1000},
+      {"steps", OptionType::Int, "1", "corrector iterations per sampler step", {}, 1, 10000},
+      {"leapfrog", OptionType::Int, "3", "hmc, uhmc: leapfrog steps", {}, 1, 10000},
+      {"damping", OptionType::Number, "0.7", "uhmc: momentum persistence", {}, 0, 1},
       {"adapt", OptionType::Bool, "true", "mala, hmc: adapt the step size towards the target acceptance", {}},
       {"window", OptionType::Yaml, "", "[t_min, t_max]: correct only after steps ending there", {}},
   };
@@ -69,8 +69,8 @@ const Schema& classifier_schema() {
 const Schema& apg_schema() {
   static const Schema s = {
       {"eta", OptionType::Number, "1", "weight of the guidance's part parallel to D_c (1 and the rest off: CFG)", {}, 0, 100},
-      {"norm_threshold", OptionType::Number, "0", "cap on the guidance's norm per sample, 0: none", {}},
-      {"momentum", OptionType::Number, "0", "running sum Delta_bar <- Delta + momentum Delta_bar (the paper uses -0.5), 0: none", {}},
+      {"norm_threshold", OptionType::Number, "0", "cap on the guidance's norm per sample, 0: none", {}, 0, 1e9},
+      {"momentum", OptionType::Number, "0", "running sum Delta_bar <- Delta + momentum Delta_bar (the paper uses -0.5), 0: none", {}, -1, 1},
   };
   return s;
 }
@@ -78,7 +78,7 @@ const Schema& apg_schema() {
 const Schema& cfg_zero_star_schema() {
   static const Schema s = {
       {"use_zero_init", OptionType::Bool, "true", "the velocity is 0 at the first zero_steps + 1 steps (flow schedules only)", {}},
-      {"zero_steps", OptionType::Int, "0", "the last zero-init step index", {}},
+      {"zero_steps", OptionType::Int, "0", "the last zero-init step index", {}, 0, 100000},
   };
   return s;
 }
@@ -86,7 +86,7 @@ const Schema& cfg_zero_star_schema() {
 const Schema& compose_schema() {
   static const Schema s = {
       {"mode", OptionType::String, "product", "product (and negation) or mixture of densities", {"product", "mixture"}},
-      {"weight", OptionType::Number, "1", "the configured model's weight", {}},
+      {"weight", OptionType::Number, "1", "the configured model's weight", {}, -1000, 1000},
       {"models", OptionType::Yaml, "[]", "model sections (type, path, ..., weight)", {}},
   };
   return s;
@@ -240,7 +240,6 @@ GuidanceConfig parse_guidance(const YAML::Node& node, const GuidanceContext& ctx
   const bool variant = o.given("rescale") || o.given("interval") || o.given("apg") || o.given("cfg_zero_star");
   if (variant && !ctx.conditional) bad_input("guidance: rescale, interval, apg and cfg_zero_star vary classifier-free guidance, which needs a conditional model");
   g.rescale = o.number("rescale");
-  if (g.rescale < 0.0 || g.rescale > 1.0) bad_input("guidance.rescale: expected a number in [0, 1]");
   int64_t entries = 1;
   for (int64_t d : ctx.shape) entries *= d;
   if (g.rescale != 0.0 && entries < 2) bad_input("guidance.rescale: needs samples of more than one entry (a standard deviation)");
@@ -294,7 +293,7 @@ GuidanceConfig parse_guidance(const YAML::Node& node, const GuidanceContext& ctx
       const std::string where = "guidance.compose.models[" + std::to_string(i) + "]";
       const YAML::Node mn = models[i];
       if (!mn.IsMap()) bad_input(where + ": expected a model section (type, path, ...)");
-      const Options w = Options::read(mn, {{"weight", OptionType::Number, "1", "", {}}}, where,
+      const Options w = Options::read(mn, {{"weight", OptionType::Number, "1", "", {}, -1000, 1000}}, where,
                                       [&] {
                                         std::set<std::string> other;
                                         for (const auto& kv : mn) other.insert(kv.first.as<std::string>());

@@ -45,7 +45,7 @@ at::Tensor sample_ipndm(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid,
 
 std::vector<SamplerEntry> ipndm_rows() {
   return {{"ipndm", "iPNDM (Zhang & Chen 2023): Adams-Bashforth up to order 4 on eps in VE variables. 1 NFE/step",
-           {{"max_order", OptionType::Int, "4", "highest Adams-Bashforth order (1: euler)", {}}},
+           {{"max_order", OptionType::Int, "4", "highest Adams-Bashforth order (1: euler)", {}, 1, 4}},
            function_sampler(sample_ipndm, Endpoints::InTime), {}, {}, "flow_match"}};
 }
 

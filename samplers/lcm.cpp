@@ -60,7 +60,7 @@ std::vector<SamplerEntry> lcm_rows() {
       {"lcm", "LCM multistep sampling for consistency-distilled models: x0, then re-noised to the next time. 1 NFE/step",
        {}, function_sampler(sample_lcm, Endpoints::Own), {}, {}, "flow_match"},
       {"tcd", "TCD (Zheng et al. 2024): DDIM down to (1 - gamma) t', then the forward process up to t'. 1 NFE/step",
-       {{"gamma", OptionType::Number, "0.3", "stochasticity: 0 is DDIM, 1 is LCM", {}}},
+       {{"gamma", OptionType::Number, "0.3", "stochasticity: 0 is DDIM, 1 is LCM", {}, 0, 1}},
        function_sampler(sample_tcd, Endpoints::Own), {}, {"gamma"}, "flow_match"},
   };
 }

@@ -56,7 +56,7 @@ at::Tensor sample_lms(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid, c
 
 std::vector<SamplerEntry> lms_rows() {
   return {{"lms", "Linear multistep (k-diffusion's sample_lms): Adams-Bashforth on the actual grid, up to order 4. 1 NFE/step",
-           {{"order", OptionType::Int, "4", "highest order (1: euler)", {}}},
+           {{"order", OptionType::Int, "4", "highest order (1: euler)", {}, 1, 4}},
            function_sampler(sample_lms, Endpoints::InTime), {}, {}, "flow_match"}};
 }
 

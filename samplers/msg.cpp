@@ -17,7 +17,7 @@ const Schema& msg_options() {
   static const Schema specs = {
       {"terms", OptionType::Yaml, "[]", "list of terms: cond, ref_cond, weight, window, mask (docs/guidance.md)", {}},
       {"scale", OptionType::Number, "1", "classifier-free guidance scale (1: none)", {}, -1000, 1000},
-      {"null_label", OptionType::Int, "-1", "the null label (-1: model.null_label)", {}},
+      {"null_label", OptionType::Int, "-1", "the null label (-1: model.null_label)", {}, -1, 16777216},
       {"inner", OptionType::Section, "", "the guided sampler: name (default dpmpp_2m) and its own options, not the grid", {}},
   };
   return specs;

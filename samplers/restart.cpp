@@ -66,10 +66,10 @@ std::vector<SamplerEntry> restart_rows() {
   return {
       {"restart", "Restart sampling (Xu et al. 2023): Heun, with jumps back up from restart_sigma_min to "
                   "restart_sigma_max and Heun down again. 2 NFE per Heun step",
-       {{"restart_sigma_min", OptionType::Number, "0.1", "the restart point (VE sigma; the nearest grid point)", {}},
-        {"restart_sigma_max", OptionType::Number, "2", "where a restart jumps back to (the nearest grid point)", {}},
-        {"restart_steps", OptionType::Int, "0", "Heun steps of each restart (0: 10 from 20 steps, 6 from 10, else 4)", {}},
-        {"restart_times", OptionType::Int, "-1", "restarts (-1: 2 from 10 steps, else 1)", {}},
+       {{"restart_sigma_min", OptionType::Number, "0.1", "the restart point (VE sigma; the nearest grid point)", {}, 0, 1e6},
+        {"restart_sigma_max", OptionType::Number, "2", "where a restart jumps back to (the nearest grid point)", {}, 0, 1e6},
+        {"restart_steps", OptionType::Int, "0", "Heun steps of each restart (0: 10 from 20 steps, 6 from 10, else 4)", {}, 0, 1000},
+        {"restart_times", OptionType::Int, "-1", "restarts (-1: 2 from 10 steps, else 1)", {}, -1, 1000},
         {"s_noise", OptionType::Number, "1", "scale of the added noise", {}, 0, 100}},
        function_sampler(sample_restart, Endpoints::Runner), {}, {"restart_times"}},
   };

@@ -47,11 +47,9 @@ std::vector<double> adams_coefficients(const std::vector<double>& pts, double la
 
 at::Tensor sample_sa_solver(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid, const Options& o) {
   const int p_order = int(o.integer("predictor_order")), c_order = int(o.integer("corrector_order"));
-  if (p_order < 1 || p_order > 6) bad_input("sampler.predictor_order: expected 1 to 6, got " + o.text("predictor_order"));
-  if (c_order < 0 || c_order > 6) bad_input("sampler.corrector_order: expected 0 to 6, got " + o.text("corrector_order"));
+  // predictor_order 1..6, corrector_order 0..6, eta >= 0: the schema's ranges.
   const double eta = o.number("eta"), s_noise = o.number("s_noise");
   const double start = o.number("sde_start_percent"), end = o.number("sde_end_percent");
-  if (!(eta >= 0.0)) bad_input("sampler.eta: expected a number >= 0");
   if (!(0.0 <= start && start <= end && end <= 1.0))
     bad_input("sampler.sde_start_percent, sde_end_percent: expected 0 <= start <= end <= 1");
   const bool pece = o.flag("use_pece");
@@ -113,12 +111,12 @@ std::vector<SamplerEntry> sa_solver_rows() {
   return {
       {"sa_solver",
        "SA-Solver (Xue et al. 2023; ComfyUI's sa_solver): stochastic Adams predictor-corrector. 1 NFE/step (use_pece: 2)",
-       {{"predictor_order", OptionType::Int, "3", "stochastic Adams-Bashforth order, 1-6", {}},
-        {"corrector_order", OptionType::Int, "4", "stochastic Adams-Moulton order, 0 (none)-6", {}},
+       {{"predictor_order", OptionType::Int, "3", "stochastic Adams-Bashforth order, 1-6", {}, 1, 6},
+        {"corrector_order", OptionType::Int, "4", "stochastic Adams-Moulton order, 0 (none)-6", {}, 0, 6},
         {"use_pece", OptionType::Bool, "false", "evaluate the corrected state again (2 NFE per step)", {}},
         {"eta", OptionType::Number, "1", "tau inside the SDE interval (0: deterministic)", {}, 0, 100},
-        {"sde_start_percent", OptionType::Number, "0.2", "the SDE interval starts at this share of the time", {}},
-        {"sde_end_percent", OptionType::Number, "0.8", "and ends at this share", {}},
+        {"sde_start_percent", OptionType::Number, "0.2", "the SDE interval starts at this share of the time", {}, 0, 1},
+        {"sde_end_percent", OptionType::Number, "0.8", "and ends at this share", {}, 0, 1},
         {"s_noise", OptionType::Number, "1", "scale of the added noise", {}, 0, 100}},
        function_sampler(sample_sa_solver, Endpoints::Runner), {}, {"eta"}},
   };

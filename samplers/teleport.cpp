@@ -26,13 +26,13 @@ namespace {
 const Schema& teleport_options() {
   static const Schema specs = {
       {"gaussian", OptionType::String, "", "the data's Gaussian (a `gaussian` safetensors file)", {}},
-      {"t_skip", OptionType::Number, "-1", "skip point as a time", {}},
-      {"sigma_skip", OptionType::Number, "-1", "skip point as a VE noise level sigma/alpha", {}},
-      {"skip_fraction", OptionType::Number, "-1", "skip point as a fraction of the probe grid (probe_steps)", {}},
+      {"t_skip", OptionType::Number, "-1", "skip point as a time", {}, -1, 1e6},
+      {"sigma_skip", OptionType::Number, "-1", "skip point as a VE noise level sigma/alpha", {}, -1, 1e6},
+      {"skip_fraction", OptionType::Number, "-1", "skip point as a fraction of the probe grid (probe_steps)", {}, -1, 1},
       {"auto", OptionType::Bool, "false", "choose the skip point from the denoiser (see docs/samplers.md)", {}},
-      {"auto_tol", OptionType::Number, "0.02", "auto: relative eps departure from the Gaussian that ends the jump", {}},
-      {"auto_probe", OptionType::Int, "64", "auto: size of the fixed probe batch (its own noise, not the samples)", {}},
-      {"probe_steps", OptionType::Int, "20", "steps of the grid over [t_start, t_end] that auto probes and skip_fraction rounds to", {}},
+      {"auto_tol", OptionType::Number, "0.02", "auto: relative eps departure from the Gaussian that ends the jump", {}, 0, 1000},
+      {"auto_probe", OptionType::Int, "64", "auto: size of the fixed probe batch (its own noise, not the samples)", {}, 1, 1000000},
+      {"probe_steps", OptionType::Int, "20", "steps of the grid over [t_start, t_end] that auto probes and skip_fraction rounds to", {}, 1, 100000},
       {"inner", OptionType::Section, "", "the sampler run from the skip point: name (default dpmpp_2m; none: stop at the skip point) and its own options, not the grid", {}},
   };
   return specs;
@@ -97,7 +97,6 @@ class Teleport final : public Sampler {
     const std::vector<double>& t = grid.t;
     GridSpec probe = grid.spec;
     probe.steps = int(o.integer("probe_steps"));
-    if (probe.steps < 1) bad_input("sampler.probe_steps: expected a positive integer");
     const std::vector<double> tp = make_time_grid(ns, probe);
     double t_skip;
     if (o.number("t_skip") >= 0) {
@@ -107,7 +106,6 @@ class Teleport final : public Sampler {
     } else if (o.number("skip_fraction") >= 0) {
       t_skip = tp[size_t(std::lround(o.number("skip_fraction") * probe.steps))];
     } else {
-      if (o.integer("auto_probe") < 1) bad_input("sampler.auto_probe: expected a positive integer");
       t_skip = auto_skip(ctx, g, x, tp, o.number("auto_tol"), o.integer("auto_probe"));
     }
     if (!(t_skip <= t.front() && t_skip >= t.back()))

@@ -21,7 +21,7 @@ namespace scorch {
 
 const std::vector<OptionSpec>& unipc_options() {
   static const std::vector<OptionSpec> specs = {
-      {"order", OptionType::Int, "2", "predictor order 1-3 (the corrector adds one)", {}},
+      {"order", OptionType::Int, "2", "predictor order 1-3 (the corrector adds one)", {}, 1, 3},
       {"variant", OptionType::String, "bh1", "B(h) = hh (bh1) or e^hh - 1 (bh2)", {"bh1", "bh2"}},
       {"algorithm_type", OptionType::String, "data_prediction", "integrate x0 or eps",
        {"data_prediction", "noise_prediction"}},

@@ -11,6 +11,10 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <algorithm>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -179,6 +183,119 @@ TEST(CApi, EveryErrorPathReturnsItsStatusAndMessage) {
   scorch_result_free(nullptr);
   scorch_cancel(nullptr);
   EXPECT_EQ(scorch_result_data(nullptr), nullptr);
+}
+
+// The bad-input suite's C API part (tests/test_bad_input.cpp has the CLI's): configs and
+// overrides that are bad in every way the CLI's are, token models, sizes that overflow or
+// cannot be allocated, bad host buffers' shapes and dtypes. Each returns its status with a
+// message naming the key, quickly and without reading an endless input, and no call
+// creates a file.
+TEST(CApi, BadInputStatuses) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("scorch_capi_bad_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string fifo = (dir / "in.fifo").string(), folder = (dir / "folder").string();
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  fs::create_directories(folder);
+  const std::string fixtures = SCORCH_FIXTURES;
+  struct Create {
+    const char* path;
+    std::string yaml;
+    std::vector<std::string> sets;
+    scorch_status status;
+    std::string fragment;
+  };
+  const std::string out = "output.npy=" + (dir / "x.npy").string();
+  const std::vector<Create> creates = {
+      {"/dev/zero", "", {}, SCORCH_BAD_INPUT, "'/dev/zero' is a character device"},
+      {"/dev/urandom", "", {}, SCORCH_BAD_INPUT, "'/dev/urandom' is a character device"},
+      {fifo.c_str(), "", {}, SCORCH_BAD_INPUT, "is a FIFO"},
+      {folder.c_str(), "", {}, SCORCH_BAD_INPUT, "is a directory"},
+      {"", "", {}, SCORCH_BAD_INPUT, "config_path: empty path"},
+      {nullptr, "batch: 1\nbatch: 2\n", {}, SCORCH_BAD_INPUT, "duplicate key 'batch'"},
+      {nullptr, "- a list\n", {}, SCORCH_BAD_INPUT, "mapping"},
+      {nullptr, "model: {type: tokens, path: " + fixtures + "/uniform_tokens.pt, vocab: 4, length: 6}\n", {},
+       SCORCH_BAD_INPUT, "model.type: tokens: the C API runs continuous models only"},
+      {kGaussian.c_str(), "", {"batch=100000000000"}, SCORCH_BAD_INPUT, "batch: expected an integer from 1 to 16777216"},
+      {kGaussian.c_str(), "", {"batch=10000000"}, SCORCH_BAD_INPUT, "batch: 10000000 samples"},
+      {kGaussian.c_str(), "", {"sampler.steps=0"}, SCORCH_BAD_INPUT, "sampler.steps"},
+      {kGaussian.c_str(), "", {"sampler.rho=1e300"}, SCORCH_BAD_INPUT, "sampler.rho: expected a number from 0 to 1000"},
+      {kGaussian.c_str(), "", {"guidance.scale=1e300"}, SCORCH_BAD_INPUT, "guidance.scale"},
+      {kGaussian.c_str(), "", {"init_noise=/dev/zero"}, SCORCH_BAD_INPUT, "init_noise: '/dev/zero'"},
+      {kGaussian.c_str(), "", {"init_noise=" + fifo}, SCORCH_BAD_INPUT, "init_noise"},
+      {kGaussian.c_str(), "", {"output.npy=" + fifo}, SCORCH_BAD_INPUT, "output.npy"},
+      {kGaussian.c_str(), "", {"output.png=" + (dir / "x.jpg").string()}, SCORCH_BAD_INPUT, "does not end in .png"},
+      {kGaussian.c_str(), "", {"model.path=/dev/zero"}, SCORCH_BAD_INPUT, "model.path"},
+      {kGaussian.c_str(), "", {"model.rank=-1"}, SCORCH_BAD_INPUT, "model.rank"},
+      {kGaussian.c_str(), "", {"no_equals_sign"}, SCORCH_BAD_INPUT, "no_equals_sign"},
+      {kGaussian.c_str(), "", {"model.type=torchscript", "model.path=" + fixtures + "/gaussian_eps.pt",
+                               "model.shape=[4294967296,4294967296]", out},
+       SCORCH_BAD_INPUT, "model.shape"},
+  };
+  for (const auto& c : creates) {
+    std::vector<const char*> sets;
+    for (const auto& s : c.sets) sets.push_back(s.c_str());
+    scorch_pipeline_params params = scorch_pipeline_params_init();
+    params.config_path = c.path;
+    params.config_yaml = c.path ? nullptr : c.yaml.c_str();
+    params.overrides = sets.data();
+    params.n_overrides = int(sets.size());
+    scorch_pipeline* p = nullptr;
+    const auto t0 = std::chrono::steady_clock::now();
+    EXPECT_EQ(scorch_pipeline_create(&params, &p), c.status) << c.fragment;
+    EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 2.0) << c.fragment;
+    EXPECT_EQ(p, nullptr);
+    EXPECT_NE(std::string(scorch_last_error(nullptr)).find(c.fragment), std::string::npos)
+        << c.fragment << "\ngot: " << scorch_last_error(nullptr);
+  }
+  // Host buffers: shapes that overflow, negative or zero sizes, ranks out of range, unknown
+  // dtypes and names. The data pointer is one float: a shape the library accepted without
+  // checking would read past it (AddressSanitizer in tools/asan_check.sh).
+  scorch_pipeline* p = create({"batch=2", "output.png="});
+  ASSERT_NE(p, nullptr);
+  float one = 0.5f;
+  const int64_t overflow[] = {int64_t(1) << 40, int64_t(1) << 40, 4}, negative[] = {2, -1, 28, 28},
+                zero[] = {0, 1, 28, 28}, wrong[] = {2, 1, 27, 28};
+  struct Call {
+    int rank;
+    const int64_t* shape;
+    double strength;
+    scorch_status status;
+    const char* fragment;
+  };
+  for (const Call& c : std::vector<Call>{{3, overflow, 0.5, SCORCH_BAD_INPUT, "is too large"},
+                                         {4, negative, 0.5, SCORCH_INVALID_ARGUMENT, "positive"},
+                                         {4, zero, 0.5, SCORCH_INVALID_ARGUMENT, "positive"},
+                                         {4, wrong, 0.5, SCORCH_BAD_INPUT, "init_image: shape [2, 1, 27, 28]"},
+                                         {9, wrong, 0.5, SCORCH_INVALID_ARGUMENT, "rank"},
+                                         {-1, wrong, 0.5, SCORCH_INVALID_ARGUMENT, "rank"},
+                                         {4, nullptr, 0.5, SCORCH_INVALID_ARGUMENT, "shape"},
+                                         {0, nullptr, 0.5, SCORCH_INVALID_ARGUMENT, "rank"}}) {
+    EXPECT_EQ(scorch_pipeline_set_init_image(p, &one, c.rank, c.shape, nullptr, c.strength), c.status) << c.rank;
+    EXPECT_NE(std::string(scorch_last_error(p)).find(c.fragment), std::string::npos) << scorch_last_error(p);
+  }
+  const int64_t ok[] = {1, 28, 28};
+  std::vector<float> image(784, 0.1f);
+  EXPECT_EQ(scorch_pipeline_set_init_image(p, image.data(), 3, ok, nullptr, 7.0), SCORCH_BAD_INPUT);
+  EXPECT_NE(std::string(scorch_last_error(p)).find("strength"), std::string::npos) << scorch_last_error(p);
+  EXPECT_EQ(scorch_pipeline_set_init_image(p, image.data(), 3, ok, nullptr, std::nan("")), SCORCH_BAD_INPUT);
+  // set_input on a model without declared inputs, an unknown dtype (a C caller's int)
+  EXPECT_EQ(scorch_pipeline_set_input(p, "context", &one, SCORCH_FLOAT32, 0, nullptr, false), SCORCH_BAD_INPUT);
+  EXPECT_NE(std::string(scorch_last_error(p)).find("context"), std::string::npos) << scorch_last_error(p);
+  scorch_dtype unknown;
+  const int seven = 7;
+  std::memcpy(&unknown, &seven, sizeof unknown);
+  EXPECT_EQ(scorch_pipeline_set_input(p, "context", &one, unknown, 0, nullptr, false), SCORCH_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(scorch_last_error(p)).find("unknown dtype"), std::string::npos);
+  // the pipeline is unchanged by all of the above: it still generates from its own noise
+  EXPECT_EQ(samples(p).size(), 2u * 784u);
+  scorch_pipeline_free(p);
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(dir)) left.push_back(e.path().filename().string());
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, (std::vector<std::string>{"folder", "in.fifo"}));
+  fs::remove_all(dir);
 }
 
 // scorch_pipeline_set_init_image: SDEdit from host memory gives exactly the samples of the

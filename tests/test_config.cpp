@@ -2,11 +2,15 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 
+#include "scorch/discrete_sampler.h"
 #include "scorch/error.h"
+#include "scorch/options.h"
+#include "scorch/sampler.h"
 
 namespace scorch {
 namespace {
@@ -63,3 +67,26 @@ TEST(Config, InvalidYamlNamesTheLine) {
 
 }  // namespace
 }  // namespace scorch
+
+// Every integer and number option, in every config section and every sampler's table, has
+// a declared range: both ends finite (an option whose default is infinity may leave its top
+// open), so a careless 1e300 is refused with the range in words before any work.
+TEST(Config, EveryNumericOptionHasARange) {
+  std::vector<std::pair<std::string, scorch::OptionSpec>> specs;
+  for (const auto& section : scorch::config_schemas())
+    for (const auto& k : section.keys) specs.push_back({section.path + "." + k.name, k});
+  for (const auto& e : scorch::samplers().entries())
+    for (const auto& o : e.options) specs.push_back({"sampler " + e.name + "." + o.name, o});
+  for (const auto& e : scorch::discrete_samplers().entries())
+    for (const auto& o : e.options) specs.push_back({"discrete sampler " + e.name + "." + o.name, o});
+  int numeric = 0;
+  for (const auto& [where, spec] : specs) {
+    if (spec.type != scorch::OptionType::Int && spec.type != scorch::OptionType::Number) continue;
+    ++numeric;
+    EXPECT_TRUE(std::isfinite(spec.min)) << where << " has no lower bound";
+    EXPECT_TRUE(std::isfinite(spec.max) || spec.default_value == "inf") << where << " has no upper bound";
+    EXPECT_LE(spec.min, spec.max) << where;
+    EXPECT_FALSE(scorch::range_words(spec).empty()) << where;
+  }
+  EXPECT_GT(numeric, 100);
+}

@@ -225,7 +225,7 @@ TEST(Pipeline, SdeditRejectsBadInput) {
   write_npy(dir + "/scorch_sd_int.npy", at::zeros({1, 28, 28}, at::kLong), "t");
   const std::string ok = "init_image=" + dir + "/scorch_sd_ok.npy";
   expect_bad({ok, "strength=0"}, "strength: expected a number in (0, 1], got 0");
-  expect_bad({ok, "strength=1.5"}, "strength: expected a number in (0, 1], got 1.5");
+  expect_bad({ok, "strength=1.5"}, "strength: expected a number from 0 to 1, got '1.5'");
   expect_bad({ok, "init_noise=" + dir + "/scorch_sd_ok.npy"}, "init_image: give one of init_image, init_noise, invert");
   expect_bad({"init_image=" + dir + "/scorch_sd_shape.npy"},
              "has shape [5, 1, 28, 28]; expected one sample [1, 28, 28] or [batch, *shape] = [16, 1, 28, 28]");
@@ -300,7 +300,7 @@ TEST(Pipeline, RejectsBadConfigs) {
   expect_bad({"dtype=float8"}, "dtype");
   expect_bad({"device=cuda"}, "device");
   expect_bad({"schedule.type=cosine"}, "schedule.type");
-  expect_bad({"schedule.beta_1=-1"}, "vp_linear");
+  expect_bad({"schedule.beta_1=-1"}, "schedule.beta_1: expected a number from 0 to 1000");
   expect_bad({"colour=red"}, "colour: unknown key");
   expect_bad({"model.path=/nonexistent.safetensors"}, "model.path");
   expect_bad({"model.shape=[1, 2]"}, "model.shape");
@@ -402,7 +402,7 @@ TEST(Pipeline, RejectsBadGuidance) {
   bad_default({"guidance.terms=[{cond: 3, weight: 1, colour: red}]"}, "guidance.terms[0].colour: unknown key");
   bad_default({"guidance.terms=[{weight: 1, mask: /nonexistent.png}]"}, "guidance.terms[0].mask");
   bad_default({"guidance.terms=[{weight: 1, window: [0.9, 0.1]}]"}, "guidance.terms[0].window");
-  bad_default({"guidance.scale=3", "guidance.rescale=1.5"}, "guidance.rescale: expected a number in [0, 1]");
+  bad_default({"guidance.scale=3", "guidance.rescale=1.5"}, "guidance.rescale: expected a number from 0 to 1");
   bad_default({"guidance.scale=3", "guidance.interval=[5, 1]"}, "guidance.interval: expected [sigma_lo, sigma_hi]");
   bad_default({"guidance.scale=3", "guidance.interval=2"}, "guidance.interval: expected [sigma_lo, sigma_hi]");
   bad_default({"guidance.scale=3", "guidance.apg.norm_threshold=-1"}, "guidance.apg.norm_threshold");

@@ -45,7 +45,7 @@ at::Tensor sample_maskgit(DiscreteContext& ctx, at::Tensor x, const Options& o) 
 
 std::vector<DiscreteSamplerEntry> maskgit_rows() {
   return {{"maskgit", "confidence-based parallel decoding, cosine schedule (Chang et al. 2022)",
-           {{"choice_temperature", OptionType::Number, "4.5", "Gumbel temperature of the confidence, annealed to 0", {}}},
+           {{"choice_temperature", OptionType::Number, "4.5", "Gumbel temperature of the confidence, annealed to 0", {}, 0, 1e9}},
            sample_maskgit}};
 }
 

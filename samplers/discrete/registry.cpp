@@ -73,14 +73,14 @@ at::Tensor discrete_prior(DiscreteContext& ctx, int64_t batch) {
 
 const Schema& discrete_common_options() {
   static const Schema specs = {
-      {"steps", OptionType::Int, "64", "number of steps (first_hitting: one model call per token instead)", {}},
-      {"t_end", OptionType::Number, "0.00001", "last time of the uniform grid from 1", {}},
-      {"temperature", OptionType::Number, "1", "p^(1/T), renormalised", {}},
-      {"top_k", OptionType::Int, "0", "keep the k most likely tokens (0: all)", {}},
-      {"top_p", OptionType::Number, "1", "nucleus: the most likely tokens up to this mass", {}},
+      {"steps", OptionType::Int, "64", "number of steps (first_hitting: one model call per token instead)", {}, 1, 1000000},
+      {"t_end", OptionType::Number, "0.00001", "last time of the uniform grid from 1", {}, 0, 1},
+      {"temperature", OptionType::Number, "1", "p^(1/T), renormalised", {}, 0, 1000},
+      {"top_k", OptionType::Int, "0", "keep the k most likely tokens (0: all)", {}, 0, 2147483647},
+      {"top_p", OptionType::Number, "1", "nucleus: the most likely tokens up to this mass", {}, 0, 1},
       {"final", OptionType::String, "sample", "the last step draws (sample) or takes the most likely token (argmax)",
        {"sample", "argmax"}},
-      {"blocks", OptionType::Int, "1", "semi-autoregressive: unmask the sequence in this many blocks, left to right", {}},
+      {"blocks", OptionType::Int, "1", "semi-autoregressive: unmask the sequence in this many blocks, left to right", {}, 1, 16777216},
   };
   return specs;
 }

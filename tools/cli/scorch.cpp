@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <sstream>
 #include <thread>
 #include <algorithm>
 
@@ -124,23 +125,39 @@ at::Tensor to_unit_range(const at::Tensor& u8) { return u8.to(at::kFloat).div(12
 
 int run_eval(const std::string& samples_path, const std::string& labels_path, const std::string& classifier_path,
              const std::string& reference, int k, bool json) {
-  const scorch::FeatureClassifier classifier(scorch::find_input_file(classifier_path));
+  // Every file is checked by kind first, then the data (cheap) before the classifier loads;
+  // what is wrong with the data names the option and the file.
+  const std::string ref_file = reference == "test"    ? scorch::fashion_mnist_file("t10k-images-idx3-ubyte.gz")
+                               : reference == "train" ? scorch::fashion_mnist_file("train-images-idx3-ubyte.gz")
+                                                      : reference;
+  scorch::check_input_file(samples_path, "--samples");
+  if (!labels_path.empty()) scorch::check_input_file(labels_path, "--labels");
+  scorch::check_input_file(ref_file, "--reference");
+  const std::string classifier_file = scorch::find_input_file(classifier_path);
+  scorch::check_input_file(classifier_file, "--classifier");
+  const std::string s_what = "--samples '" + samples_path + "'";
   at::Tensor samples = scorch::read_npy(samples_path, "--samples");
-  if (!at::isFloatingType(samples.scalar_type())) scorch::bad_input("--samples: expected float32 or float64 data");
+  if (!at::isFloatingType(samples.scalar_type())) scorch::bad_input(s_what + ": expected float32 or float64 data");
+  if (!at::isfinite(samples).all().item<bool>()) scorch::bad_input(s_what + ": has non-finite values");
   at::Tensor labels;
   if (!labels_path.empty()) {
     labels = scorch::read_npy(labels_path, "--labels");
     if (at::isFloatingType(labels.scalar_type())) scorch::bad_input("--labels: expected integer labels");
+    if (labels.dim() != 1 || (samples.dim() > 0 && labels.size(0) != samples.size(0)))
+      scorch::bad_input("--labels '" + labels_path + "': shape " + scorch::shape_string(labels.sizes()) +
+                        " is not one label per sample of " + s_what + " (" +
+                        std::to_string(samples.dim() > 0 ? samples.size(0) : 0) + ")");
   }
-  const std::string ref_file = reference == "test"    ? scorch::fashion_mnist_file("t10k-images-idx3-ubyte.gz")
-                               : reference == "train" ? scorch::fashion_mnist_file("train-images-idx3-ubyte.gz")
-                                                      : reference;
   at::Tensor ref = ref_file.size() > 4 && ref_file.substr(ref_file.size() - 4) == ".npy"
                        ? scorch::read_npy(ref_file, "--reference")
                        : to_unit_range(scorch::read_idx(ref_file));
   // Grey images come as [N, H, W] or [N, 1, H, W]: give both sets the same form.
   if (samples.dim() == 3 && ref.dim() == 4 && ref.size(1) == 1) samples = samples.unsqueeze(1);
   if (ref.dim() == 3 && samples.dim() == 4 && samples.size(1) == 1) ref = ref.unsqueeze(1);
+  if (samples.dim() >= 2 && ref.dim() >= 2 && samples.sizes().slice(1) != ref.sizes().slice(1))
+    scorch::bad_input("--reference '" + ref_file + "': samples of shape " + scorch::shape_string(ref.sizes().slice(1)) +
+                      ", " + s_what + " has " + scorch::shape_string(samples.sizes().slice(1)));
+  const scorch::FeatureClassifier classifier(classifier_file);
   const scorch::EvalReport r = scorch::evaluate(classifier, samples, labels, ref, k);
   if (json) {
     std::printf("{\"samples\": %lld, \"reference\": %lld, \"fd\": %.6g, \"accuracy\": %.6g, \"precision\": %.6g, "
@@ -158,9 +175,11 @@ int run_eval(const std::string& samples_path, const std::string& labels_path, co
 // Returns [N, *shape] float32.
 at::Tensor read_data(const std::string& path) {
   const bool npy = path.size() > 4 && path.substr(path.size() - 4) == ".npy";
+  scorch::check_input_file(path, "--data");
   at::Tensor x = npy ? scorch::read_npy(path, "--data") : scorch::read_idx(path);
   if (x.dim() < 2) scorch::bad_input("--data '" + path + "': expected samples [N, ...], got a vector");
   if (x.size(0) == 0) scorch::bad_input("--data '" + path + "': no samples");
+  if (x.size(0) == 1) scorch::bad_input("--data '" + path + "': one sample; a fit needs at least 2");
   if (x.scalar_type() == at::kByte) x = x.to(at::kFloat).div_(127.5).sub_(1.0);
   if (!npy && x.dim() == 3) x = x.unsqueeze(1);  // IDX images [N, H, W] -> [N, 1, H, W]
   if (!at::isFloatingType(x.scalar_type())) scorch::bad_input("--data '" + path + "': expected float or uint8 data");
@@ -280,6 +299,25 @@ CLI::Validator int_range(long long lo, long long hi) {
       "", "int_range");
 }
 
+// The same for a number option (finite, within [lo, hi]).
+CLI::Validator number_range(double lo, double hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& v) -> std::string {
+        std::ostringstream range;
+        range << "expected a number from " << lo << " to " << hi;
+        size_t used = 0;
+        double x = 0;
+        try {
+          x = std::stod(v, &used);
+        } catch (const std::exception&) {
+          return range.str() + ", got '" + v + "'";
+        }
+        if (used != v.size() || !(x >= lo && x <= hi)) return range.str() + ", got '" + v + "'";
+        return "";
+      },
+      "", "number_range");
+}
+
 // Bytes a terminal would act on (escape sequences, carriage returns), shown as \xNN.
 std::string printable(const std::string& s) {
   std::string out;
@@ -354,9 +392,9 @@ int main(int argc, char** argv) {
       ->check(int_range(0, 1000000));
   fit->add_option("--iters", fa.iters, "gmm: k-means (Lloyd) iterations")->capture_default_str()->check(int_range(0, 1000000));
   fit->add_option("--em-iters", fa.em_iters, "gmm: EM iterations after k-means")->capture_default_str()->check(int_range(0, 1000000));
-  fit->add_option("--reg", fa.reg, "gmm: added to every variance and eigenvalue")->capture_default_str();
+  fit->add_option("--reg", fa.reg, "gmm: added to every variance and eigenvalue")->capture_default_str()->check(number_range(0, 1e6));
   fit->add_option("--seed", fa.seed, "gmm: seed of the k-means++ initialisation")->capture_default_str()->check(int_range(0, INT64_MAX));
-  fit->add_option("--smoothing", fa.smoothing, "empirical: smoothing sigma of each data point")->capture_default_str();
+  fit->add_option("--smoothing", fa.smoothing, "empirical: smoothing sigma of each data point")->capture_default_str()->check(number_range(0, 1e6));
   fit->add_option("--limit", fa.limit, "use the first N samples (0: all)")->capture_default_str()->check(int_range(0, INT64_MAX));
   fit->add_flag("-q,--quiet", quiet, "no progress output");
 
@@ -412,7 +450,12 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("fit")) return run_fit(fa, quiet);
     if (app.got_subcommand("distill-lsd")) {
       const auto start = std::chrono::steady_clock::now();
-      const scorch::LsdDistillResult r = scorch::distill_lsd(scorch::load_config(lsd_config, {}), lo);
+      const YAML::Node config = scorch::load_config(lsd_config, {});
+      if (!scorch::is_token_config(config))
+        scorch::bad_input("--config: '" + lsd_config + "' is not a token model (model.type: tokens); distill-lsd learns "
+                          "the lsd sampler's coefficients for token models");
+      scorch::check_writable(lsd_out, "--out");  // before the distillation, not after it
+      const scorch::LsdDistillResult r = scorch::distill_lsd(config, lo);
       scorch::write_lsd_yaml(lsd_out, r, lo);
       for (size_t i = 0; i < r.loss_after.size(); ++i)
         std::fprintf(stderr, "step %zu: c = %.4f  d = %.4f  reverse KL %.4f -> %.4f nats per position\n", i + 1, r.coefficients[i],
