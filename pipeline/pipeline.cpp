@@ -442,35 +442,48 @@ void Pipeline::set_init_image(const at::Tensor& x_init, double strength, const a
   m.inpaint_mask = latent_mask.defined() ? latent_mask.to(m.options, false, true) : at::Tensor();
 }
 
-at::Tensor Pipeline::initial_noise() const {
+at::Tensor Pipeline::initial_noise() const { return initial_noise(0, impl_->batch); }
+
+at::Tensor Pipeline::initial_noise(int64_t first, int64_t count) const {
   const Impl& m = *impl_;
-  if (m.init_noise.defined()) return m.init_noise.clone();
-  std::vector<int64_t> full = {m.batch};
+  if (m.init_noise.defined()) return m.init_noise.narrow(0, first, count).clone();
+  std::vector<int64_t> full = {count};
   full.insert(full.end(), m.shape.begin(), m.shape.end());
   const double t_start = m.grid.t.front();
   // Sample i's z from its own stream (seed i): the same whatever the batch.
-  Rng rng = Rng::per_sample(m.seeds, m.noise);
+  Rng rng = Rng::per_sample(std::vector<uint64_t>(m.seeds.begin() + first, m.seeds.begin() + first + count), m.noise);
   if (m.init_image.defined())
-    return m.schedule->alpha(t_start) * m.init_image + m.schedule->sigma(t_start) * rng.normal(full, m.options);
+    return m.schedule->alpha(t_start) * m.init_image.narrow(0, first, count) +
+           m.schedule->sigma(t_start) * rng.normal(full, m.options);
   // x_T ~ N(0, sigma(t_start)^2 I), the prior that neglects alpha(t_start) x0: the
   // k-diffusion convention (x~ = sigma~_max z in VE variables), N(0, I) at t = 1 for VP.
   return rng.normal(full, m.options) * m.schedule->sigma(t_start);
 }
 
-GenerateResult Pipeline::generate(const ProgressFn& progress) const {
+int64_t Pipeline::batch() const { return impl_->batch; }
+
+GenerateResult Pipeline::generate(const ProgressFn& progress) const { return generate(progress, 0, impl_->batch); }
+
+GenerateResult Pipeline::generate(const ProgressFn& progress, int64_t first, int64_t count) const {
   const Impl& m = *impl_;
+  if (first < 0 || count < 1 || first + count > m.batch)
+    bad_input("generate: samples " + std::to_string(first) + " to " + std::to_string(first + count - 1) +
+              " are not in the batch of " + std::to_string(m.batch));
   c10::InferenceMode guard;
   const auto start = std::chrono::steady_clock::now();
   const int64_t network_start = network_nanoseconds();
   if (m.inputs) m.inputs->check_ready(m.batch);
   if (m.cfg_with_inputs && !m.inputs->has_negative()) bad_input(kNeedsNegative);
-  const at::Tensor x_T = initial_noise();
+  const at::Tensor x_T = initial_noise(first, count);
   // Sampler noise: sample i's own stream, derived from its seed, so that it never depends on
-  // how x_T was obtained nor on the other samples.
+  // how x_T was obtained nor on the other samples (nor on which of them run together).
   std::vector<uint64_t> noise_seeds;
-  for (uint64_t s : m.seeds) noise_seeds.push_back(noise_stream_seed(s));
+  for (int64_t i = first; i < first + count; ++i) noise_seeds.push_back(noise_stream_seed(m.seeds[size_t(i)]));
   Rng rng = Rng::per_sample(noise_seeds);
-  SamplerContext ctx(*m.denoiser, *m.schedule, rng, m.cond, progress);
+  // Labels, or row indices into the declared inputs' full tables: this share's rows.
+  const at::Tensor cond = m.cond.defined() ? m.cond.narrow(0, first, count) : at::Tensor();
+  const at::Tensor init_image = m.init_image.defined() ? m.init_image.narrow(0, first, count) : at::Tensor();
+  SamplerContext ctx(*m.denoiser, *m.schedule, rng, cond, progress);
   if (m.brownian) {
     // One path per sample over the run's noise levels, keyed by its noise seed.
     const double s0 = ode_time(*m.schedule, m.grid.t.front()), s1 = ode_time(*m.schedule, m.grid.t.back());
@@ -481,14 +494,14 @@ GenerateResult Pipeline::generate(const ProgressFn& progress) const {
   // The pipeline's policies between steps, in this order: inpainting (with the corrector's
   // iterations alternating with it) or the corrector alone, then the trajectory.
   if (m.inpaint_mask.defined())
-    ctx.add_hook(std::make_shared<InpaintHook>(m.init_image, m.inpaint_mask, m.corrector));
+    ctx.add_hook(std::make_shared<InpaintHook>(init_image, m.inpaint_mask, m.corrector));
   else if (!m.corrector.type.empty())
     ctx.add_hook(std::make_shared<CorrectorHook>(m.corrector));
   std::shared_ptr<TrajectoryHook> trajectory;
   if (!m.out.trajectory.empty()) ctx.add_hook(trajectory = std::make_shared<TrajectoryHook>(x_T));
   GenerateResult r;
   r.samples = m.sampler->run(ctx, x_T, m.grid);
-  if (m.inpaint_mask.defined()) r.samples = at::lerp(m.init_image, r.samples, m.inpaint_mask);  // the kept part exactly
+  if (m.inpaint_mask.defined()) r.samples = at::lerp(init_image, r.samples, m.inpaint_mask);  // the kept part exactly
   if (trajectory) r.trajectory = at::stack(trajectory->states());
   if (!at::isfinite(r.samples).all().item<bool>())
     bad_input("sampler '" + m.entry->name + "' produced non-finite samples; try more steps or other options");

@@ -9,6 +9,7 @@ packages=(
   libopenblas0-pthread     # without it LibTorch falls back to the reference BLAS (~30x slower sgemm)
   libopencv-dev libyaml-cpp-dev libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev
   zlib1g-dev dataset-fashion-mnist wamerican
+  libgloo-dev              # the Gloo headers LibTorch's c10d headers include (distributed runs)
 )
 
 missing=()

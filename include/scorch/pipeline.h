@@ -47,7 +47,15 @@ class Pipeline {
   // The starting state: the `invert` samples, init_noise if configured, the noised
   // init_image, else seeded noise.
   at::Tensor initial_noise() const;
+  // Samples first .. first + count - 1 of it alone.
+  at::Tensor initial_noise(int64_t first, int64_t count) const;
   GenerateResult generate(const ProgressFn& progress = {}) const;
+  // Samples first .. first + count - 1 of the batch alone (a rank's share of a distributed
+  // run, docs/distributed.md): those rows of generate(), since each sample's noise, seed,
+  // label and inputs are its own (the samplers and correctors whose step control couples
+  // the batch are listed there).
+  GenerateResult generate(const ProgressFn& progress, int64_t first, int64_t count) const;
+  int64_t batch() const;
   // Writes output.png / output.npy (atomically); returns the paths written.
   std::vector<std::string> write_outputs(const GenerateResult& result) const;
 

@@ -6,6 +6,7 @@
 #include <torch/csrc/jit/runtime/graph_executor.h>
 #include <unistd.h>
 #if defined(__GLIBC__)
+#include <dlfcn.h>
 #include <malloc.h>
 #endif
 
@@ -21,6 +22,8 @@
 
 #include "scorch/config.h"
 #include "scorch/discrete_sampler.h"
+#include "scorch/distributed.h"
+#include "scorch/distributed_pipeline.h"
 #include "scorch/sampler.h"
 #include "scorch/token_pipeline.h"
 #include "scorch/error.h"
@@ -51,6 +54,16 @@ void keep_freed_memory() {
 #endif
 }
 
+// OpenBLAS runs its own threads inside each GEMM, and their number changes the round-off of
+// the analytic models' products (float32, ~1e-6): one BLAS thread per process keeps every
+// sample independent of thread counts and of how a batch is split across torchrun's ranks
+// (docs/distributed.md); the parallelism is ATen's (chunks and intra-op threads). Looked up
+// at run time, as the BLAS behind LibTorch may be another one.
+void single_threaded_blas() {
+  using SetThreads = void (*)(int);
+  if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(1);
+}
+
 // A token model: samples go to stdout as text, one per line.
 int run_generate_tokens(const YAML::Node& config, bool quiet) {
   const auto pipeline = scorch::TokenPipeline::from_config(config);
@@ -79,12 +92,16 @@ void plain_executor_on_cpu(const YAML::Node& config) {
   torch::jit::getProfilingMode() = false;
 }
 
-int run_generate(const std::string& config_path, const std::vector<std::string>& sets, bool quiet) {
+int run_generate(const std::string& config_path, const std::vector<std::string>& sets, bool quiet,
+                 scorch::ProcessGroup* group) {
   const YAML::Node config = scorch::load_config(config_path, sets);
   plain_executor_on_cpu(config);
-  if (scorch::is_token_config(config)) return run_generate_tokens(config, quiet);
+  if (!group && scorch::is_token_config(config)) return run_generate_tokens(config, quiet);
   const auto load_start = std::chrono::steady_clock::now();
-  const auto pipeline = scorch::Pipeline::from_config(config);  // load and validate
+  // Under torchrun every rank loads and validates, then generates its share; rank 0 reports
+  // and writes (docs/distributed.md).
+  const auto pipeline = group ? scorch::distributed_pipeline(*group, config) : scorch::Pipeline::from_config(config);
+  if (group && group->rank() != 0) quiet = true;
   const double load_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - load_start).count();
   const bool tty = isatty(STDERR_FILENO);
@@ -104,7 +121,9 @@ int run_generate(const std::string& config_path, const std::vector<std::string>&
       return true;
     };
   }
-  const scorch::GenerateResult result = pipeline->generate(progress);
+  const scorch::GenerateResult result =
+      group ? scorch::distributed_generate(*group, *pipeline, progress) : pipeline->generate(progress);
+  if (group && group->rank() != 0) return 0;
   const auto written = pipeline->write_outputs(result);
   for (const auto& line : result.notes)
     if (!quiet || line.rfind("warning:", 0) == 0) std::fprintf(stderr, "%s\n", line.c_str());
@@ -337,6 +356,7 @@ std::string printable(const std::string& s) {
 
 int main(int argc, char** argv) {
   keep_freed_memory();
+  single_threaded_blas();
   scorch::install_temp_file_cleanup();  // SIGINT / SIGTERM leave no temporary output behind
   CLI::App app{"scorch: diffusion and score-model sampling engine"};
   app.require_subcommand(1);
@@ -420,9 +440,13 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "scorch: error: --config: empty path (leave --config out for the built-in default)\n");
     return 2;
   }
+  std::unique_ptr<scorch::ProcessGroup> group;
   try {
-    // Debian's OpenMP build of LibTorch starts with one thread; use every core by default.
-    at::set_num_threads(threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency())));
+    // Debian's OpenMP build of LibTorch starts with one thread; use every core by default,
+    // or OMP_NUM_THREADS when it is set (torchrun sets 1 per rank).
+    int default_threads = int(std::max(1u, std::thread::hardware_concurrency()));
+    if (const char* omp = std::getenv("OMP_NUM_THREADS"); omp && std::atoi(omp) > 0) default_threads = std::atoi(omp);
+    at::set_num_threads(threads > 0 ? threads : default_threads);
     if (app.got_subcommand("samplers")) {
       print_samplers();
       return 0;
@@ -464,8 +488,13 @@ int main(int argc, char** argv) {
                    std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), lsd_out.c_str());
       return 0;
     }
-    return run_generate(config_path, sets, quiet);
+    // torchrun's environment (WORLD_SIZE ...) makes this process a rank of a group.
+    group = scorch::ProcessGroup::from_environment();
+    return run_generate(config_path, sets, quiet, group.get());
   } catch (const scorch::Error& e) {
+    // A bad input is agreed by every rank, so rank 0 alone says it; a lost rank is said by
+    // each rank that saw it.
+    if (group && group->rank() != 0 && e.status() == scorch::Status::BadInput) return 2;
     std::fprintf(stderr, "scorch: error: %s\n", printable(e.what()).c_str());
     return e.status() == scorch::Status::BadInput ? 2 : 1;
   } catch (const c10::Error& e) {

@@ -1,0 +1,227 @@
+// Distributed runs (docs/distributed.md) on loopback: torchrun with 2 and 3 ranks gives the
+// single-process outputs (bit-identical for the closed-form model, float32 round-off for a
+// network); a bad config on one rank fails every rank with one message and no output; a
+// rank that dies or hangs makes the others exit within SCORCH_DIST_TIMEOUT, naming it, and
+// no output is written. Skipped with a message where torchrun is missing.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "scorch/distributed.h"
+#include "scorch/io.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kCli = SCORCH_CLI;
+const std::string kTorchrun = "/usr/bin/torchrun";
+
+// A port nobody listens on now (the kernel's choice for a socket bound to port 0).
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t n = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &n);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class Distributed : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!fs::exists(kTorchrun)) GTEST_SKIP() << "torchrun is missing (python3-torch): distributed runs not tested";
+    dir_ = fs::temp_directory_path() /
+           ("scorch_dist_" + std::to_string(::getpid()) + "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_ / "out");
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  // `scorch args` under torchrun with n ranks on this machine; returns the exit status.
+  int torchrun(int n, const std::string& args, const std::string& env = "") {
+    const std::string cmd = "cd '" + (dir_ / "out").string() + "' && " + env + " timeout 120 " + kTorchrun +
+                            " --no_python --redirects 1 --tee 2 --nproc_per_node " + std::to_string(n) +
+                            " --master_port " + std::to_string(free_port()) + " '" + kCli + "' " + args + " > '" +
+                            (dir_ / "torchrun.log").string() + "' 2>&1";
+    const int raw = std::system(cmd.c_str());
+    return WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  }
+  int single(const std::string& args) {
+    const std::string cmd = "cd '" + (dir_ / "out").string() + "' && OMP_NUM_THREADS=1 '" + kCli + "' " + args + " 2> '" +
+                            (dir_ / "single.log").string() + "'";
+    const int raw = std::system(cmd.c_str());
+    return WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  }
+  at::Tensor npy(const std::string& name) { return scorch::read_npy((dir_ / "out" / name).string()); }
+  std::vector<std::string> outputs() {
+    std::vector<std::string> names;
+    for (const auto& e : fs::directory_iterator(dir_ / "out")) names.push_back(e.path().filename().string());
+    return names;
+  }
+  fs::path dir_;
+};
+
+// Balanced shares: counts differ by at most one, lower ranks first, covering 0..n-1 in order.
+TEST(DistributedShare, BalancedAndInOrder) {
+  for (int size : {1, 2, 3, 7})
+    for (int64_t n : {0, 1, 2, 5, 7, 80, 1001}) {
+      int64_t next = 0, lo = n, hi = 0;
+      for (int r = 0; r < size; ++r) {
+        const auto [first, count] = scorch::ProcessGroup::share(n, r, size);
+        EXPECT_EQ(first, next) << n << " over " << size;
+        next += count;
+        lo = std::min(lo, count);
+        hi = std::max(hi, count);
+      }
+      EXPECT_EQ(next, n);
+      EXPECT_LE(hi - lo, 1);
+    }
+}
+
+// The closed-form Gaussian with an SDE sampler (noise at every step) and a PNG: 2 and 3
+// ranks (uneven shares of 7) against one process, bit for bit, PNG included.
+TEST_F(Distributed, GenerateEqualsOneProcessBitForBit) {
+  const std::string base = "generate -q --config configs/fmnist_gaussian.yaml --set batch=7 --set sampler.name=dpmpp_2m_sde "
+                           "--set sampler.steps=8 ";
+  ASSERT_EQ(single(base + "--set output.npy=one.npy --set output.png=one.png"), 0) << slurp(dir_ / "single.log");
+  for (int n : {2, 3}) {
+    const std::string name = "ranks" + std::to_string(n);
+    ASSERT_EQ(torchrun(n, base + "--set output.npy=" + name + ".npy --set output.png=" + name + ".png"), 0)
+        << slurp(dir_ / "torchrun.log");
+    EXPECT_TRUE(at::equal(npy("one.npy"), npy(name + ".npy"))) << n << " ranks: max difference "
+                                                               << (npy("one.npy") - npy(name + ".npy")).abs().max().item<double>();
+    // The PNG holds the same pixels and the same resolved config (the full batch's seeds).
+    EXPECT_EQ(slurp(dir_ / "out" / "one.png").size(), slurp(dir_ / "out" / (name + ".png")).size()) << n;
+    EXPECT_NE(slurp(dir_ / "out" / (name + ".json")).find("seed: [0, 1, 2, 3, 4, 5, 6]"), std::string::npos);
+  }
+}
+
+// The shipped class-conditional U-Net (a TorchScript network), 10 samples over 3 ranks
+// (4, 3, 3, each with its rows' labels): equal to float32 round-off of the network.
+TEST_F(Distributed, NetworkGenerateEqualsOneProcessToRoundOff) {
+  const std::string base = "generate -q --set batch=10 --set sampler.steps=4 --set output.png= ";
+  ASSERT_EQ(single(base + "--set output.npy=one.npy"), 0) << slurp(dir_ / "single.log");
+  ASSERT_EQ(torchrun(3, base + "--set output.npy=three.npy"), 0) << slurp(dir_ / "torchrun.log");
+  const double diff = (npy("one.npy") - npy("three.npy")).abs().max().item<double>();
+  std::printf("U-Net, 3 ranks against one process: max difference %.3g\n", diff);
+  EXPECT_LT(diff, 1e-4);
+}
+
+// Ranks started by hand (no torchrun agent: rank 0 serves the store), each with its own
+// arguments and environment; returns the pids.
+struct Ranks {
+  std::vector<pid_t> pids;
+  std::vector<std::string> logs;
+};
+
+Ranks start_ranks(const fs::path& dir, const std::vector<std::string>& args, double timeout_s) {
+  const int port = free_port();
+  Ranks r;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string log = (dir / ("rank" + std::to_string(i) + ".log")).string();
+    const std::string cmd = "cd '" + (dir / "out").string() + "' && WORLD_SIZE=" + std::to_string(args.size()) +
+                            " RANK=" + std::to_string(i) + " MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) +
+                            " SCORCH_DIST_TIMEOUT=" + std::to_string(timeout_s) + " OMP_NUM_THREADS=1 exec '" + kCli +
+                            "' " + args[i] + " 2> '" + log + "'";
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    r.pids.push_back(pid);
+    r.logs.push_back(log);
+  }
+  return r;
+}
+
+int wait_exit(pid_t pid, double* seconds = nullptr) {
+  const auto t0 = std::chrono::steady_clock::now();
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  if (seconds) *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+// A config that is bad on one rank only: every rank exits 2 before sampling, rank 0 says it
+// once (naming the rank), the other says nothing, and no file is written.
+TEST_F(Distributed, BadConfigOnOneRankFailsEveryRank) {
+  const std::string good = "generate -q --config configs/fmnist_gaussian.yaml --set batch=4 --set output.npy=x.npy";
+  const Ranks r = start_ranks(dir_, {good, good + " --set sampler.name=nope"}, 20);
+  EXPECT_EQ(wait_exit(r.pids[0]), 2);
+  EXPECT_EQ(wait_exit(r.pids[1]), 2);
+  const std::string said = slurp(r.logs[0]);
+  EXPECT_EQ(said.rfind("scorch: error: rank 1: sampler.name: unknown sampler 'nope'", 0), 0u) << said;
+  EXPECT_EQ(said.find('\n'), said.size() - 1) << said;
+  EXPECT_EQ(slurp(r.logs[1]), "");
+  EXPECT_TRUE(outputs().empty());
+}
+
+// A rank killed mid-run, and a rank that hangs (stopped): the other exits non-zero within
+// the timeout naming it, and writes nothing.
+TEST_F(Distributed, DeadOrHungRankIsNamedWithinTheTimeout) {
+  const std::string job = "generate -q --set batch=40 --set sampler.steps=40 --set output.png=x.png";
+  for (const int sig : {SIGKILL, SIGSTOP}) {
+    const Ranks r = start_ranks(dir_, {job, job}, 4);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    ::kill(r.pids[1], sig);
+    double seconds = 0;
+    EXPECT_EQ(wait_exit(r.pids[0], &seconds), 1) << slurp(r.logs[0]);
+    // the rank's own share (~10 s here) ends first; then at most the 4 s timeout
+    EXPECT_LT(seconds, 30.0);
+    EXPECT_NE(slurp(r.logs[0]).find("distributed: rank 1 did not reach 'finish the share' within 4 s"), std::string::npos)
+        << slurp(r.logs[0]);
+    ::kill(r.pids[1], SIGKILL);
+    wait_exit(r.pids[1]);
+    EXPECT_TRUE(outputs().empty()) << (sig == SIGKILL ? "killed" : "stopped");
+  }
+}
+
+// Under torchrun the agent ends the job when a rank dies: non-zero, no output file.
+TEST_F(Distributed, TorchrunEndsTheJobWhenARankDies) {
+  const std::string marker = (dir_ / "pids").string();
+  // The rank records its pid, then runs long; the test kills rank 1.
+  std::thread killer([&] {
+    for (int i = 0; i < 300; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      for (const auto& e : fs::directory_iterator("/proc")) {
+        const std::string env = slurp(e.path() / "environ");
+        if (env.find("SCORCH_TEST_MARK=" + dir_.filename().string()) == std::string::npos) continue;
+        if (env.find(std::string("RANK=1") + '\0') == std::string::npos || slurp(e.path() / "comm").rfind("scorch", 0) != 0)
+          continue;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+        ::kill(std::stoi(e.path().filename().string()), SIGKILL);
+        return;
+      }
+    }
+  });
+  const int status = torchrun(2, "generate -q --set batch=40 --set sampler.steps=40 --set output.png=x.png",
+                              "SCORCH_TEST_MARK=" + dir_.filename().string());
+  killer.join();
+  EXPECT_NE(status, 0) << slurp(dir_ / "torchrun.log");
+  EXPECT_TRUE(outputs().empty());
+}
+
+}  // namespace
