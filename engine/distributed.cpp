@@ -213,4 +213,25 @@ void ProcessGroup::all_reduce_sum(at::Tensor& t, const std::string& phase) {
   t.copy_(tensors[0]);
 }
 
+std::string ProcessGroup::outcome_of(const Error& e) { return std::to_string(int(e.status())) + e.what(); }
+
+void ProcessGroup::raise_first(const std::vector<std::string>& outcomes) {
+  for (size_t r = 0; r < outcomes.size(); ++r) {
+    const std::string& o = outcomes[r];
+    if (o.empty()) continue;
+    const Status status = o[0] == '2' ? Status::BadInput : o[0] == '3' ? Status::Cancelled : Status::Internal;
+    throw Error(status, (r == 0 ? std::string() : "rank " + std::to_string(r) + ": ") + o.substr(1));
+  }
+}
+
+void ProcessGroup::agree(const std::string& phase, const std::function<void()>& work) {
+  std::string mine;
+  try {
+    work();
+  } catch (const Error& e) {
+    mine = outcome_of(e);
+  }
+  raise_first(all_gather(mine, phase));
+}
+
 }  // namespace scorch

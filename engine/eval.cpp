@@ -113,8 +113,8 @@ FeatureClassifier::~FeatureClassifier() = default;
 at::Tensor FeatureClassifier::features(const at::Tensor& images) const {
   c10::InferenceMode guard;
   std::vector<at::Tensor> out;
-  for (int64_t i = 0; i < images.size(0); i += 500) {
-    const at::Tensor batch = images.narrow(0, i, std::min<int64_t>(500, images.size(0) - i)).to(at::kFloat);
+  for (int64_t i = 0; i < images.size(0); i += kFeatureBlock) {
+    const at::Tensor batch = images.narrow(0, i, std::min(kFeatureBlock, images.size(0) - i)).to(at::kFloat);
     out.push_back(impl_->module.get_method("features")({batch}).toTensor());
   }
   return at::cat(out);
@@ -123,18 +123,30 @@ at::Tensor FeatureClassifier::features(const at::Tensor& images) const {
 at::Tensor FeatureClassifier::logits(const at::Tensor& images) const {
   c10::InferenceMode guard;
   std::vector<at::Tensor> out;
-  for (int64_t i = 0; i < images.size(0); i += 500) {
-    const at::Tensor batch = images.narrow(0, i, std::min<int64_t>(500, images.size(0) - i)).to(at::kFloat);
+  for (int64_t i = 0; i < images.size(0); i += kFeatureBlock) {
+    const at::Tensor batch = images.narrow(0, i, std::min(kFeatureBlock, images.size(0) - i)).to(at::kFloat);
     out.push_back(impl_->module.forward({batch}).toTensor());
   }
   return at::cat(out);
 }
 
 EvalReport evaluate(const FeatureClassifier& classifier, const at::Tensor& samples, const at::Tensor& labels,
-                    const at::Tensor& reference, int k) {
+                    const at::Tensor& reference, int k, const DataShards& shards) {
+  // Counts, extremes and correct labels are combined over the shards; features gathered.
+  const auto total = [&](int64_t n) {
+    at::Tensor t = at::full({1}, double(n), at::kDouble);
+    shards.sum(t);
+    return int64_t(t.item<double>());
+  };
+  const auto extreme = [&](const at::Tensor& x, bool lowest) {
+    const double v = x.numel() ? (lowest ? x.min() : x.max()).item<double>() : (lowest ? 1e300 : -1e300);
+    const at::Tensor all = shards.gather(at::full({1}, v, at::kDouble));
+    return (lowest ? all.min() : all.max()).item<double>();
+  };
   if (samples.dim() < 2) bad_input("eval: samples must have shape [N, *shape]");
-  if (samples.size(0) < 2) bad_input("eval: needs at least 2 samples (a covariance), got " + std::to_string(samples.size(0)));
-  if (reference.size(0) < 2) bad_input("eval: the reference needs at least 2 samples, got " + std::to_string(reference.size(0)));
+  const int64_t n_samples = total(samples.size(0)), n_reference = total(reference.size(0));
+  if (n_samples < 2) bad_input("eval: needs at least 2 samples (a covariance), got " + std::to_string(n_samples));
+  if (n_reference < 2) bad_input("eval: the reference needs at least 2 samples, got " + std::to_string(n_reference));
   if (reference.sizes().slice(1) != samples.sizes().slice(1))
     bad_input("eval: samples of shape " + shape_string(samples.sizes().slice(1)) + ", the reference's are " +
               shape_string(reference.sizes().slice(1)));
@@ -144,77 +156,125 @@ EvalReport evaluate(const FeatureClassifier& classifier, const at::Tensor& sampl
     bad_input("eval: labels must have shape [N] matching the samples");
   EvalReport r;
   if (labels.defined()) {
-    const int64_t classes = classifier.logits(samples.narrow(0, 0, 1).clamp(-1.0, 1.0)).size(1);
-    const int64_t lo = labels.min().item<int64_t>(), hi = labels.max().item<int64_t>();
+    const int64_t classes = classifier.logits(at::zeros(samples.sizes().slice(1).vec(), samples.options()).unsqueeze(0)).size(1);
+    const int64_t lo = int64_t(extreme(labels.to(at::kDouble), true)), hi = int64_t(extreme(labels.to(at::kDouble), false));
     if (lo < 0 || hi >= classes)
       bad_input("eval: labels must lie in 0.." + std::to_string(classes - 1) + " (the classifier's classes), got " +
                 std::to_string(lo < 0 ? lo : hi));
   }
-  r.samples = samples.size(0);
-  r.reference = reference.size(0);
+  r.samples = n_samples;
+  r.reference = n_reference;
   // Samples are clipped to the reference's range ([-1, 1] for images, whose reference
   // spans it): a generator's overshoot is not a feature of the data.
-  const double lo = reference.min().item<double>(), hi = reference.max().item<double>();
+  const double lo = extreme(reference, true), hi = extreme(reference, false);
   const at::Tensor clipped = samples.clamp(lo, hi);
-  const at::Tensor fs = classifier.features(clipped);
-  const at::Tensor fr = classifier.features(reference);
+  // A process may hold no rows of a set (fewer blocks than processes): [0, d] features.
+  const auto features = [&](const at::Tensor& x) {
+    if (x.size(0) > 0) return classifier.features(x).to(at::kDouble);
+    std::vector<int64_t> one = samples.sizes().vec();
+    one[0] = 1;
+    return classifier.features(at::zeros(one, samples.options())).to(at::kDouble).narrow(0, 0, 0);
+  };
+  const at::Tensor fs = shards.gather(features(clipped));
+  const at::Tensor fr = shards.gather(features(reference));
   r.fd = frechet_distance(fs, fr);
   r.pr = knn_precision_recall(fr, fs, k);
-  if (labels.defined())
-    r.accuracy = (classifier.logits(clipped).argmax(1) == labels.to(at::kLong)).to(at::kDouble)
-                     .mean()
-                     .item<double>();
+  if (labels.defined()) {
+    at::Tensor correct = at::zeros({1}, at::kDouble);
+    if (clipped.size(0) > 0)
+      correct = (classifier.logits(clipped).argmax(1) == labels.to(at::kLong)).to(at::kDouble).sum(0, true);
+    shards.sum(correct);
+    r.accuracy = correct.item<double>() / double(n_samples);
+  }
   return r;
 }
 
-at::Tensor read_idx(const std::string& path) {
+namespace {
+
+// An IDX file's rows first .. first + count - 1 (count < 0: all), or only its shape when
+// `shape_only`. The header's declared size bounds what is decompressed (no gzip bomb runs
+// on); the rows kept are bounded by the input limit; rows outside the range are streamed
+// through, so that the file is still checked against its header.
+at::Tensor idx_range(const std::string& path, int64_t first, int64_t count, std::vector<int64_t>* shape_only) {
   const std::string what = "IDX file '" + path + "'";
   check_input_file(path, what);
   gzFile f = gzopen(path.c_str(), "rb");
   if (!f) bad_input(what + ": cannot open");
-  // Reads exactly `want` more bytes (fewer at the end of the data); -1 on a read error.
-  std::string buf;
-  const auto read_more = [&](size_t want) {
-    char chunk[1 << 16];
-    while (want > 0) {
-      const int n = gzread(f, chunk, unsigned(std::min(want, sizeof chunk)));
-      if (n < 0) return -1;
-      if (n == 0) break;
-      buf.append(chunk, size_t(n));
-      want -= size_t(n);
-    }
-    return 0;
-  };
-  // The header first: its declared size bounds what is decompressed (no gzip bomb runs on).
   const auto fail = [&](const std::string& why) {
     gzclose(f);
     bad_input(what + ": " + why);
   };
-  if (read_more(4) < 0 || buf.size() < 4) fail("unreadable or truncated");
+  // Reads exactly `want` more bytes (fewer at the end of the data), appended to `keep` or
+  // dropped; returns the bytes read, -1 on a read error.
+  std::string buf;
+  const auto read_more = [&](uint64_t want, bool keep) -> int64_t {
+    char chunk[1 << 16];
+    int64_t got = 0;
+    while (want > 0) {
+      const int n = gzread(f, chunk, unsigned(std::min<uint64_t>(want, sizeof chunk)));
+      if (n < 0) return -1;
+      if (n == 0) break;
+      if (keep) buf.append(chunk, size_t(n));
+      want -= uint64_t(n);
+      got += n;
+    }
+    return got;
+  };
+  if (read_more(4, true) < 0 || buf.size() < 4) fail("unreadable or truncated");
   const auto u8 = [&](size_t i) { return static_cast<unsigned char>(buf[i]); };
   if (u8(0) != 0 || u8(1) != 0 || u8(2) != 0x08) fail("not an unsigned-byte IDX file");
   const int dims = u8(3);
-  if (dims < 1 || dims > 4 || read_more(4 * size_t(dims)) < 0 || buf.size() < 4 + 4 * size_t(dims))
+  if (dims < 1 || dims > 4 || read_more(4 * uint64_t(dims), true) < 0 || buf.size() < 4 + 4 * size_t(dims))
     fail("malformed header");
   std::vector<int64_t> shape;
-  uint64_t count = 1;
+  uint64_t row = 1;  // bytes per row (the first axis indexes rows)
   for (int d = 0; d < dims; ++d) {
     const size_t o = 4 + 4 * size_t(d);
     const uint64_t s = (uint64_t(u8(o)) << 24) | (uint64_t(u8(o + 1)) << 16) | (uint64_t(u8(o + 2)) << 8) | u8(o + 3);
     if (s == 0) fail("a dimension of size 0");
     shape.push_back(int64_t(s));
-    count = count > input_byte_limit() / s ? input_byte_limit() + 1 : count * s;
+    // saturating: three sizes of up to 2^32 would overflow 64 bits (found by fuzz/fuzz_idx)
+    if (d > 0) row = row > (uint64_t(1) << 62) / s ? (uint64_t(1) << 62) : row * s;
   }
-  if (count > input_byte_limit())
-    fail("the header declares " + shape_string(shape) + " bytes, above the input limit of " +
-         std::to_string(input_byte_limit()) + " (SCORCH_MAX_INPUT_BYTES)");
-  const size_t offset = 4 + 4 * size_t(dims);
-  if (read_more(size_t(count) + 1) < 0) fail("unreadable or truncated");
+  if (shape_only) {
+    gzclose(f);
+    *shape_only = shape;
+    return {};
+  }
+  if (count < 0) first = 0, count = shape[0];
+  if (first < 0 || first + count > shape[0])
+    fail("rows " + std::to_string(first) + " to " + std::to_string(first + count - 1) + " are not in " + shape_string(shape));
+  const uint64_t kept = row * uint64_t(count);
+  if (row > input_byte_limit() || uint64_t(count) > input_byte_limit() / row)
+    fail("the header declares " + shape_string(shape) + (count < shape[0] ? " (this share: " + std::to_string(count) + " rows)" : "") +
+         ", above the input limit of " + std::to_string(input_byte_limit()) + " bytes (SCORCH_MAX_INPUT_BYTES)");
+  const size_t offset = buf.size();
+  const uint64_t before = row * uint64_t(first), after = row * uint64_t(shape[0] - first - count);
+  if (read_more(before, false) != int64_t(before) || read_more(kept, true) != int64_t(kept))
+    fail("data size does not match the header");
+  // the rest is streamed through: the file must end where the header says, no later
+  const int64_t rest = read_more(after + 1, false);
   gzclose(f);
-  if (buf.size() - offset != size_t(count)) bad_input(what + ": data size does not match the header");
-  at::Tensor t = at::empty(shape, at::kByte);
-  std::memcpy(t.data_ptr(), buf.data() + offset, size_t(count));
+  if (rest != int64_t(after)) bad_input(what + ": data size does not match the header");
+  std::vector<int64_t> part = shape;
+  part[0] = count;
+  at::Tensor t = at::empty(part, at::kByte);
+  std::memcpy(t.data_ptr(), buf.data() + offset, size_t(kept));
   return t;
+}
+
+}  // namespace
+
+at::Tensor read_idx(const std::string& path) { return idx_range(path, 0, -1, nullptr); }
+
+at::Tensor read_idx_rows(const std::string& path, int64_t first, int64_t count) {
+  return idx_range(path, first, count, nullptr);
+}
+
+std::vector<int64_t> idx_shape(const std::string& path) {
+  std::vector<int64_t> shape;
+  idx_range(path, 0, 0, &shape);
+  return shape;
 }
 
 std::string fashion_mnist_file(const std::string& name) {

@@ -29,23 +29,63 @@ at::Tensor sq_distances(const at::Tensor& x, const at::Tensor& x_sq, const at::T
   return (x_sq.unsqueeze(1) - 2.0 * at::mm(x, c.t()) + c.square().sum(1).unsqueeze(0)).clamp_min_(0.0);
 }
 
-// The M-step for responsibilities r [N, K] (rows sum to 1; one-hot after k-means).
-GaussianMixture m_step(const at::Tensor& x, const at::Tensor& r, const GmmFitOptions& o) {
+// A statistic of this process's rows, summed over the shards (DataShards).
+at::Tensor summed(at::Tensor t, const DataShards& shards) {
+  shards.sum(t);
+  return t;
+}
+
+// sum over rows of f(first, count), accumulated in float64 over blocks of rows (bounded
+// memory). Sums over rows are float64 throughout: a float32 sum would depend on how the
+// rows are split between processes (at 1e-7), enough to move a point across a k-means
+// boundary and a fit onto another path; float64 sums agree to ~1e-16 and round to the same
+// float32 model.
+template <typename F>
+at::Tensor row_sum(int64_t n, F f) {
+  constexpr int64_t kBlock = 4096;
+  at::Tensor acc;
+  for (int64_t b = 0; b < n; b += kBlock) {
+    const at::Tensor part = f(b, std::min(kBlock, n - b)).to(at::kDouble);
+    acc = acc.defined() ? acc.add_(part) : part.clone();
+  }
+  return acc;
+}
+
+// Row g of the whole data set, on every process (its owner contributes it, the others zeros).
+at::Tensor global_row(const at::Tensor& x, int64_t g, const DataShards& shards) {
+  at::Tensor row = at::zeros({x.size(1)}, x.options());
+  if (g >= shards.first && g < shards.first + x.size(0)) row.copy_(x[g - shards.first]);
+  return summed(row, shards);
+}
+
+// The M-step for responsibilities r [N, K] (rows sum to 1; one-hot after k-means): every
+// statistic is a sum over rows, summed over the shards.
+GaussianMixture m_step(const at::Tensor& x, const at::Tensor& r, const GmmFitOptions& o, const DataShards& shards) {
   const int64_t d = x.size(1), k = r.size(1);
-  const at::Tensor nk = r.sum(0, false, at::kDouble).clamp_min(1e-12);  // [K]
+  const int64_t n = x.size(0);
+  // r^T f(x) summed over rows, in float64
+  const auto weighted = [&](auto f) {
+    return summed(row_sum(n, [&](int64_t b, int64_t len) {
+                    return at::mm(r.narrow(0, b, len).t().to(at::kDouble), f(x.narrow(0, b, len).to(at::kDouble)));
+                  }),
+                  shards);
+  };
+  const at::Tensor nk = summed(r.sum(0, false, at::kDouble), shards).clamp_min(1e-12);  // [K]
   GaussianMixture m;
   m.cov = o.cov;
   m.log_weights = (nk / nk.sum()).log();
-  m.means = at::mm(r.t(), x).to(at::kDouble) / nk.unsqueeze(1);  // [K, D]
+  m.means = weighted([](const at::Tensor& xb) { return xb; }) / nk.unsqueeze(1);  // [K, D]
   switch (o.cov) {
     case Covariance::Isotropic: {
       // s^2 = (E_k|x|^2 - |mu_k|^2) / D
-      const at::Tensor ex2 = at::mv(r.t(), x.square().sum(1)).to(at::kDouble) / nk;
+      const at::Tensor ex2 = weighted([](const at::Tensor& xb) { return xb.square().sum(1, true); }).squeeze(1) / nk;
       m.variances = ((ex2 - m.means.square().sum(1)) / double(d)).clamp_min(0.0) + o.reg;
       break;
     }
     case Covariance::Diagonal:
-      m.variances = (at::mm(r.t(), x.square()).to(at::kDouble) / nk.unsqueeze(1) - m.means.square()).clamp_min(0.0) + o.reg;
+      m.variances =
+          (weighted([](const at::Tensor& xb) { return xb.square(); }) / nk.unsqueeze(1) - m.means.square()).clamp_min(0.0) +
+          o.reg;
       break;
     case Covariance::LowRank:
     case Covariance::Full: {
@@ -58,12 +98,14 @@ GaussianMixture m_step(const at::Tensor& x, const at::Tensor& r, const GmmFitOpt
         // in high dimension responsibilities are nearly hard, so this is a few percent of N)
         const at::Tensor sel = at::nonzero(r.select(1, j) > 1e-4).squeeze(1);
         at::Tensor cov = at::zeros({d, d}, kF64);
-        if (sel.numel() > 0) {
-          const at::Tensor w = r.select(1, j).index_select(0, sel).sqrt().unsqueeze(1);
-          const at::Tensor xc = (x.index_select(0, sel) - m.means[j].to(x.scalar_type())) * w;
-          cov = at::mm(xc.t(), xc).to(at::kDouble) / nk[j];
-        }
-        auto [val, vec] = eigh_descending(cov);
+        if (sel.numel() > 0)
+          cov = row_sum(sel.numel(), [&](int64_t b, int64_t len) {
+            const at::Tensor rows = sel.narrow(0, b, len);
+            const at::Tensor w = r.select(1, j).index_select(0, rows).to(at::kDouble).sqrt().unsqueeze(1);
+            const at::Tensor xc = (x.index_select(0, rows).to(at::kDouble) - m.means[j]) * w;
+            return at::mm(xc.t(), xc);
+          });
+        auto [val, vec] = eigh_descending(summed(cov, shards) / nk[j]);
         val = val.clamp_min(0.0);
         if (o.cov == Covariance::Full) {
           m.eigenvalues[j] = val + o.reg;
@@ -84,63 +126,76 @@ GaussianMixture m_step(const at::Tensor& x, const at::Tensor& r, const GmmFitOpt
 
 }  // namespace
 
-GaussianModel fit_gaussian(const at::Tensor& x_in, int64_t rank, const std::vector<int64_t>& shape) {
+GaussianModel fit_gaussian(const at::Tensor& x_in, int64_t rank, const std::vector<int64_t>& shape,
+                           const DataShards& shards) {
   check_data(x_in, "fit gaussian");
   const at::Tensor x = x_in.to(at::kDouble);
-  const int64_t n = x.size(0), d = x.size(1);
+  const int64_t n = shards.total > 0 ? shards.total : x.size(0), d = x.size(1);
   if (n < 2) bad_input("fit gaussian: need at least 2 samples");
   if (rank < 0 || rank > d) bad_input("--rank: expected 0 (all) to D = " + std::to_string(d) + ", got " + std::to_string(rank));
   if (rank == 0) rank = d;
   GaussianModel g;
-  g.mean = x.mean(0);
+  // mean = sum x / N, covariance = sum (x - mean)(x - mean)^T / N: sums over the shards
+  g.mean = summed(x.sum(0), shards) / double(n);
   const at::Tensor xc = x - g.mean;
-  auto [val, vec] = eigh_descending(at::mm(xc.t(), xc) / double(n));
+  auto [val, vec] = eigh_descending(summed(at::mm(xc.t(), xc), shards) / double(n));
   g.eigenvalues = val.narrow(0, 0, rank).clamp_min(0.0);
   g.eigenvectors = vec.narrow(1, 0, rank).contiguous();
   g.shape = shape;
   return g;
 }
 
-std::pair<at::Tensor, at::Tensor> kmeans(const at::Tensor& x, int64_t k, int iters, uint64_t seed) {
-  const int64_t n = x.size(0);
+std::pair<at::Tensor, at::Tensor> kmeans(const at::Tensor& x, int64_t k, int iters, uint64_t seed,
+                                         const DataShards& shards) {
+  const int64_t n = shards.total > 0 ? shards.total : x.size(0);
+  // Every process draws the same numbers from the same generator: the draws are over the
+  // whole data set (its D^2 gathered, a scalar per row), the chosen rows sent by their owner.
   at::Generator gen = at::detail::createCPUGenerator(seed);
   const at::Tensor x_sq = x.square().sum(1);
   // k-means++: each new centre drawn with probability proportional to D(x)^2, the squared
   // distance to the nearest centre chosen so far.
-  std::vector<int64_t> idx{at::randint(n, {1}, gen, at::TensorOptions().dtype(at::kLong)).item<int64_t>()};
-  at::Tensor d2 = sq_distances(x, x_sq, x[idx[0]].unsqueeze(0)).squeeze(1).to(at::kDouble);
+  std::vector<at::Tensor> centres{
+      global_row(x, at::randint(n, {1}, gen, at::TensorOptions().dtype(at::kLong)).item<int64_t>(), shards)};
+  at::Tensor d2 = sq_distances(x, x_sq, centres[0].unsqueeze(0)).squeeze(1).to(at::kDouble);
   for (int64_t j = 1; j < k; ++j) {
-    const double total = d2.sum().item<double>();
-    const int64_t next = total > 0.0 ? at::multinomial(d2, 1, false, gen).item<int64_t>()
+    const at::Tensor d2_all = shards.gather(d2);
+    const double total = d2_all.sum().item<double>();
+    const int64_t next = total > 0.0 ? at::multinomial(d2_all, 1, false, gen).item<int64_t>()
                                      : at::randint(n, {1}, gen, at::TensorOptions().dtype(at::kLong)).item<int64_t>();
-    idx.push_back(next);
-    d2 = at::minimum(d2, sq_distances(x, x_sq, x[next].unsqueeze(0)).squeeze(1).to(at::kDouble));
+    centres.push_back(global_row(x, next, shards));
+    d2 = at::minimum(d2, sq_distances(x, x_sq, centres.back().unsqueeze(0)).squeeze(1).to(at::kDouble));
   }
-  at::Tensor c = x.index_select(0, at::tensor(idx, at::kLong));
+  at::Tensor c = at::stack(centres);
   at::Tensor assign;
   for (int it = 0; it < iters; ++it) {
     auto [dist, a] = sq_distances(x, x_sq, c).min(1);
-    if (assign.defined() && at::equal(a, assign)) break;
+    // Lloyd stops once no point anywhere changed its cluster.
+    if (assign.defined() && summed(at::full({1}, at::equal(a, assign) ? 0.0 : 1.0, at::kDouble), shards).item<double>() == 0.0)
+      break;
     assign = a;
-    const at::Tensor counts = at::bincount(assign, {}, k).to(x.scalar_type());
-    at::Tensor sums = at::zeros_like(c).index_add_(0, assign, x);
-    c = sums / counts.clamp_min(1.0).unsqueeze(1);
+    const at::Tensor counts = summed(at::bincount(assign, {}, k).to(at::kDouble), shards);
+    const at::Tensor sums = summed(row_sum(x.size(0), [&](int64_t b, int64_t len) {
+                                     return at::zeros({k, x.size(1)}, kF64)
+                                         .index_add_(0, assign.narrow(0, b, len), x.narrow(0, b, len).to(at::kDouble));
+                                   }),
+                                   shards);
+    c = (sums / counts.clamp_min(1.0).unsqueeze(1)).to(x.scalar_type());
     // an empty cluster takes the point farthest from its centre
     for (int64_t j = 0; j < k; ++j)
       if (counts[j].item<double>() == 0.0) {
-        const int64_t far = dist.argmax().item<int64_t>();
-        c[j] = x[far];
-        dist[far] = 0.0;
+        const int64_t far = shards.gather(dist.to(at::kDouble)).argmax().item<int64_t>();
+        c[j] = global_row(x, far, shards);
+        if (far >= shards.first && far < shards.first + x.size(0)) dist[far - shards.first] = 0.0;
       }
   }
   if (!assign.defined() || iters == 0) assign = std::get<1>(sq_distances(x, x_sq, c).min(1));
   return {c, assign};
 }
 
-GmmFit fit_gmm(const at::Tensor& x_in, const GmmFitOptions& o) {
+GmmFit fit_gmm(const at::Tensor& x_in, const GmmFitOptions& o, const DataShards& shards) {
   check_data(x_in, "fit gmm");
   const at::Tensor x = x_in.to(at::kFloat).contiguous();
-  const int64_t n = x.size(0), d = x.size(1);
+  const int64_t n = shards.total > 0 ? shards.total : x.size(0), d = x.size(1);
   if (o.k < 1 || o.k > n) bad_input("--k: expected 1 to N = " + std::to_string(n) + " components, got " + std::to_string(o.k));
   if (o.cov == Covariance::LowRank && (o.rank < 1 || o.rank >= d))
     bad_input("--rank: a lowrank covariance needs 1 <= rank < D = " + std::to_string(d) + ", got " + std::to_string(o.rank));
@@ -148,18 +203,18 @@ GmmFit fit_gmm(const at::Tensor& x_in, const GmmFitOptions& o) {
   if (!(o.reg > 0.0)) bad_input("--reg: expected a number > 0");
   const double nan = std::numeric_limits<double>::quiet_NaN();
 
-  auto [centres, assign] = kmeans(x, o.k, o.kmeans_iters, o.seed);
+  auto [centres, assign] = kmeans(x, o.k, o.kmeans_iters, o.seed, shards);
   if (o.progress) o.progress("k-means", o.kmeans_iters, o.kmeans_iters, nan);
   GmmFit fit;
   at::Tensor r = at::one_hot(assign, o.k).to(at::kFloat);
-  fit.mixture = m_step(x, r, o);
+  fit.mixture = m_step(x, r, o, shards);
   for (int it = 0; it < o.em_iters; ++it) {
     // E-step: responsibilities softmax_k l_k at alpha = 1, sigma = 0 (the data density)
     const at::Tensor logits = gmm_logits(fit.mixture.to(x.options()), x, 1.0, 0.0);
-    const double ll = at::logsumexp(logits.to(at::kDouble), 1).mean().item<double>();
+    const double ll = summed(at::logsumexp(logits.to(at::kDouble), 1).sum(0, true), shards).item<double>() / double(n);
     if (!std::isfinite(ll)) bad_input("fit gmm: the log-likelihood became non-finite (try a larger --reg)");
     r = at::softmax(logits, 1);
-    fit.mixture = m_step(x, r, o);
+    fit.mixture = m_step(x, r, o, shards);
     fit.log_likelihood.push_back(ll);
     if (o.progress) o.progress("EM", it + 1, o.em_iters, ll);
   }

@@ -243,7 +243,87 @@ at::Tensor read_npy(const std::string& path, const std::string& what) {
   return parse_npy(read_all(path, what), what + " '" + path + "'");
 }
 
+namespace {
+
+// Where a .npy file's data lies: its dtype, shape and offset, from the header at the start
+// of `buf` (which need not hold the data).
+struct NpyLayout {
+  at::ScalarType type;
+  std::vector<int64_t> shape;
+  size_t data_offset;
+};
+
+NpyLayout parse_npy_header(const std::string& buf, const std::string& what);
+
+}  // namespace
+
 at::Tensor parse_npy(const std::string& buf, const std::string& what) {
+  const NpyLayout l = parse_npy_header(buf, what);
+  try {
+    return from_bytes(buf.data() + l.data_offset, buf.size() - l.data_offset, l.type, l.shape);
+  } catch (const std::length_error&) {
+    bad_input(what + ": data size does not match shape " + shape_string(l.shape));
+  }
+}
+
+namespace {
+
+// The layout in a .npy file's header, reading the header alone (bounded by the input limit).
+NpyLayout read_npy_layout(const std::string& path, const std::string& where) {
+  std::ifstream f(path, std::ios::binary);
+  std::string head(12, '\0');
+  f.read(head.data(), 12);
+  head.resize(size_t(f.gcount()));
+  size_t len = head.size();
+  if (head.size() >= 10 && head[6] == 1) len = 10 + (static_cast<unsigned char>(head[8]) | (static_cast<unsigned char>(head[9]) << 8));
+  if (head.size() >= 12 && (head[6] == 2 || head[6] == 3)) {
+    uint32_t n;
+    std::memcpy(&n, head.data() + 8, 4);
+    len = 12 + size_t(n);
+  }
+  if (len > input_byte_limit()) bad_input(where + ": header above the input limit (SCORCH_MAX_INPUT_BYTES)");
+  std::string buf(len, '\0');
+  f.seekg(0);
+  f.read(buf.data(), std::streamsize(len));
+  buf.resize(size_t(f.gcount()));
+  return parse_npy_header(buf, where);
+}
+
+}  // namespace
+
+std::vector<int64_t> npy_shape(const std::string& path, const std::string& what) {
+  check_input_file(path, what);
+  return read_npy_layout(path, what + " '" + path + "'").shape;
+}
+
+at::Tensor read_npy_rows(const std::string& path, int64_t first, int64_t count, const std::string& what) {
+  check_input_file(path, what);
+  const std::string where = what + " '" + path + "'";
+  const NpyLayout l = read_npy_layout(path, where);
+  const std::vector<int64_t>& shape = l.shape;
+  if (shape.empty() || first < 0 || count < 0 || first + count > shape[0])
+    bad_input(where + ": rows " + std::to_string(first) + " to " + std::to_string(first + count - 1) + " are not in " +
+              shape_string(shape));
+  // The whole file must match the header, as for a full read; then only the rows are read.
+  uint64_t row = c10::elementSize(l.type);
+  for (size_t i = 1; i < shape.size(); ++i) row = row > (uint64_t(1) << 62) / uint64_t(shape[i]) ? (uint64_t(1) << 62) : row * uint64_t(shape[i]);
+  const uint64_t size = fs::file_size(path);
+  if (size < l.data_offset || (row > 0 && (size - l.data_offset) / row != uint64_t(shape[0])) ||
+      (size - l.data_offset) != row * uint64_t(shape[0]))
+    bad_input(where + ": data size does not match shape " + shape_string(shape));
+  std::vector<int64_t> part = shape;
+  part[0] = count;
+  at::Tensor t = at::empty(part, at::TensorOptions().dtype(l.type));
+  std::ifstream f(path, std::ios::binary);
+  f.seekg(std::streamoff(l.data_offset + row * uint64_t(first)));
+  f.read(static_cast<char*>(t.data_ptr()), std::streamsize(row * uint64_t(count)));
+  if (uint64_t(f.gcount()) != row * uint64_t(count)) bad_input(where + ": truncated");
+  return t;
+}
+
+namespace {
+
+NpyLayout parse_npy_header(const std::string& buf, const std::string& what) {
   if (buf.size() < 10 || std::memcmp(buf.data(), "\x93NUMPY", 6) != 0) bad_input(what + ": not a .npy file");
   const int major = static_cast<unsigned char>(buf[6]);
   size_t header_len, offset;
@@ -294,13 +374,10 @@ at::Tensor parse_npy(const std::string& buf, const std::string& what) {
     if (descr == d.npy || (descr == "<b1" && d.type == at::kBool) || (descr == "<u1" && d.type == at::kByte))
       dt = &d;
   if (!dt) bad_input(what + ": unsupported dtype '" + descr + "' (expected <f4, <f8, <i8, <i4, |u1 or |b1)");
-  const size_t data_offset = offset + header_len;
-  try {
-    return from_bytes(buf.data() + data_offset, buf.size() - data_offset, dt->type, shape);
-  } catch (const std::length_error&) {
-    bad_input(what + ": data size does not match shape " + shape_string(shape));
-  }
+  return {dt->type, shape, offset + header_len};
 }
+
+}  // namespace
 
 void write_npy(const std::string& path, const at::Tensor& tensor, const std::string& what) {
   const at::Tensor t = tensor.contiguous().cpu();

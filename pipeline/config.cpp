@@ -15,13 +15,17 @@ const char* default_config_text() { return kDefaultConfig; }
 
 namespace {
 
-// A key given twice in one mapping is an error (YAML says keys are unique; a parser that kept
-// the last one would drop the first silently).
+// Keys are names: a mapping or a list as a key (YAML's "? " complex keys) is an error, and
+// so is a key given twice in one mapping (YAML says keys are unique; a parser that kept the
+// last one would drop the first silently).
 void check_unique_keys(const YAML::Node& node, const std::string& source, int depth = 0) {
   if (depth > 64) bad_input(source + ": nested more than 64 levels deep");
   if (node.IsMap()) {
     std::set<std::string> seen;
     for (const auto& kv : node) {
+      if (!kv.first.IsScalar())
+        bad_input(source + ":" + std::to_string(kv.first.Mark().line + 1) + ": a key must be a name, not a " +
+                  (kv.first.IsMap() ? "mapping" : kv.first.IsSequence() ? "list" : "null"));
       const std::string key = kv.first.Scalar();
       if (kv.first.IsScalar() && !seen.insert(key).second)
         bad_input(source + ":" + std::to_string(kv.first.Mark().line + 1) + ": duplicate key '" + key + "'");

@@ -14,19 +14,6 @@ namespace scorch {
 
 namespace {
 
-// The first failing rank's message as every rank's error; BadInput unless it says otherwise.
-void raise_first(const std::vector<std::string>& outcomes) {
-  for (size_t r = 0; r < outcomes.size(); ++r) {
-    const std::string& o = outcomes[r];
-    if (o.empty()) continue;
-    const Status status = o[0] == '2' ? Status::BadInput : o[0] == '3' ? Status::Cancelled : Status::Internal;
-    throw Error(status, (r == 0 ? std::string() : "rank " + std::to_string(r) + ": ") + o.substr(1));
-  }
-}
-
-// An outcome as a line: "" for success, else the status digit and the message.
-std::string outcome(const Error& e) { return std::to_string(int(e.status())) + e.what(); }
-
 // "dtype dims..." of a tensor, so that a rank without a share can make an empty one.
 std::string describe(const at::Tensor& t) {
   if (!t.defined()) return "-";
@@ -57,15 +44,11 @@ std::unique_ptr<Pipeline> distributed_pipeline(ProcessGroup& group, const YAML::
     for (const char* key : {"png", "npy", "labels", "latents", "trajectory"})
       if (mine["output"][key]) mine["output"][key] = "";
   std::unique_ptr<Pipeline> pipeline;
-  std::string result;
-  try {
+  group.agree("validate the config", [&] {
     if (is_token_config(mine))
       bad_input("model.type: tokens: distributed runs take continuous models; run token models in one process");
     pipeline = Pipeline::from_config(mine);
-  } catch (const Error& e) {
-    result = outcome(e);
-  }
-  raise_first(group.all_gather(result, "validate the config"));
+  });
   return pipeline;
 }
 
@@ -76,7 +59,7 @@ GenerateResult distributed_generate(ProcessGroup& group, const Pipeline& pipelin
   try {
     if (count > 0) r = pipeline.generate(progress, first, count);
   } catch (const Error& e) {
-    result = outcome(e);
+    result = ProcessGroup::outcome_of(e);
   }
   // One exchange: every rank's outcome, with the shapes a rank without a share needs.
   const std::string meta = count > 0 ? describe(r.samples) + ";" + describe(r.latents) + ";" +
@@ -86,7 +69,7 @@ GenerateResult distributed_generate(ProcessGroup& group, const Pipeline& pipelin
   const auto all = group.all_gather(result + "\n" + meta, "finish the share");
   std::vector<std::string> outcomes;
   for (const auto& a : all) outcomes.push_back(a.substr(0, a.find('\n')));
-  raise_first(outcomes);
+  ProcessGroup::raise_first(outcomes);
   const std::string rank0 = all[0].substr(all[0].find('\n') + 1);
   std::vector<std::string> parts;
   for (std::stringstream in(rank0); parts.size() < 5;) {

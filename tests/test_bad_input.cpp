@@ -468,9 +468,9 @@ std::vector<Case> cases() {
       {"npy_mask_shape", G + "--set init_image=s.npy --set inpaint_mask=mask_wrong.npy", "inpaint_mask"},
       {"npy_mask_fifo", G + "--set init_image=s.npy --set inpaint_mask=silent.fifo", "inpaint_mask: 'silent.fifo' is a FIFO"},
       // --- images ---
-      {"image_truncated_png", G + "--set init_image=bad.png", "init_image: cannot read 'bad.png' as an image"},
-      {"image_above_opencv_limit", G + "--set init_image=big.pgm", "its declared size is above OpenCV's limit"},
-      {"image_text", G + "--set init_image=text.png", "init_image: cannot read 'text.png'"},
+      {"image_truncated_png", G + "--set init_image=bad.png", "init_image: 'bad.png' is truncated"},
+      {"image_above_pixel_limit", G + "--set init_image=big.pgm", "declares 99999 x 99999 pixels"},
+      {"image_text", G + "--set init_image=text.png", "init_image: 'text.png' is not a PNG, JPEG, BMP or PNM image"},
       {"image_zero_bytes", G + "--set init_image=zero.png", "init_image"},
       {"image_header_only", G + "--set init_image=header.pgm", "init_image"},
       {"image_dev_urandom", G + "--set init_image=/dev/urandom", "init_image: '/dev/urandom' is a character device"},

@@ -219,8 +219,8 @@ TEST_F(Cli, HostileInputsAndOutputs) {
       {"generate --config configs/fmnist_gaussian.yaml --set model.rank=-3", "model.rank: expected an integer from 0 to"},
       {"fit gaussian --data empty.npy --out g.safetensors", "--data 'empty.npy': no samples"},
       // the image libraries' own messages (libpng's "Read Error") never reach the terminal
-      {"generate --set batch=10 --set init_image=bad.png", "init_image: cannot read 'bad.png' as an image"},
-      {"generate --set batch=10 --set init_image=big.pgm", "its declared size is above OpenCV's limit"},
+      {"generate --set batch=10 --set init_image=bad.png", "init_image: 'bad.png' is truncated"},
+      {"generate --set batch=10 --set init_image=big.pgm", "declares 99999 x 99999 pixels"},
       {"eval --samples empty.npy", "eval: needs at least 2 samples"},
       {"eval --samples s.npy --labels lab.npy", "eval: labels must lie in 0..9"},
   };

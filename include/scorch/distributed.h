@@ -8,10 +8,13 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "scorch/error.h"
 
 namespace scorch {
 
@@ -52,6 +55,14 @@ class ProcessGroup {
   at::Tensor gather_rows(const at::Tensor& local, const std::string& phase);
   // Elementwise sum over ranks, in place (double or float tensors, any shape).
   void all_reduce_sum(at::Tensor& t, const std::string& phase);
+
+  // Runs `work` on every rank and agrees on how it went: when it raised an Error on some
+  // ranks, every rank raises the first of them (another rank's message prefixed "rank N: "),
+  // so a bad input seen by one rank fails the job everywhere with one message.
+  void agree(const std::string& phase, const std::function<void()>& work);
+  // The same from outcomes already exchanged: "" for success, else outcome_of(error).
+  static std::string outcome_of(const Error& e);
+  static void raise_first(const std::vector<std::string>& outcomes);
 
  private:
   ProcessGroup();

@@ -12,6 +12,8 @@
 #include <memory>
 #include <string>
 
+#include "scorch/data_shards.h"
+
 namespace scorch {
 
 // The Frechet distance of N(mu1, cov1) and N(mu2, cov2), computed in float64.
@@ -49,9 +51,16 @@ struct EvalReport {
 };
 
 // samples: [N, *shape], any shape the classifier accepts; labels: [N] int64 or undefined;
-// reference: [M, *shape].
+// reference: [M, *shape]. Under `shards`, samples, labels and reference are this process's
+// rows of each: features are extracted here and gathered, counts summed, and every process
+// gets the report of the whole sets.
 EvalReport evaluate(const FeatureClassifier& classifier, const at::Tensor& samples, const at::Tensor& labels,
-                    const at::Tensor& reference, int k = 3);
+                    const at::Tensor& reference, int k = 3, const DataShards& shards = {});
+
+// Rows per classifier call in features() and logits(): a distributed evaluation splits the
+// sets at multiples of it, so that every row meets the network in the same batch as in one
+// process.
+constexpr int64_t kFeatureBlock = 500;
 
 // A file of a data set the system provides (Debian's dataset-fashion-mnist):
 // fashion_mnist_file("t10k-images-idx3-ubyte.gz"). The folder is SCORCH_FASHION_MNIST_DIR
@@ -60,5 +69,9 @@ std::string fashion_mnist_file(const std::string& name);
 
 // IDX files (LeCun's format, optionally gzip-compressed): uint8 images [N, H, W] or labels [N].
 at::Tensor read_idx(const std::string& path);
+// Rows first .. first + count - 1 (along the first axis) alone, the rest streamed through
+// and checked; and the header's shape alone (a share of a distributed fit or eval).
+at::Tensor read_idx_rows(const std::string& path, int64_t first, int64_t count);
+std::vector<int64_t> idx_shape(const std::string& path);
 
 }  // namespace scorch

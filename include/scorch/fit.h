@@ -13,13 +13,16 @@
 #include <functional>
 #include <string>
 
+#include "scorch/data_shards.h"
 #include "scorch/gaussian.h"
 #include "scorch/mixture_model.h"
 
 namespace scorch {
 
-// rank 0 keeps every eigenvalue. x: [N, D]. Bad arguments are bad-input Errors.
-GaussianModel fit_gaussian(const at::Tensor& x, int64_t rank, const std::vector<int64_t>& shape);
+// rank 0 keeps every eigenvalue. x: [N, D] (this process's rows). Bad arguments are
+// bad-input Errors.
+GaussianModel fit_gaussian(const at::Tensor& x, int64_t rank, const std::vector<int64_t>& shape,
+                           const DataShards& shards = {});
 
 struct GmmFitOptions {
   int64_t k = 10;
@@ -39,9 +42,10 @@ struct GmmFit {
   std::vector<double> log_likelihood;  // per EM iteration: mean log-likelihood per sample of the parameters it started from
 };
 
-GmmFit fit_gmm(const at::Tensor& x, const GmmFitOptions& options);
+GmmFit fit_gmm(const at::Tensor& x, const GmmFitOptions& options, const DataShards& shards = {});
 
 // k-means++ seeding and Lloyd iterations: the centres [K, D] and each point's cluster [N].
-std::pair<at::Tensor, at::Tensor> kmeans(const at::Tensor& x, int64_t k, int iters, uint64_t seed);
+std::pair<at::Tensor, at::Tensor> kmeans(const at::Tensor& x, int64_t k, int iters, uint64_t seed,
+                                         const DataShards& shards = {});
 
 }  // namespace scorch

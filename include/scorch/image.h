@@ -19,6 +19,9 @@ void write_png_grid(const std::string& path, const at::Tensor& samples, int nrow
 
 // Reads an image file (PNG, JPEG, ...) as grey values in [0, 1], resized to h x w with
 // area interpolation: [h, w] float32. Errors name `what` (e.g. "guidance.terms[0].mask").
+// PNG, JPEG, BMP and PNM files are read; one that declares more than kMaxImagePixels
+// (4096 x 4096) is refused before it is decoded.
+constexpr int64_t kMaxImagePixels = int64_t(1) << 24;
 at::Tensor read_grey_image(const std::string& path, int64_t h, int64_t w, const std::string& what);
 
 // Whether a sample shape (without batch) can be drawn as an image.

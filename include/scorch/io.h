@@ -57,6 +57,11 @@ void write_text_file(const std::string& path, const std::string& what, const std
 at::Tensor read_npy(const std::string& path, const std::string& what = "npy file");
 // The same from the file's bytes; `what` names the source in errors (the fuzz harnesses).
 at::Tensor parse_npy(const std::string& bytes, const std::string& what);
+// The shape in a .npy file's header (the data is not read).
+std::vector<int64_t> npy_shape(const std::string& path, const std::string& what = "npy file");
+// Rows first .. first + count - 1 of a .npy file (along its first axis), reading only
+// those; the file is checked against its header as by read_npy.
+at::Tensor read_npy_rows(const std::string& path, int64_t first, int64_t count, const std::string& what = "npy file");
 void write_npy(const std::string& path, const at::Tensor& tensor, const std::string& what = "npy");
 
 // safetensors: 8-byte little-endian header length, JSON header

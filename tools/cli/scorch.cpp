@@ -142,42 +142,77 @@ int run_generate(const std::string& config_path, const std::vector<std::string>&
 // [N, H, W] uint8 -> [N, 1, H, W] float in [-1, 1].
 at::Tensor to_unit_range(const at::Tensor& u8) { return u8.to(at::kFloat).div(127.5).sub(1.0).unsqueeze(1); }
 
+// Rows of an n-row set this rank evaluates: whole blocks of kFeatureBlock, so that each
+// row meets the classifier in the same batch as in one process.
+std::pair<int64_t, int64_t> block_share(int64_t n, const scorch::ProcessGroup& group) {
+  const int64_t blocks = (n + scorch::kFeatureBlock - 1) / scorch::kFeatureBlock;
+  const auto [first_block, count_blocks] = group.share(blocks);
+  const int64_t first = std::min(n, first_block * scorch::kFeatureBlock);
+  return {first, std::min(n, (first_block + count_blocks) * scorch::kFeatureBlock) - first};
+}
+
 int run_eval(const std::string& samples_path, const std::string& labels_path, const std::string& classifier_path,
-             const std::string& reference, int k, bool json) {
+             const std::string& reference, int k, bool json, scorch::ProcessGroup* group) {
   // Every file is checked by kind first, then the data (cheap) before the classifier loads;
-  // what is wrong with the data names the option and the file.
+  // what is wrong with the data names the option and the file. Under torchrun each rank
+  // reads its blocks of rows of each set (agreed: a bad file fails every rank at once).
   const std::string ref_file = reference == "test"    ? scorch::fashion_mnist_file("t10k-images-idx3-ubyte.gz")
                                : reference == "train" ? scorch::fashion_mnist_file("train-images-idx3-ubyte.gz")
                                                       : reference;
-  scorch::check_input_file(samples_path, "--samples");
-  if (!labels_path.empty()) scorch::check_input_file(labels_path, "--labels");
-  scorch::check_input_file(ref_file, "--reference");
-  const std::string classifier_file = scorch::find_input_file(classifier_path);
-  scorch::check_input_file(classifier_file, "--classifier");
-  const std::string s_what = "--samples '" + samples_path + "'";
-  at::Tensor samples = scorch::read_npy(samples_path, "--samples");
-  if (!at::isFloatingType(samples.scalar_type())) scorch::bad_input(s_what + ": expected float32 or float64 data");
-  if (!at::isfinite(samples).all().item<bool>()) scorch::bad_input(s_what + ": has non-finite values");
-  at::Tensor labels;
-  if (!labels_path.empty()) {
-    labels = scorch::read_npy(labels_path, "--labels");
-    if (at::isFloatingType(labels.scalar_type())) scorch::bad_input("--labels: expected integer labels");
-    if (labels.dim() != 1 || (samples.dim() > 0 && labels.size(0) != samples.size(0)))
-      scorch::bad_input("--labels '" + labels_path + "': shape " + scorch::shape_string(labels.sizes()) +
-                        " is not one label per sample of " + s_what + " (" +
-                        std::to_string(samples.dim() > 0 ? samples.size(0) : 0) + ")");
+  const bool ref_npy = ref_file.size() > 4 && ref_file.substr(ref_file.size() - 4) == ".npy";
+  std::string classifier_file;
+  at::Tensor samples, labels, ref;
+  scorch::DataShards shards;
+  const auto load = [&] {
+    scorch::check_input_file(samples_path, "--samples");
+    if (!labels_path.empty()) scorch::check_input_file(labels_path, "--labels");
+    scorch::check_input_file(ref_file, "--reference");
+    classifier_file = scorch::find_input_file(classifier_path);
+    scorch::check_input_file(classifier_file, "--classifier");
+    const std::string s_what = "--samples '" + samples_path + "'";
+    const std::vector<int64_t> s_shape = scorch::npy_shape(samples_path, "--samples");
+    const int64_t n = s_shape.empty() ? 0 : s_shape[0];
+    if (!labels_path.empty()) {
+      const std::vector<int64_t> l_shape = scorch::npy_shape(labels_path, "--labels");
+      if (l_shape.size() != 1 || l_shape[0] != n)
+        scorch::bad_input("--labels '" + labels_path + "': shape " + scorch::shape_string(l_shape) +
+                          " is not one label per sample of " + s_what + " (" + std::to_string(n) + ")");
+    }
+    const auto [s_first, s_count] = group && n > 0 ? block_share(n, *group) : std::pair<int64_t, int64_t>{0, n};
+    samples = group && n > 0 ? scorch::read_npy_rows(samples_path, s_first, s_count, "--samples")
+                             : scorch::read_npy(samples_path, "--samples");
+    if (!at::isFloatingType(samples.scalar_type())) scorch::bad_input(s_what + ": expected float32 or float64 data");
+    if (!at::isfinite(samples).all().item<bool>()) scorch::bad_input(s_what + ": has non-finite values");
+    if (!labels_path.empty()) {
+      labels = group && n > 0 ? scorch::read_npy_rows(labels_path, s_first, s_count, "--labels")
+                              : scorch::read_npy(labels_path, "--labels");
+      if (at::isFloatingType(labels.scalar_type())) scorch::bad_input("--labels: expected integer labels");
+    }
+    if (group) {
+      const std::vector<int64_t> r_shape = ref_npy ? scorch::npy_shape(ref_file, "--reference") : scorch::idx_shape(ref_file);
+      const auto [r_first, r_count] = block_share(r_shape.empty() ? 0 : r_shape[0], *group);
+      ref = ref_npy ? scorch::read_npy_rows(ref_file, r_first, r_count, "--reference")
+                    : to_unit_range(scorch::read_idx_rows(ref_file, r_first, r_count));
+    } else {
+      ref = ref_npy ? scorch::read_npy(ref_file, "--reference") : to_unit_range(scorch::read_idx(ref_file));
+    }
+    // Grey images come as [N, H, W] or [N, 1, H, W]: give both sets the same form.
+    if (samples.dim() == 3 && ref.dim() == 4 && ref.size(1) == 1) samples = samples.unsqueeze(1);
+    if (ref.dim() == 3 && samples.dim() == 4 && samples.size(1) == 1) ref = ref.unsqueeze(1);
+    if (samples.dim() >= 2 && ref.dim() >= 2 && samples.sizes().slice(1) != ref.sizes().slice(1))
+      scorch::bad_input("--reference '" + ref_file + "': samples of shape " + scorch::shape_string(ref.sizes().slice(1)) +
+                        ", " + s_what + " has " + scorch::shape_string(samples.sizes().slice(1)));
+  };
+  if (group) {
+    group->agree("eval: read the data", load);
+    shards.sum = [group](at::Tensor& t) { group->all_reduce_sum(t, "eval: sum"); };
+    shards.gather = [group](const at::Tensor& t) { return group->gather_rows(t, "eval: gather the features"); };
+  } else {
+    load();
   }
-  at::Tensor ref = ref_file.size() > 4 && ref_file.substr(ref_file.size() - 4) == ".npy"
-                       ? scorch::read_npy(ref_file, "--reference")
-                       : to_unit_range(scorch::read_idx(ref_file));
-  // Grey images come as [N, H, W] or [N, 1, H, W]: give both sets the same form.
-  if (samples.dim() == 3 && ref.dim() == 4 && ref.size(1) == 1) samples = samples.unsqueeze(1);
-  if (ref.dim() == 3 && samples.dim() == 4 && samples.size(1) == 1) ref = ref.unsqueeze(1);
-  if (samples.dim() >= 2 && ref.dim() >= 2 && samples.sizes().slice(1) != ref.sizes().slice(1))
-    scorch::bad_input("--reference '" + ref_file + "': samples of shape " + scorch::shape_string(ref.sizes().slice(1)) +
-                      ", " + s_what + " has " + scorch::shape_string(samples.sizes().slice(1)));
   const scorch::FeatureClassifier classifier(classifier_file);
-  const scorch::EvalReport r = scorch::evaluate(classifier, samples, labels, ref, k);
+  const scorch::EvalReport r = scorch::evaluate(classifier, samples, labels, ref, k, shards);
+  if (group && group->rank() != 0) return 0;
   if (json) {
     std::printf("{\"samples\": %lld, \"reference\": %lld, \"fd\": %.6g, \"accuracy\": %.6g, \"precision\": %.6g, "
                 "\"recall\": %.6g}\n",
@@ -191,14 +226,25 @@ int run_eval(const std::string& samples_path, const std::string& labels_path, co
 }
 
 // Data for `scorch fit`: IDX (.gz) images or .npy; uint8 pixels map to [-1, 1].
-// Returns [N, *shape] float32.
-at::Tensor read_data(const std::string& path) {
-  const bool npy = path.size() > 4 && path.substr(path.size() - 4) == ".npy";
+bool is_npy_path(const std::string& path) { return path.size() > 4 && path.substr(path.size() - 4) == ".npy"; }
+
+// Rows of the data set (the first axis), from the file's header alone.
+int64_t data_rows(const std::string& path) {
   scorch::check_input_file(path, "--data");
-  at::Tensor x = npy ? scorch::read_npy(path, "--data") : scorch::read_idx(path);
+  const std::vector<int64_t> shape = is_npy_path(path) ? scorch::npy_shape(path, "--data") : scorch::idx_shape(path);
+  if (shape.size() < 2) scorch::bad_input("--data '" + path + "': expected samples [N, ...], got a vector");
+  return shape[0];
+}
+
+// Rows first .. first + count - 1 (count < 0: all) as [n, *shape] float32.
+at::Tensor read_data(const std::string& path, int64_t first = 0, int64_t count = -1) {
+  const bool npy = is_npy_path(path);
+  scorch::check_input_file(path, "--data");
+  at::Tensor x = count < 0 ? (npy ? scorch::read_npy(path, "--data") : scorch::read_idx(path))
+                           : (npy ? scorch::read_npy_rows(path, first, count, "--data") : scorch::read_idx_rows(path, first, count));
   if (x.dim() < 2) scorch::bad_input("--data '" + path + "': expected samples [N, ...], got a vector");
   if (x.size(0) == 0) scorch::bad_input("--data '" + path + "': no samples");
-  if (x.size(0) == 1) scorch::bad_input("--data '" + path + "': one sample; a fit needs at least 2");
+  if (count < 0 && x.size(0) == 1) scorch::bad_input("--data '" + path + "': one sample; a fit needs at least 2");
   if (x.scalar_type() == at::kByte) x = x.to(at::kFloat).div_(127.5).sub_(1.0);
   if (!npy && x.dim() == 3) x = x.unsqueeze(1);  // IDX images [N, H, W] -> [N, 1, H, W]
   if (!at::isFloatingType(x.scalar_type())) scorch::bad_input("--data '" + path + "': expected float or uint8 data");
@@ -214,21 +260,55 @@ struct FitArgs {
   uint64_t seed = 0;
 };
 
-int run_fit(const FitArgs& a, bool quiet) {
-  if (a.kind != "empirical" && a.kind != "gaussian" && a.kind != "gmm")
-    scorch::bad_input("fit: '" + a.kind + "' is not one of gaussian, gmm, empirical");
-  scorch::check_writable(a.out, "--out");
-  at::Tensor x = read_data(a.data);
-  if (a.limit > 0 && a.limit < x.size(0)) x = x.narrow(0, 0, a.limit);
+int run_fit(const FitArgs& a, bool quiet, scorch::ProcessGroup* group) {
+  at::Tensor x;
+  scorch::DataShards shards;
+  // Under torchrun each rank reads its rows alone and the fit sums their statistics
+  // (scorch/fit.h); rank 0 writes the model. Reading is agreed: a bad file on any rank
+  // fails every rank with one message.
+  const auto load = [&] {
+    if (a.kind != "empirical" && a.kind != "gaussian" && a.kind != "gmm")
+      scorch::bad_input("fit: '" + a.kind + "' is not one of gaussian, gmm, empirical");
+    if (!group || group->rank() == 0) scorch::check_writable(a.out, "--out");
+    if (!group) {
+      x = read_data(a.data);
+      if (a.limit > 0 && a.limit < x.size(0)) x = x.narrow(0, 0, a.limit);
+      return;
+    }
+    int64_t total = data_rows(a.data);
+    if (a.limit > 0) total = std::min(total, a.limit);
+    if (total < 2) scorch::bad_input("--data '" + a.data + "': " + std::to_string(total) + " sample(s); a fit needs at least 2");
+    if (total < group->size())
+      scorch::bad_input("--data '" + a.data + "': " + std::to_string(total) + " samples for " + std::to_string(group->size()) +
+                        " ranks; each rank needs one");
+    const auto [first, count] = group->share(total);
+    x = read_data(a.data, first, count);
+    shards.first = first;
+    shards.total = total;
+    shards.sum = [group](at::Tensor& t) { group->all_reduce_sum(t, "fit: sum the statistics"); };
+    shards.gather = [group](const at::Tensor& t) { return group->gather_rows(t, "fit: gather"); };
+  };
+  if (group) {
+    group->agree("fit: read the data", load);
+    if (group->rank() != 0) quiet = true;
+  } else {
+    load();
+  }
   const std::vector<int64_t> shape(x.sizes().begin() + 1, x.sizes().end());
   const at::Tensor flat = x.reshape({x.size(0), -1});
+  const bool writes = !group || group->rank() == 0;
   const auto start = std::chrono::steady_clock::now();
   if (a.kind == "empirical") {
     if (!(a.smoothing >= 0.0)) scorch::bad_input("--smoothing: expected a number >= 0");
-    scorch::save_empirical(a.out, x, shape, a.smoothing);
+    // the model is the data set itself: every rank's rows, in order
+    std::vector<int64_t> sizes = x.sizes().vec();
+    sizes[0] = -1;
+    const at::Tensor all = shards.gather(flat).reshape(sizes);
+    if (writes) scorch::save_empirical(a.out, all, shape, a.smoothing);
   } else if (a.kind == "gaussian") {
     // stored as float32: the fit is float64, the files are read as float32 anyway
-    scorch::save_gaussian(a.out, scorch::fit_gaussian(flat, a.rank < 0 ? 0 : a.rank, shape).to(at::kFloat));
+    const scorch::GaussianModel g = scorch::fit_gaussian(flat, a.rank < 0 ? 0 : a.rank, shape, shards);
+    if (writes) scorch::save_gaussian(a.out, g.to(at::kFloat));
   } else {
     scorch::GmmFitOptions o;
     o.k = a.k;
@@ -246,8 +326,10 @@ int run_fit(const FitArgs& a, bool quiet) {
         else
           std::fprintf(stderr, "fit gmm: %s %d/%d  mean log-likelihood %.2f  (%.1f s)\n", phase, it, total, ll, s);
       };
-    scorch::save_gmm(a.out, scorch::fit_gmm(flat, o).mixture, shape);
+    const scorch::GmmFit fit = scorch::fit_gmm(flat, o, shards);
+    if (writes) scorch::save_gmm(a.out, fit.mixture, shape);
   }
+  if (!writes) return 0;
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!quiet)
     std::fprintf(stderr, "fit %s: %lld samples of shape %s in %.1f s, wrote %s\n", a.kind.c_str(),
@@ -470,8 +552,14 @@ int main(int argc, char** argv) {
       print_config(markdown);
       return 0;
     }
-    if (app.got_subcommand("eval")) return run_eval(samples_path, labels_path, classifier_path, reference, k, json);
-    if (app.got_subcommand("fit")) return run_fit(fa, quiet);
+    if (app.got_subcommand("eval")) {
+      group = scorch::ProcessGroup::from_environment();
+      return run_eval(samples_path, labels_path, classifier_path, reference, k, json, group.get());
+    }
+    if (app.got_subcommand("fit")) {
+      group = scorch::ProcessGroup::from_environment();
+      return run_fit(fa, quiet, group.get());
+    }
     if (app.got_subcommand("distill-lsd")) {
       const auto start = std::chrono::steady_clock::now();
       const YAML::Node config = scorch::load_config(lsd_config, {});
