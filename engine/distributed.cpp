@@ -5,9 +5,11 @@
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
+#ifdef SCORCH_WITH_GLOO
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#endif
 
 #include <algorithm>
 #include <chrono>
@@ -21,8 +23,6 @@ namespace scorch {
 
 namespace {
 
-// A failure of the group, not of the user's input: exit status 1 with this message.
-[[noreturn]] void group_failed(const std::string& message) { throw Error(Status::Internal, "distributed: " + message); }
 
 int env_int(const char* name, int lo, int hi, int fallback) {
   const char* v = std::getenv(name);
@@ -35,15 +35,30 @@ int env_int(const char* name, int lo, int hi, int fallback) {
   return int(x);
 }
 
+#ifdef SCORCH_WITH_GLOO
+// A failure of the group, not of the user's input: exit status 1 with this message.
+[[noreturn]] void group_failed(const std::string& message) { throw Error(Status::Internal, "distributed: " + message); }
+
 std::vector<uint8_t> bytes(const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); }
 std::string text(const std::vector<uint8_t>& b) { return std::string(b.begin(), b.end()); }
+#endif
 
 }  // namespace
 
+bool distributed_supported() {
+#ifdef SCORCH_WITH_GLOO
+  return true;
+#else
+  return false;
+#endif
+}
+
 struct ProcessGroup::Impl {
   ProcessGroupSpec spec;
+#ifdef SCORCH_WITH_GLOO
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
+#endif
   int64_t sequence = 0;  // exchanges so far: every rank makes them in the same order
   std::chrono::milliseconds timeout{0};
 };
@@ -75,6 +90,15 @@ std::unique_ptr<ProcessGroup> ProcessGroup::from_environment() {
   return connect(spec_from_environment());
 }
 
+#ifndef SCORCH_WITH_GLOO
+std::unique_ptr<ProcessGroup> ProcessGroup::connect(const ProcessGroupSpec&) {
+  bad_input("WORLD_SIZE: this build has no distributed runs (built without Gloo's headers; docs/distributed.md)");
+}
+void ProcessGroup::arrive(const std::string&) {}
+std::vector<std::string> ProcessGroup::all_gather(const std::string& mine, const std::string&) { return {mine}; }
+at::Tensor ProcessGroup::gather_rows(const at::Tensor& local, const std::string&) { return local; }
+void ProcessGroup::all_reduce_sum(at::Tensor&, const std::string&) {}
+#else
 std::unique_ptr<ProcessGroup> ProcessGroup::connect(const ProcessGroupSpec& spec) {
   std::unique_ptr<ProcessGroup> pg(new ProcessGroup());
   Impl& m = *pg->impl_;
@@ -212,6 +236,7 @@ void ProcessGroup::all_reduce_sum(at::Tensor& t, const std::string& phase) {
   }
   t.copy_(tensors[0]);
 }
+#endif
 
 std::string ProcessGroup::outcome_of(const Error& e) { return std::to_string(int(e.status())) + e.what(); }
 

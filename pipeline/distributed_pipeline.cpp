@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <chrono>
 #include <sstream>
 
 #include "scorch/error.h"
@@ -61,6 +62,8 @@ GenerateResult distributed_generate(ProcessGroup& group, const Pipeline& pipelin
   } catch (const Error& e) {
     result = ProcessGroup::outcome_of(e);
   }
+  // From here on: communication (and waiting for slower ranks).
+  const auto exchange_start = std::chrono::steady_clock::now();
   // One exchange: every rank's outcome, with the shapes a rank without a share needs.
   const std::string meta = count > 0 ? describe(r.samples) + ";" + describe(r.latents) + ";" +
                                            describe(r.trajectory.defined() ? r.trajectory.transpose(0, 1) : r.trajectory) +
@@ -92,18 +95,27 @@ GenerateResult distributed_generate(ProcessGroup& group, const Pipeline& pipelin
     r.trajectory = group.gather_rows(r.trajectory.transpose(0, 1).contiguous().cpu(), "gather the trajectory")
                        .transpose(0, 1)
                        .contiguous();
-  // Times: the slowest rank's, as the run takes that long.
+  // Times: the slowest rank's, as the run takes that long. Communication: the exchange time
+  // of the rank that finished its share last (it waited for nobody).
+  const double exchange = std::chrono::duration<double>(std::chrono::steady_clock::now() - exchange_start).count();
   const auto slowest = group.all_gather(std::to_string(r.seconds) + " " + std::to_string(r.network_seconds) + " " +
-                                            std::to_string(r.decode_seconds),
+                                            std::to_string(r.decode_seconds) + " " + std::to_string(exchange),
                                         "report the times");
+  double communication = 1e300;
   for (const auto& s : slowest) {
     std::istringstream in(s);
-    double a = 0, b = 0, c = 0;
-    in >> a >> b >> c;
+    double a = 0, b = 0, c = 0, e = 0;
+    in >> a >> b >> c >> e;
     r.seconds = std::max(r.seconds, a);
     r.network_seconds = std::max(r.network_seconds, b);
     r.decode_seconds = std::max(r.decode_seconds, c);
+    communication = std::min(communication, e);
   }
+  std::ostringstream note;
+  note << "distributed: " << group.size() << " ranks of " << ProcessGroup::share(pipeline.batch(), 0, group.size()).second
+       << " or fewer samples; communication " << 1e3 * communication << " ms (outcomes and the samples, "
+       << r.samples.nbytes() << " bytes)";
+  r.notes.push_back(note.str());
   return r;
 }
 

@@ -53,6 +53,7 @@ std::string slurp(const fs::path& p) {
 class Distributed : public ::testing::Test {
  protected:
   void SetUp() override {
+    if (!scorch::distributed_supported()) GTEST_SKIP() << "this build has no distributed runs (no Gloo headers)";
     if (!fs::exists(kTorchrun)) GTEST_SKIP() << "torchrun is missing (python3-torch): distributed runs not tested";
     dir_ = fs::temp_directory_path() /
            ("scorch_dist_" + std::to_string(::getpid()) + "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
@@ -171,6 +172,41 @@ TEST_F(Distributed, EvalEqualsOneProcess) {
     if (e.path().filename() == "stdout.log" && e.path().parent_path().filename() == "0") two = slurp(e.path());
   EXPECT_EQ(two, slurp(dir_ / "one.json"));
   EXPECT_NE(two.find("\"samples\": 1200, \"reference\": 10000"), std::string::npos) << two;
+}
+
+// Two machines simulated by two network namespaces joined by a veth pair (made here and
+// removed after): torchrun on each "host" (--nnodes 2 --node_rank 0/1, the master's
+// address), Gloo on the veth interface (GLOO_SOCKET_IFNAME). The result equals one process.
+// Needs root (ip netns); skipped with a message otherwise.
+TEST_F(Distributed, TwoHostsInNetworkNamespacesEqualOneProcess) {
+  const std::string id = std::to_string(::getpid() % 100000);
+  const std::string a = "scorch_a" + id, b = "scorch_b" + id, va = "sva" + id, vb = "svb" + id;
+  const std::string net = "10.87." + std::to_string(::getpid() % 250) + ".";
+  struct Cleanup {
+    std::string a, b;
+    ~Cleanup() { (void)std::system(("ip netns del " + a + " 2>/dev/null; ip netns del " + b + " 2>/dev/null").c_str()); }
+  } cleanup{a, b};
+  const std::string setup = "ip netns add " + a + " && ip netns add " + b + " && ip link add " + va + " type veth peer name " +
+                            vb + " && ip link set " + va + " netns " + a + " && ip link set " + vb + " netns " + b +
+                            " && ip -n " + a + " addr add " + net + "1/24 dev " + va + " && ip -n " + b + " addr add " + net +
+                            "2/24 dev " + vb + " && ip -n " + a + " link set " + va + " up && ip -n " + b + " link set " +
+                            vb + " up && ip -n " + a + " link set lo up && ip -n " + b + " link set lo up";
+  if (::geteuid() != 0 || std::system((setup + " 2>/dev/null").c_str()) != 0)
+    GTEST_SKIP() << "network namespaces need root and CAP_NET_ADMIN (ip netns): two hosts not simulated here";
+  const std::string job = " '" + kCli + "' generate -q --config configs/fmnist_gaussian.yaml --set batch=7 "
+                          "--set sampler.name=dpmpp_2m_sde --set output.png= --set output.npy=";
+  ASSERT_EQ(single(job.substr(job.find("generate")) + "one.npy"), 0) << slurp(dir_ / "single.log");
+  const std::string port = std::to_string(free_port());
+  const auto host = [&](const std::string& ns, const std::string& dev, int node) {
+    return "cd '" + (dir_ / "out").string() + "' && ip netns exec " + ns + " env GLOO_SOCKET_IFNAME=" + dev + " timeout 120 " +
+           kTorchrun + " --no_python --redirects 1 --tee 2 --nnodes 2 --node_rank " + std::to_string(node) +
+           " --master_addr " + net + "1 --master_port " + port + " --nproc_per_node 1" + job + "two.npy > '" +
+           (dir_ / ("host" + std::to_string(node) + ".log")).string() + "' 2>&1";
+  };
+  std::thread second([&] { EXPECT_EQ(std::system(host(b, vb, 1).c_str()), 0) << slurp(dir_ / "host1.log"); });
+  EXPECT_EQ(std::system(host(a, va, 0).c_str()), 0) << slurp(dir_ / "host0.log");
+  second.join();
+  EXPECT_TRUE(at::equal(npy("one.npy"), npy("two.npy")));
 }
 
 // Ranks started by hand (no torchrun agent: rank 0 serves the store), each with its own

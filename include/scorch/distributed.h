@@ -28,6 +28,9 @@ struct ProcessGroupSpec {
   std::string run_id = "none";    // keys of this run in a shared store
 };
 
+// Whether this build can run distributed jobs (c10d's Gloo headers were found).
+bool distributed_supported();
+
 class ProcessGroup {
  public:
   // torchrun's environment: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT (and
