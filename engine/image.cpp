@@ -67,6 +67,16 @@ bool is_image_shape(const std::vector<int64_t>& s) {
 
 void write_png_grid(const std::string& path, const at::Tensor& samples, int nrow, const std::string& what,
                     const std::map<std::string, std::string>& text) {
+  const std::string png = encode_png_grid(samples, nrow, what, text);
+  write_atomically(path, what, [&](const std::string& tmp) {
+    std::ofstream f(tmp, std::ios::binary);
+    f.write(png.data(), std::streamsize(png.size()));
+    if (!f) bad_input(what + ": cannot write '" + path + "'");
+  });
+}
+
+std::string encode_png_grid(const at::Tensor& samples, int nrow, const std::string& what,
+                            const std::map<std::string, std::string>& text) {
 #ifdef SCORCH_WITH_OPENCV
   at::Tensor x = samples.detach().cpu().to(at::kFloat);
   if (x.dim() == 3) x = x.unsqueeze(1);
@@ -90,20 +100,15 @@ void write_png_grid(const std::string& path, const at::Tensor& samples, int nrow
   try {
     ok = cv::imencode(".png", grid, encoded);
   } catch (const cv::Exception& e) {
-    bad_input(what + ": cannot encode '" + path + "': " + e.what());
+    bad_input(what + ": cannot encode the grid: " + e.what());
   }
-  if (!ok) bad_input(what + ": cannot encode '" + path + "'");
-  const std::string png = png_with_text(std::string(encoded.begin(), encoded.end()), text);
-  write_atomically(path, what, [&](const std::string& tmp) {
-    std::ofstream f(tmp, std::ios::binary);
-    f.write(png.data(), std::streamsize(png.size()));
-    if (!f) bad_input(what + ": cannot write '" + path + "'");
-  });
+  if (!ok) bad_input(what + ": cannot encode the grid");
+  return png_with_text(std::string(encoded.begin(), encoded.end()), text);
 #else
   (void)samples;
   (void)nrow;
   (void)text;
-  bad_input(what + ": this build has no image output (configured without OpenCV); cannot write '" + path + "'");
+  bad_input(what + ": this build has no image output (configured without OpenCV)");
 #endif
 }
 

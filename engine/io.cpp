@@ -379,8 +379,10 @@ NpyLayout parse_npy_header(const std::string& buf, const std::string& what) {
 
 }  // namespace
 
-void write_npy(const std::string& path, const at::Tensor& tensor, const std::string& what) {
-  const at::Tensor t = tensor.contiguous().cpu();
+namespace {
+
+// A .npy file's bytes before its data (format 1.0): magic, version, header length, header.
+std::string npy_preamble(const at::Tensor& t, const std::string& what) {
   const DType* dt = nullptr;
   for (const auto& d : kDTypes)
     if (d.type == t.scalar_type() && *d.npy) dt = &d;
@@ -396,16 +398,26 @@ void write_npy(const std::string& path, const at::Tensor& tensor, const std::str
   const size_t total = 10 + header.size() + 1;
   header.append((64 - total % 64) % 64, ' ');
   header += '\n';
+  const uint16_t len = static_cast<uint16_t>(header.size());
+  return std::string("\x93NUMPY\x01\x00", 8) + char(len & 0xff) + char(len >> 8) + header;
+}
+
+}  // namespace
+
+void write_npy(const std::string& path, const at::Tensor& tensor, const std::string& what) {
+  const at::Tensor t = tensor.contiguous().cpu();
+  const std::string preamble = npy_preamble(t, what);
   write_atomically(path, what, [&](const std::string& tmp) {
     std::ofstream out(tmp, std::ios::binary);
-    const uint16_t len = static_cast<uint16_t>(header.size());
-    out.write("\x93NUMPY\x01\x00", 8);
-    out.put(char(len & 0xff));
-    out.put(char(len >> 8));
-    out << header;
+    out << preamble;
     out.write(static_cast<const char*>(t.data_ptr()), std::streamsize(t.nbytes()));
     if (!out) bad_input(what + ": cannot write '" + path + "'");
   });
+}
+
+std::string encode_npy(const at::Tensor& tensor, const std::string& what) {
+  const at::Tensor t = tensor.contiguous().cpu();
+  return npy_preamble(t, what) + std::string(static_cast<const char*>(t.data_ptr()), t.nbytes());
 }
 
 SafeTensors read_safetensors(const std::string& path, const std::string& what) {

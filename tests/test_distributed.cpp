@@ -221,6 +221,7 @@ Ranks start_ranks(const fs::path& dir, const std::vector<std::string>& args, dou
   Ranks r;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string log = (dir / ("rank" + std::to_string(i) + ".log")).string();
+    fs::remove(log);  // a previous run's log must not be read as this one's
     const std::string cmd = "cd '" + (dir / "out").string() + "' && WORLD_SIZE=" + std::to_string(args.size()) +
                             " RANK=" + std::to_string(i) + " MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) +
                             " SCORCH_DIST_TIMEOUT=" + std::to_string(timeout_s) + " OMP_NUM_THREADS=1 exec '" + kCli +

@@ -10,6 +10,7 @@ packages=(
   libopencv-dev libyaml-cpp-dev libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev
   zlib1g-dev dataset-fashion-mnist wamerican
   libgloo-dev              # the Gloo headers LibTorch's c10d headers include (distributed runs)
+  libcpp-httplib-dev pkg-config   # scorch serve
 )
 
 missing=()

@@ -16,6 +16,9 @@ bool images_supported();
 // text: tEXt chunks written into the PNG (scorch/provenance.h).
 void write_png_grid(const std::string& path, const at::Tensor& samples, int nrow, const std::string& what,
                     const std::map<std::string, std::string>& text = {});
+// The same grid as PNG bytes (the server's replies).
+std::string encode_png_grid(const at::Tensor& samples, int nrow, const std::string& what,
+                            const std::map<std::string, std::string>& text = {});
 
 // Reads an image file (PNG, JPEG, ...) as grey values in [0, 1], resized to h x w with
 // area interpolation: [h, w] float32. Errors name `what` (e.g. "guidance.terms[0].mask").

@@ -63,6 +63,8 @@ std::vector<int64_t> npy_shape(const std::string& path, const std::string& what 
 // those; the file is checked against its header as by read_npy.
 at::Tensor read_npy_rows(const std::string& path, int64_t first, int64_t count, const std::string& what = "npy file");
 void write_npy(const std::string& path, const at::Tensor& tensor, const std::string& what = "npy");
+// The bytes write_npy writes, in memory (the server's replies).
+std::string encode_npy(const at::Tensor& tensor, const std::string& what = "npy");
 
 // safetensors: 8-byte little-endian header length, JSON header
 // {name: {dtype, shape, data_offsets}, "__metadata__": {string: string}}, data.

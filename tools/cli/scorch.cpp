@@ -25,6 +25,7 @@
 #include "scorch/distributed.h"
 #include "scorch/distributed_pipeline.h"
 #include "scorch/sampler.h"
+#include "scorch/server.h"
 #include "scorch/token_pipeline.h"
 #include "scorch/error.h"
 #include "scorch/eval.h"
@@ -453,6 +454,14 @@ int main(int argc, char** argv) {
   gen->add_option("--threads", threads, "CPU threads (default: all cores)")->check(int_range(1, 1024));
   app.add_subcommand("samplers", "list every registered sampler (continuous and discrete) with its options");
   bool markdown = false;
+  scorch::ServerOptions so;
+  CLI::App* srv = app.add_subcommand("serve", "an HTTP server that keeps running and generates per request (docs/server.md)");
+  srv->add_option("--host", so.host, "address to listen on (other than localhost: reachable from other machines)")->capture_default_str();
+  srv->add_option("--port", so.port, "port (0: any free one)")->capture_default_str()->check(int_range(0, 65535));
+  srv->add_option("--config", so.config, "the base config requests override (default: the built-in one)");
+  srv->add_option("--models", so.models, "the folder request paths resolve in (default: requests name no files)");
+  srv->add_option("--max-queue", so.max_queue, "requests waiting behind the running one; more get 503")->capture_default_str()->check(int_range(0, 100000));
+  srv->add_option("--max-batch", so.max_batch, "samples per request")->capture_default_str()->check(int_range(1, 16777216));
   std::string info_path;
   app.add_subcommand("info", "print how an output was made: a PNG's scorch metadata or an .npy's .json")
       ->add_option("file", info_path, "a PNG or .json written by scorch generate")
@@ -555,6 +564,13 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("eval")) {
       group = scorch::ProcessGroup::from_environment();
       return run_eval(samples_path, labels_path, classifier_path, reference, k, json, group.get());
+    }
+    if (app.got_subcommand("serve")) {
+#ifdef SCORCH_WITH_SERVER
+      return scorch::serve(so);
+#else
+      scorch::bad_input("serve: this build has no server (cpp-httplib was not found: apt-get install libcpp-httplib-dev)");
+#endif
     }
     if (app.got_subcommand("fit")) {
       group = scorch::ProcessGroup::from_environment();
