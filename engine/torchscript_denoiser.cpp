@@ -1,7 +1,9 @@
 #include "scorch/torchscript_denoiser.h"
 
 #include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
 #include <torch/script.h>
+#include <torch/version.h>
 
 #include <dlfcn.h>
 
@@ -21,6 +23,27 @@
 #include "scorch/script_module.h"
 
 namespace scorch {
+
+namespace {
+
+// LibTorch 1.13 and 2.x name the per-thread warning handler's accessors differently.
+c10::WarningHandler* get_torch_warning_handler() {
+#if TORCH_VERSION_MAJOR >= 2
+  return c10::WarningUtils::get_warning_handler();
+#else
+  return c10::Warning::get_warning_handler();
+#endif
+}
+
+void set_torch_warning_handler(c10::WarningHandler* handler) {
+#if TORCH_VERSION_MAJOR >= 2
+  c10::WarningUtils::set_warning_handler(handler);
+#else
+  c10::Warning::set_warning_handler(handler);
+#endif
+}
+
+}  // namespace
 
 TimeInput parse_time_input(const std::string& name) {
   if (name == "t") return TimeInput::T;
@@ -130,6 +153,9 @@ class TorchScriptDenoiser final : public Denoiser {
       // thread; with this task's thread count set to 1 they also plan it as for one
       // thread, so every chunk is computed exactly as with --threads 1.
       std::exception_ptr error;
+      // LibTorch's warning handler is per thread: the workers take the caller's, so that a
+      // network's warnings go where the caller sends them (the CLI collects them).
+      c10::WarningHandler* const warnings = get_torch_warning_handler();
 #pragma omp parallel for num_threads(threads) schedule(static)
       for (int64_t i = 0; i < count; ++i) {
         // ATen sets a thread's OpenMP thread count to --threads on the thread's first ATen
@@ -138,6 +164,7 @@ class TorchScriptDenoiser final : public Denoiser {
         // of fewer than 16 samples, which round differently from the --threads 1 run.
         (void)at::get_num_threads();
         omp_set_num_threads(1);
+        set_torch_warning_handler(warnings);
         try {
           c10::InferenceMode guard;
           run(i);

@@ -560,3 +560,35 @@ TEST_F(Cli, FitThenGenerate) {
 }
 
 }  // namespace
+
+namespace {
+
+// LibTorch's own warnings (a network's warnings.warn, raised on the chunked evaluation's
+// worker threads too) never print before scorch's lines: with -q nothing is printed; without,
+// each distinct warning is one note after the run.
+class CliWarnings : public ::testing::Test {};
+
+TEST_F(CliWarnings, LibTorchWarningsBecomeOneNote) {
+  const std::string dir = (fs::temp_directory_path() / ("scorch_warns_" + std::to_string(::getpid()))).string();
+  fs::create_directories(dir);
+  const std::string base = "cd '" + dir + "' && '" + kCli + "' generate --set cond= --set model.type=torchscript --set model.path=" +
+                           kFixtures + "/warns.pt --set model.shape=[2,3] --set model.time_input=t --set batch=8 "
+                           "--set output.png= --set output.npy=w.npy ";
+  const auto err_of = [&](const std::string& flags) {
+    EXPECT_EQ(std::system((base + flags + " 2> err.txt").c_str()), 0);
+    std::ifstream in(dir + "/err.txt");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  };
+  EXPECT_EQ(err_of("-q"), "");
+  EXPECT_EQ(err_of("-q --threads 1"), "");
+  const std::string loud = err_of("");
+  const std::string note = "note: LibTorch warned: this fixture always warns\n";
+  ASSERT_NE(loud.find(note), std::string::npos) << loud;
+  EXPECT_EQ(loud.find(note), loud.rfind(note)) << loud;
+  EXPECT_EQ(loud.find("Warning:"), std::string::npos) << loud;
+  fs::remove_all(dir);
+}
+
+}  // namespace

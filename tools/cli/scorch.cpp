@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
+#include <torch/version.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
 #include <unistd.h>
 #if defined(__GLIBC__)
@@ -16,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <mutex>
 #include <sstream>
 #include <thread>
 #include <algorithm>
@@ -63,6 +65,37 @@ void keep_freed_memory() {
 void single_threaded_blas() {
   using SetThreads = void (*)(int);
   if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(1);
+}
+
+// LibTorch's own warnings (TORCH_WARN, a network's warnings.warn) are collected instead of
+// printed before scorch's lines: a successful run shows each once as a note, a failed one
+// its one error line alone. The handler is per thread; the chunked network evaluation
+// hands the caller's to its workers (engine/torchscript_denoiser.cpp).
+class CollectTorchWarnings : public c10::WarningHandler {
+ public:
+#if TORCH_VERSION_MAJOR >= 2
+  void process(const c10::Warning& w) override { add(w.msg()); }
+#else
+  void process(const c10::SourceLocation&, const std::string& msg, const bool) override { add(msg); }
+#endif
+  std::vector<std::string> lines() {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    return lines_;
+  }
+
+ private:
+  void add(const std::string& msg) {
+    const std::string line = msg.substr(0, msg.find('\n'));
+    const std::lock_guard<std::mutex> lock(mutex_);  // workers warn too
+    if (std::find(lines_.begin(), lines_.end(), line) == lines_.end()) lines_.push_back(line);
+  }
+  std::mutex mutex_;
+  std::vector<std::string> lines_;
+};
+
+CollectTorchWarnings& torch_warnings() {
+  static CollectTorchWarnings handler;
+  return handler;
 }
 
 // A token model: samples go to stdout as text, one per line.
@@ -128,6 +161,8 @@ int run_generate(const std::string& config_path, const std::vector<std::string>&
   const auto written = pipeline->write_outputs(result);
   for (const auto& line : result.notes)
     if (!quiet || line.rfind("warning:", 0) == 0) std::fprintf(stderr, "%s\n", line.c_str());
+  if (!quiet)
+    for (const auto& line : torch_warnings().lines()) std::fprintf(stderr, "note: LibTorch warned: %s\n", line.c_str());
   if (!quiet) {
     std::fprintf(stderr, "%s: %d steps, %lld NFE, start-up %.1f ms, sampling %.1f ms", pipeline->sampler_name().c_str(),
                  result.steps, (long long)result.nfe, load_ms, 1e3 * result.seconds);
@@ -440,6 +475,11 @@ std::string printable(const std::string& s) {
 int main(int argc, char** argv) {
   keep_freed_memory();
   single_threaded_blas();
+#if TORCH_VERSION_MAJOR >= 2
+  c10::WarningUtils::set_warning_handler(&torch_warnings());
+#else
+  c10::Warning::set_warning_handler(&torch_warnings());
+#endif
   scorch::install_temp_file_cleanup();  // SIGINT / SIGTERM leave no temporary output behind
   CLI::App app{"scorch: diffusion and score-model sampling engine"};
   app.require_subcommand(1);

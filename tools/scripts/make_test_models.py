@@ -7,6 +7,7 @@ import os
 import sys
 
 import torch
+import warnings
 
 
 class GaussianEps(torch.nn.Module):
@@ -110,6 +111,15 @@ class EchoTime(torch.nn.Module):
 
     def forward(self, x, t):
         return torch.zeros_like(x) + t.view(-1, 1, 1).to(x.dtype)
+
+
+class Warns(torch.nn.Module):
+    """eps = 0 (the standard Gaussian's) with a Python warning at every call: LibTorch's own
+    printing, which the CLI collects into a note."""
+
+    def forward(self, x, t):
+        warnings.warn("this fixture always warns")
+        return torch.zeros_like(x)
 
 
 class EchoCond(torch.nn.Module):
@@ -251,6 +261,7 @@ class VectorClassifier(torch.nn.Module):
 
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures"
+    only = set(sys.argv[2:])  # fixture names to write (default: all)
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)
     for name, module in [("gaussian_eps", GaussianEps()), ("gaussian_velocity", GaussianVelocity()), ("gaussian_energy", GaussianEnergy()),
@@ -260,7 +271,9 @@ def main():
                          ("wrong_arity", WrongArity()), ("wrong_shape", WrongShape()),
                          ("nan_output", NanOutput()), ("late_nan", LateNan()),
                          ("time_dtype_probe", TimeDtypeProbe()), ("float32_layers", Float32Layers()),
-                         ("vector_classifier", VectorClassifier())]:
+                         ("vector_classifier", VectorClassifier()), ("warns", Warns())]:
+        if only and name not in only:
+            continue
         torch.jit.save(torch.jit.script(module.eval()), os.path.join(out, name + ".pt"))
     with open(os.path.join(out, "not_a_model.pt"), "w") as f:
         f.write("this is not a TorchScript archive\n")
