@@ -51,8 +51,16 @@ scorch_status guarded(std::string* message, F f) {
       default: return SCORCH_INTERNAL;
     }
   } catch (const c10::Error& e) {
+    if (scorch::is_allocation_failure(e)) {
+      *message = scorch::allocation_failure_message(e);
+      return SCORCH_BAD_INPUT;
+    }
     *message = std::string("internal error: ") + e.what_without_backtrace();
   } catch (const std::exception& e) {
+    if (scorch::is_allocation_failure(e)) {
+      *message = scorch::allocation_failure_message(e);
+      return SCORCH_BAD_INPUT;
+    }
     *message = std::string("internal error: ") + e.what();
   } catch (...) {
     *message = "internal error: unknown exception";

@@ -592,3 +592,26 @@ TEST_F(CliWarnings, LibTorchWarningsBecomeOneNote) {
 }
 
 }  // namespace
+
+namespace {
+
+// An allocation that fails under bad input (a batch this machine cannot hold, below the
+// up-front estimate's limit) is bad input too: exit 2, one line, nothing written.
+TEST(CliMemory, FailedAllocationIsBadInput) {
+  const std::string dir = (fs::temp_directory_path() / ("scorch_oom_" + std::to_string(::getpid()))).string();
+  fs::create_directories(dir);
+  const std::string cmd = "cd '" + dir + "' && (ulimit -v 3000000; exec '" + kCli +
+                          "' generate -q --config configs/fmnist_gaussian.yaml --set batch=600000 --set output.png= "
+                          "--set output.npy=big.npy) 2> err.txt";
+  const int raw = std::system(cmd.c_str());
+  EXPECT_TRUE(WIFEXITED(raw) && WEXITSTATUS(raw) == 2) << raw;
+  std::ifstream in(dir + "/err.txt");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  EXPECT_EQ(ss.str().rfind("scorch: error: out of memory (", 0), 0u) << ss.str();
+  EXPECT_EQ(ss.str().find('\n'), ss.str().size() - 1) << ss.str();
+  EXPECT_FALSE(fs::exists(dir + "/big.npy"));
+  fs::remove_all(dir);
+}
+
+}  // namespace

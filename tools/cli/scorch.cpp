@@ -642,9 +642,17 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "scorch: error: %s\n", printable(e.what()).c_str());
     return e.status() == scorch::Status::BadInput ? 2 : 1;
   } catch (const c10::Error& e) {
+    if (scorch::is_allocation_failure(e)) {
+      std::fprintf(stderr, "scorch: error: %s\n", printable(scorch::allocation_failure_message(e)).c_str());
+      return 2;
+    }
     std::fprintf(stderr, "scorch: internal error: %s\n", printable(e.what_without_backtrace()).c_str());
     return 1;
   } catch (const std::exception& e) {
+    if (scorch::is_allocation_failure(e)) {
+      std::fprintf(stderr, "scorch: error: %s\n", printable(scorch::allocation_failure_message(e)).c_str());
+      return 2;
+    }
     std::fprintf(stderr, "scorch: internal error: %s\n", printable(e.what()).c_str());
     return 1;
   }
