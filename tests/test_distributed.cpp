@@ -22,6 +22,7 @@
 #include "scorch/distributed.h"
 #include "scorch/eval.h"
 #include "scorch/io.h"
+#include "support/free_port.h"
 
 namespace fs = std::filesystem;
 
@@ -29,19 +30,6 @@ namespace {
 
 const std::string kCli = SCORCH_CLI;
 const std::string kTorchrun = "/usr/bin/torchrun";
-
-// A port nobody listens on now (the kernel's choice for a socket bound to port 0).
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t n = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &n);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
 
 std::string slurp(const fs::path& p) {
   std::ifstream in(p);

@@ -23,6 +23,7 @@
 #include <thread>
 
 #include "scorch/io.h"
+#include "support/free_port.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -195,19 +196,7 @@ TEST(Server, CliStartsStopsAndRefusesABadBase) {
   std::stringstream err;
   err << std::ifstream(dir / "err.txt").rdbuf();
   EXPECT_NE(err.str().find("sampler.name: unknown sampler 'nope'"), std::string::npos) << err.str();
-  // a port from the kernel (a socket bound to port 0, closed), then the server on it
-  int port = 0;
-  {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    socklen_t n = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &n);
-    ::close(fd);
-    port = ntohs(a.sin_port);
-  }
+  const int port = free_port();  // then the server on it
   const pid_t pid = ::fork();
   if (pid == 0) {
     const std::string p = std::to_string(port);
