@@ -7,6 +7,7 @@
 
 #include "scorch/error.h"
 #include "scorch/io.h"
+#include "scorch/model_cache.h"
 #include "scorch/schedule.h"
 
 namespace scorch {
@@ -41,7 +42,9 @@ void validate_gaussian(const GaussianModel& m, const std::string& what) {
                             std::to_string(err) + ")");
 }
 
-GaussianModel load_gaussian(const std::string& path, int64_t rank) {
+namespace {
+
+GaussianModel read_gaussian(const std::string& path, int64_t rank) {
   const std::string what = "model.path '" + path + "'";
   SafeTensors st = read_safetensors(path);
   const auto type = st.metadata.find("scorch.type");
@@ -63,6 +66,23 @@ GaussianModel load_gaussian(const std::string& path, int64_t rank) {
     m.eigenvectors = m.eigenvectors.index_select(1, idx);
   }
   return m;
+}
+
+size_t tensor_bytes(std::initializer_list<at::Tensor> tensors) {
+  size_t n = 0;
+  for (const at::Tensor& t : tensors) n += t.defined() ? t.nbytes() : 0;
+  return n;
+}
+
+}  // namespace
+
+GaussianModel load_gaussian(const std::string& path, int64_t rank) {
+  const std::string file = model_file_key(path);
+  return *cached_model<GaussianModel>(file.empty() ? "" : "gaussian|" + file + "|" + std::to_string(rank),
+                                      [&]() -> std::pair<GaussianModel, size_t> {
+                                        GaussianModel m = read_gaussian(path, rank);
+                                        return {m, tensor_bytes({m.mean, m.eigenvalues, m.eigenvectors})};
+                                      });
 }
 
 void save_gaussian(const std::string& path, const GaussianModel& m) {

@@ -7,6 +7,7 @@
 #include <functional>
 
 #include "scorch/error.h"
+#include "scorch/model_cache.h"
 #include "scorch/guidance.h"
 #include "scorch/io.h"
 #include "scorch/schedule.h"
@@ -206,7 +207,9 @@ GaussianMixture read_gmm(const SafeTensors& st, const std::string& what) {
 
 }  // namespace
 
-MixtureModel load_mixture_model(const std::string& path, const std::string& type) {
+namespace {
+
+MixtureModel read_mixture_model(const std::string& path, const std::string& type) {
   const std::string what = "model.path '" + path + "'";
   const SafeTensors st = read_safetensors(path);
   const auto kind = st.metadata.find("scorch.type");
@@ -249,6 +252,21 @@ MixtureModel load_mixture_model(const std::string& path, const std::string& type
   for (int64_t s : m.shape) prod *= s;
   if (prod != d) bad_input(what + ": scorch.shape does not match D = " + std::to_string(d));
   return m;
+}
+
+}  // namespace
+
+MixtureModel load_mixture_model(const std::string& path, const std::string& type) {
+  const std::string file = model_file_key(path);
+  return *cached_model<MixtureModel>(file.empty() ? "" : "mixture|" + file + "|" + type,
+                                     [&]() -> std::pair<MixtureModel, size_t> {
+                                       MixtureModel m = read_mixture_model(path, type);
+                                       size_t bytes = m.labels.defined() ? m.labels.nbytes() : 0;
+                                       for (const at::Tensor& t : {m.mixture.means, m.mixture.log_weights, m.mixture.variances,
+                                                                   m.mixture.eigenvalues, m.mixture.eigenvectors})
+                                         bytes += t.defined() ? t.nbytes() : 0;
+                                       return {m, bytes};
+                                     });
 }
 
 GaussianMixture select_components(const GaussianMixture& m, const at::Tensor& index) {

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "scorch/error.h"
+#include "scorch/model_cache.h"
 
 namespace scorch {
 
@@ -109,15 +110,19 @@ std::string sha256_hex(const std::string& bytes) {
 
 std::string sha256_file(const std::string& path, const std::string& what) {
   check_input_file(path, what);
-  std::ifstream in(path, std::ios::binary);
-  if (!in) bad_input(what + ": cannot open '" + path + "'");
-  Sha256 h;
-  std::vector<char> buf(1 << 16);
-  while (in) {
-    in.read(buf.data(), std::streamsize(buf.size()));
-    h.update(reinterpret_cast<const unsigned char*>(buf.data()), size_t(in.gcount()));
-  }
-  return h.hex();
+  const std::string file = model_file_key(path);
+  // Kept with the models (a server hashes a kept model's file once).
+  return *cached_model<std::string>(file.empty() ? "" : "sha256|" + file, [&]() -> std::pair<std::string, size_t> {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) bad_input(what + ": cannot open '" + path + "'");
+    Sha256 h;
+    std::vector<char> buf(1 << 16);
+    while (in) {
+      in.read(buf.data(), std::streamsize(buf.size()));
+      h.update(reinterpret_cast<const unsigned char*>(buf.data()), size_t(in.gcount()));
+    }
+    return {h.hex(), 64};
+  });
 }
 
 std::string png_with_text(const std::string& png, const std::map<std::string, std::string>& chunks) {

@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "scorch/error.h"
+#include "scorch/model_cache.h"
 
 namespace scorch {
 
@@ -26,6 +27,47 @@ std::string script_error_line(const std::exception& e) {
   return text.substr(from, end - from + 1);
 }
 
+torch::jit::Module load_frozen_module(const std::string& path, const std::string& what, c10::Device device,
+                                      at::ScalarType dtype, const std::vector<std::string>& keep) {
+  const std::string file = model_file_key(path);
+  std::string key;
+  if (!file.empty()) {
+    key = "torchscript|" + file + "|" + device.str() + "|" + c10::toString(dtype);
+    for (const auto& k : keep) key += "|" + k;
+  }
+  const auto load = [&]() -> std::pair<torch::jit::Module, size_t> {
+    torch::jit::Module m;
+    try {
+      m = torch::jit::load(path, device);
+    } catch (const c10::Error& e) {
+      bad_input(what + ": not a loadable TorchScript file (" + script_error_line(e) + ")");
+    } catch (const std::exception& e) {
+      bad_input(what + ": not a loadable TorchScript file (" + e.what() + ")");
+    }
+    if (!m.find_method("forward")) bad_input(what + ": the module has no forward method");
+    m.eval();
+    m.to(device, dtype);
+    // What the module holds: its parameters and buffers (frozen, they become constants),
+    // at least the file's size.
+    size_t bytes = size_t(std::filesystem::file_size(path));
+    size_t held = 0;
+    for (const at::Tensor& p : m.parameters()) held += p.nbytes();
+    for (const at::Tensor& b : m.buffers()) held += b.nbytes();
+    bytes = std::max(bytes, held);
+    try {
+      // freezing drops every method but forward unless named
+      std::vector<std::string> present;
+      for (const auto& k : keep)
+        if (m.find_method(k)) present.push_back(k);
+      m = torch::jit::freeze(m, present);
+    } catch (const std::exception&) {
+      // Freezing is an optimisation; modules it cannot handle run unfrozen.
+    }
+    return {m, bytes};
+  };
+  return *cached_model<torch::jit::Module>(key, load);
+}
+
 struct ScriptModule::Impl {
   torch::jit::Module module;
 };
@@ -38,20 +80,7 @@ std::unique_ptr<ScriptModule> ScriptModule::load(const std::string& path, const 
   std::unique_ptr<ScriptModule> out(new ScriptModule());
   out->impl_ = std::make_unique<Impl>();
   out->what_ = what;
-  torch::jit::Module& m = out->impl_->module;
-  try {
-    m = torch::jit::load(path, device);
-  } catch (const std::exception& e) {
-    bad_input(what + ": not a loadable TorchScript file (" + script_error_line(e) + ")");
-  }
-  if (!m.find_method("forward")) bad_input(what + ": the module has no forward method");
-  m.eval();
-  m.to(device, dtype);
-  try {
-    m = torch::jit::freeze(m);
-  } catch (const std::exception&) {
-    // Freezing is an optimisation; modules it cannot handle run unfrozen.
-  }
+  out->impl_->module = load_frozen_module(path, what, device, dtype);
   return out;
 }
 

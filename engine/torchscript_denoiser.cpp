@@ -256,14 +256,7 @@ std::unique_ptr<Denoiser> load_torchscript_denoiser(const TorchScriptSpec& spec,
                                                     std::shared_ptr<const Schedule> schedule) {
   const std::string what = "model.path '" + spec.path + "'";
   check_input_file(spec.path, what);
-  torch::jit::Module module;
-  try {
-    module = torch::jit::load(spec.path, spec.device);
-  } catch (const c10::Error& e) {
-    bad_input(what + ": not a loadable TorchScript file (" + script_error_line(e) + ")");
-  } catch (const std::exception& e) {
-    bad_input(what + ": not a loadable TorchScript file (" + e.what() + ")");
-  }
+  torch::jit::Module module = load_frozen_module(spec.path, what, spec.device, spec.dtype, {"energy"});
   const auto method = module.find_method("forward");
   if (!method) bad_input(what + ": the module has no forward method");
   // The schema's first argument is self.
@@ -286,16 +279,6 @@ std::unique_ptr<Denoiser> load_torchscript_denoiser(const TorchScriptSpec& spec,
   } else if (arity != 2 && arity != 3) {
     bad_input(what + ": forward takes " + std::to_string(arity) +
               " arguments; expected forward(x, t) or forward(x, t, cond), or declare its extra inputs in model.inputs");
-  }
-  module.eval();
-  module.to(spec.device, spec.dtype);
-  try {
-    // freezing drops every method but forward unless named
-    std::vector<std::string> keep;
-    if (module.find_method("energy")) keep.push_back("energy");
-    module = torch::jit::freeze(module, keep);
-  } catch (const std::exception&) {
-    // Freezing is an optimisation; modules it cannot handle run unfrozen.
   }
   auto denoiser = std::make_unique<TorchScriptDenoiser>(module, spec, schedule, !declared && arity == 3);
 

@@ -152,7 +152,7 @@ TEST(Server, BadRequestsAreFourHundredWithTheCliMessage) {
     const scorch::HttpReply r = s.handle("POST", "/v1/generate", c.body);
     EXPECT_EQ(r.status, c.status) << c.body.substr(0, 200) << "\n" << r.body;
     EXPECT_NE(r.body.find(c.fragment), std::string::npos) << c.body.substr(0, 200) << "\n" << r.body;
-    EXPECT_NO_THROW((void)json::parse(r.body));
+    EXPECT_TRUE(json::accept(r.body)) << r.body;
   }
   // a model file inside the models folder, named relative to it, is fine
   EXPECT_EQ(s.handle("POST", "/v1/generate", R"({"config": {"model.path": "fmnist_gaussian.safetensors", "batch": 1}})").status,

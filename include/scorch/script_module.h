@@ -13,6 +13,11 @@
 namespace c10 {
 class Error;
 }
+namespace torch {
+namespace jit {
+struct Module;
+}
+}  // namespace torch
 
 namespace scorch {
 
@@ -35,6 +40,12 @@ class ScriptModule {
   std::unique_ptr<Impl> impl_;
   std::string what_;
 };
+
+// `path` loaded onto `device` in `dtype`, in eval mode and frozen where possible (freezing
+// keeps forward and the methods named in `keep` that exist), through the model cache
+// (model_cache.h): a kept module is shared, not loaded again. Errors name it by `what`.
+torch::jit::Module load_frozen_module(const std::string& path, const std::string& what, c10::Device device,
+                                      at::ScalarType dtype, const std::vector<std::string>& keep = {});
 
 // The line of a LibTorch error a user needs: a c10::Error's first line (no backtrace), the
 // TorchScript interpreter's last line (the Python-level message) for other exceptions.

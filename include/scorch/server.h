@@ -17,9 +17,15 @@ struct ServerOptions {
   int port = 7860;                 // 0: any free port
   std::string config;              // the base config every request overrides ("": the built-in default)
   std::string models;              // the folder request paths resolve in ("": requests name no files)
-  int max_queue = 16;              // requests waiting behind the running one; more get 503
+  int max_queue = 64;              // requests waiting for a run; more get 503
   size_t max_body = size_t(1) << 20;
-  int64_t max_batch = 256;
+  int64_t max_batch = 256;         // samples per request, and per merged run
+  // Requests that differ only in their samples (seeds, labels, prompts) and arrive within
+  // this window of the first are run as one batch and split back; 0: each runs alone.
+  double batch_window_ms = 10;
+  double timeout_s = 0;                           // a request still unfinished after this is cancelled (504); 0: none
+  size_t model_cache_bytes = size_t(4) << 30;     // loaded models kept (model_cache.h), least recently used evicted
+  int keep_jobs = 64;                             // finished jobs kept for GET /v1/jobs/{id}
 };
 
 struct HttpReply {
@@ -27,6 +33,9 @@ struct HttpReply {
   std::string type = "application/json";
   std::string body;
   std::map<std::string, std::string> headers;
+  // A streamed reply (server-sent events) instead of `body`: called once with a writer,
+  // which returns false when the client has gone; returns when the stream ends.
+  std::function<void(const std::function<bool(const std::string&)>& write)> stream;
 };
 
 class Service {
@@ -35,6 +44,9 @@ class Service {
   explicit Service(const ServerOptions& options);
   ~Service();
   HttpReply handle(const std::string& method, const std::string& path, const std::string& body);
+  // Stops taking work: queued requests fail with 503, event streams end; the running batch
+  // finishes, or is cancelled with `cancel_running`. Returns at once; the destructor waits.
+  void shutdown(bool cancel_running = false);
 
  private:
   struct Impl;
@@ -49,16 +61,19 @@ class HttpServer {
   // Call run() after it: a bound server that never runs keeps its socket until the process
   // ends (cpp-httplib closes it only when stopping a running server).
   int bind();
-  // Serves until stop(); requests already running finish first.
+  // Serves until stop(); requests already running finish first (queued ones get 503).
   void run();
   void stop();
+  // As stop(), cancelling the running requests too.
+  void stop_now();
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
 
-// bind, print the address, run until SIGINT or SIGTERM.
+// bind, print the address, run until SIGINT or SIGTERM (a second signal cancels the
+// running requests).
 int serve(const ServerOptions& options);
 
 }  // namespace scorch
