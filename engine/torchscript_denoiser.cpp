@@ -18,6 +18,7 @@
 #include "scorch/error.h"
 #include "scorch/guidance.h"
 #include "scorch/io.h"
+#include "scorch/model_cache.h"
 #include "scorch/rng.h"
 #include "scorch/schedule.h"
 #include "scorch/script_module.h"
@@ -283,16 +284,27 @@ std::unique_ptr<Denoiser> load_torchscript_denoiser(const TorchScriptSpec& spec,
   auto denoiser = std::make_unique<TorchScriptDenoiser>(module, spec, schedule, !declared && arity == 3);
 
   // One-sample dry run: catches a wrong signature, shape or non-finite output now, not mid-run.
-  std::vector<int64_t> sizes = {1};
-  sizes.insert(sizes.end(), spec.shape.begin(), spec.shape.end());
-  const at::Tensor x = Rng(0).normal(sizes, at::TensorOptions().dtype(spec.dtype).device(spec.device));
-  const at::Tensor cond = at::zeros({1}, at::TensorOptions().dtype(at::kLong).device(spec.device));
-  c10::InferenceMode guard;
-  const at::Tensor out = denoiser->forward(x, 0.5 * (schedule->t_max() + schedule->t_min()), cond);
-  if (out.sizes() != x.sizes())
-    bad_input(what + ": forward returned shape " + shape_string(out.sizes()) + " for input " +
-              shape_string(x.sizes()) + "; expected the input's shape (model.shape)");
-  if (!at::isfinite(out).all().item<bool>()) bad_input(what + ": forward returned non-finite values on a dry run");
+  // Passed once, it is remembered with the kept module (model_cache.h) for the same file and
+  // spec; not with declared inputs, whose values come with each pipeline.
+  const double t_mid = 0.5 * (schedule->t_max() + schedule->t_min());
+  const std::string file = declared ? "" : model_file_key(spec.path);
+  const std::string checked = file.empty() ? "" : "checked|" + file + "|" + spec.device.str() + "|" +
+                                                       c10::toString(spec.dtype) + "|" + shape_string(spec.shape) + "|" +
+                                                       std::to_string(int(spec.time_input)) + "|" +
+                                                       std::to_string(int(spec.prediction)) + "|" + std::to_string(t_mid);
+  cached_model<bool>(checked, [&]() -> std::pair<bool, size_t> {
+    std::vector<int64_t> sizes = {1};
+    sizes.insert(sizes.end(), spec.shape.begin(), spec.shape.end());
+    const at::Tensor x = Rng(0).normal(sizes, at::TensorOptions().dtype(spec.dtype).device(spec.device));
+    const at::Tensor cond = at::zeros({1}, at::TensorOptions().dtype(at::kLong).device(spec.device));
+    c10::InferenceMode guard;
+    const at::Tensor out = denoiser->forward(x, t_mid, cond);
+    if (out.sizes() != x.sizes())
+      bad_input(what + ": forward returned shape " + shape_string(out.sizes()) + " for input " +
+                shape_string(x.sizes()) + "; expected the input's shape (model.shape)");
+    if (!at::isfinite(out).all().item<bool>()) bad_input(what + ": forward returned non-finite values on a dry run");
+    return {true, 1};
+  });
   return denoiser;
 }
 

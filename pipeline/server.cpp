@@ -221,6 +221,8 @@ struct Service::Impl {
   std::map<std::string, std::shared_ptr<Job>> jobs;  // listed ones (POST /v1/jobs)
   std::deque<std::string> finished;                  // listed and final, oldest first
   bool stopping = false;
+  int preparing = 0;  // requests being validated, which the batching window waits for
+  Job::Clock::time_point last_run_end;
   std::thread worker;
 
   // --- job state (callers hold `mutex`) ---
@@ -258,6 +260,18 @@ struct Service::Impl {
   // Parses and validates a request body as `scorch generate` would its config; bad input is
   // an Error with the CLI's message.
   std::shared_ptr<Job> prepare(const std::string& body) {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      ++preparing;
+    }
+    struct Done {
+      Impl* impl;
+      ~Done() {
+        std::lock_guard<std::mutex> lock(impl->mutex);
+        --impl->preparing;
+        impl->changed.notify_all();
+      }
+    } done{this};
     json request;
     try {
       request = json::parse(body);
@@ -345,7 +359,11 @@ struct Service::Impl {
         queue.pop_front();
         continue;
       }
-      // Batching: wait for companions until the window closes or a run is full.
+      // Batching: wait for companions until the window closes (later while requests that
+      // arrived are still being validated, up to ten windows) or a run is full. The window
+      // opens with the first request, or when the last run ended if that is later: the
+      // clients it answered are then coming back, and a run of the few requests that came
+      // in meanwhile would split every later round in two.
       const auto joinable = [&](const Job& j) { return j.merge_key == first->merge_key && !j.final(); };
       const auto queued_samples = [&] {
         int64_t n = 0;
@@ -354,9 +372,12 @@ struct Service::Impl {
         return n;
       };
       if (!first->merge_key.empty()) {
-        const auto close = first->created + std::chrono::duration_cast<Job::Clock::duration>(
-                                                std::chrono::duration<double, std::milli>(options.batch_window_ms));
-        changed.wait_until(lock, close, [&] { return stopping || first->final() || queued_samples() >= options.max_batch; });
+        const auto window = std::chrono::duration_cast<Job::Clock::duration>(
+            std::chrono::duration<double, std::milli>(options.batch_window_ms));
+        const auto full = [&] { return stopping || first->final() || queued_samples() >= options.max_batch; };
+        const auto open = std::max(first->created, last_run_end);
+        changed.wait_until(lock, open + window, full);
+        while (!full() && preparing > 0 && Job::Clock::now() < open + 10 * window) changed.wait_until(lock, open + 10 * window);
         if (first->final()) continue;
         if (stopping) return;
       }
@@ -378,6 +399,7 @@ struct Service::Impl {
       running = group;
       lock.unlock();
       run(group, samples);
+      last_run_end = Job::Clock::now();
       lock.lock();
       running.clear();
     }
@@ -432,7 +454,7 @@ struct Service::Impl {
         if (r.latents.defined()) own.latents = r.latents.narrow(0, offset, j->batch);
         offset += j->batch;
         json out = reply_json(*j, own);
-        out["run"] = {{"requests", group.size()}, {"samples", samples}};
+        out["run"] = {{"requests", group.size()}, {"samples", samples}, {"seconds", r.seconds}};
         std::lock_guard<std::mutex> lock(mutex);
         if (j->state != Job::State::Running) continue;
         j->result = std::move(out);
@@ -693,6 +715,9 @@ HttpServer::HttpServer(const ServerOptions& options) : impl_(std::make_unique<Im
   const size_t threads = size_t(std::max(options.max_queue, 16)) + 16;
   s.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   s.set_keep_alive_max_count(1000);
+  // Replies go out in several writes (headers, body): without TCP_NODELAY, Nagle holds the
+  // last one until the client's delayed ACK, 40 ms a reply on Linux.
+  s.set_tcp_nodelay(true);
   const auto route = [this](const httplib::Request& req, httplib::Response& res) {
     const HttpReply r = impl_->service.handle(req.method, req.path, req.body);
     res.status = r.status;

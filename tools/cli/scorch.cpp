@@ -501,7 +501,19 @@ int main(int argc, char** argv) {
   srv->add_option("--config", so.config, "the base config requests override (default: the built-in one)");
   srv->add_option("--models", so.models, "the folder request paths resolve in (default: requests name no files)");
   srv->add_option("--max-queue", so.max_queue, "requests waiting behind the running one; more get 503")->capture_default_str()->check(int_range(0, 100000));
-  srv->add_option("--max-batch", so.max_batch, "samples per request")->capture_default_str()->check(int_range(1, 16777216));
+  srv->add_option("--max-batch", so.max_batch, "samples per request, and per merged run")->capture_default_str()->check(int_range(1, 16777216));
+  srv->add_option("--batch-window-ms", so.batch_window_ms,
+                  "requests differing only in seeds, labels or prompts that arrive within this window share one run (0: each runs alone)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 60000.0));
+  srv->add_option("--timeout", so.timeout_s, "seconds a request may take, queued and running; later ones are cancelled with 504 (0: no limit)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e6));
+  size_t cache_mb = so.model_cache_bytes >> 20;
+  srv->add_option("--model-cache-mb", cache_mb, "memory for loaded models; the least recently used are evicted past it (0: load per request)")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t(0), size_t(1) << 24));
+  srv->add_option("--keep-jobs", so.keep_jobs, "finished jobs kept for GET /v1/jobs/{id}")->capture_default_str()->check(int_range(1, 1000000));
   std::string info_path;
   app.add_subcommand("info", "print how an output was made: a PNG's scorch metadata or an .npy's .json")
       ->add_option("file", info_path, "a PNG or .json written by scorch generate")
@@ -607,6 +619,7 @@ int main(int argc, char** argv) {
     }
     if (app.got_subcommand("serve")) {
 #ifdef SCORCH_WITH_SERVER
+      so.model_cache_bytes = cache_mb << 20;
       return scorch::serve(so);
 #else
       scorch::bad_input("serve: this build has no server (cpp-httplib was not found: apt-get install libcpp-httplib-dev)");
