@@ -254,6 +254,8 @@ at::ScalarType network_dtype(const std::string& name) {
 
 }  // namespace
 
+const Schema& continuous_top_schema() { return top_schema(); }
+
 const Schema& token_top_schema() {
   static const Schema s = {
       {"seed", OptionType::Yaml, "0", "sequence i's seed: s + i for one integer s, or a list of batch seeds", {}},

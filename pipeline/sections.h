@@ -106,6 +106,7 @@ struct TokenModelSpec {
 };
 TokenModelSpec read_token_model(const YAML::Node& node, YAML::Node* resolved = nullptr);
 std::unique_ptr<DiscreteSchedule> read_discrete_schedule(const YAML::Node& node, YAML::Node* resolved = nullptr);
+const Schema& continuous_top_schema();
 const Schema& token_top_schema();
 const Schema& token_output_schema();
 

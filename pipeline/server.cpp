@@ -23,6 +23,7 @@
 #include <thread>
 
 #include "openapi_json.h"
+#include "sections.h"
 #include "scorch/config.h"
 #include "scorch/discrete_sampler.h"
 #include "scorch/error.h"
@@ -305,9 +306,13 @@ struct Service::Impl {
         bad_input(s.substr(0, s.find('=')) + ": the server writes no files; the reply carries the samples");
     YAML::Node config = load_config(options.config, sets);
     confine_paths(config, load_config(options.config, {}), "", options.models);
+    // The server's own limit speaks only inside the option's range: outside it the config's
+    // check below gives the CLI's message.
+    const auto& top = continuous_top_schema();
+    const auto spec = std::find_if(top.begin(), top.end(), [](const OptionSpec& o) { return o.name == "batch"; });
     if (config["batch"] && config["batch"].IsScalar()) {
       int64_t b = 0;
-      if (YAML::convert<int64_t>::decode(config["batch"], b) && b > options.max_batch)
+      if (YAML::convert<int64_t>::decode(config["batch"], b) && b > options.max_batch && double(b) <= spec->max)
         bad_input("batch: " + std::to_string(b) + " samples, above this server's limit of " +
                   std::to_string(options.max_batch) + " per request");
     }

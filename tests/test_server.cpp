@@ -18,11 +18,14 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 
 #include "scorch/io.h"
+#include "support/bad_input_cases.h"
 #include "support/free_port.h"
 
 namespace fs = std::filesystem;
@@ -241,6 +244,283 @@ TEST(Server, CliStartsStopsAndRefusesABadBase) {
   request.join();
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
   fs::remove_all(dir);
+}
+
+
+// Polls GET /v1/jobs/{id} until `until` holds (at most 60 s); the last status.
+json poll(scorch::Service& s, const std::string& id, const std::function<bool(const json&)>& until) {
+  json j;
+  for (int i = 0; i < 6000; ++i) {
+    j = body_of(s.handle("GET", "/v1/jobs/" + id, ""));
+    if (until(j)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return j;
+}
+
+// Jobs: 202 with an id; progress and an x0 preview while it runs; its events as server-sent
+// events in order, the last one final; the finished job's result equals /v1/generate's for
+// the same request; cancel mid-run (the worker is free at once), cancel again is 409;
+// unknown ids are 404 and wrong methods 405.
+TEST(Server, JobsProgressEventsPreviewAndCancel) {
+  scorch::Service s(gaussian_server());
+  const std::string long_run = R"({"config": {"batch": 64, "sampler": {"name": "dpmpp_2m_sde", "steps": 300}}, "format": "npy"})";
+  const scorch::HttpReply submitted = s.handle("POST", "/v1/jobs", long_run);
+  ASSERT_EQ(submitted.status, 202) << submitted.body;
+  const std::string id = body_of(submitted)["id"];
+  EXPECT_EQ(submitted.headers.at("Location"), "/v1/jobs/" + id);
+  // the event stream, read on its own thread as a client would
+  const scorch::HttpReply events = s.handle("GET", "/v1/jobs/" + id + "/events", "");
+  ASSERT_EQ(events.status, 200);
+  ASSERT_TRUE(events.stream);
+  EXPECT_EQ(events.type, "text/event-stream");
+  std::string stream;
+  std::thread reader([&] { events.stream([&](const std::string& text) { stream += text; return true; }); });
+  const json running = poll(s, id, [](const json& j) { return j.contains("preview_step") || j["state"] != "running" && j["state"] != "queued"; });
+  ASSERT_EQ(running["state"], "running") << running;
+  EXPECT_EQ(running["total"], 300);
+  const scorch::HttpReply preview = s.handle("GET", "/v1/jobs/" + id + "/preview", "");
+  ASSERT_EQ(preview.status, 200) << preview.body;
+  EXPECT_EQ(preview.type, "image/png");
+  EXPECT_EQ(preview.body.substr(1, 3), "PNG");
+  const json done = poll(s, id, [](const json& j) { return j["state"] != "running" && j["state"] != "queued"; });
+  reader.join();
+  ASSERT_EQ(done["state"], "done") << done;
+  EXPECT_EQ(done["step"], 300);
+  // the stream: progress events with non-decreasing steps, then one `done` event
+  std::vector<int> steps;
+  for (size_t at = stream.find("event: progress\ndata: "); at != std::string::npos;
+       at = stream.find("event: progress\ndata: ", at + 1)) {
+    const size_t from = at + 22;
+    steps.push_back(json::parse(stream.substr(from, stream.find('\n', from) - from))["step"]);
+  }
+  ASSERT_GE(steps.size(), 2u) << stream.substr(0, 500);
+  EXPECT_TRUE(std::is_sorted(steps.begin(), steps.end()));
+  EXPECT_NE(stream.find("event: done\ndata: "), std::string::npos);
+  EXPECT_EQ(stream.find("event: done"), stream.rfind("event: "));
+  // the job's samples are the synchronous endpoint's
+  const scorch::HttpReply direct = s.handle("POST", "/v1/generate", long_run);
+  ASSERT_EQ(direct.status, 200);
+  EXPECT_EQ(done["result"]["npy"], body_of(direct)["npy"]);
+  EXPECT_EQ(done["result"]["seeds"].size(), 64u);
+  // cancel mid-run
+  const std::string endless = body_of(s.handle("POST", "/v1/jobs", R"({"config": {"batch": 64, "sampler.steps": 100000}})"))["id"];
+  ASSERT_EQ(poll(s, endless, [](const json& j) { return j["step"] > 0; })["state"], "running");
+  const auto cancel_at = std::chrono::steady_clock::now();
+  const scorch::HttpReply cancelled = s.handle("DELETE", "/v1/jobs/" + endless, "");
+  EXPECT_EQ(cancelled.status, 200) << cancelled.body;
+  EXPECT_EQ(body_of(cancelled)["state"], "cancelled");
+  EXPECT_EQ(body_of(s.handle("GET", "/v1/jobs/" + endless, ""))["state"], "cancelled");
+  EXPECT_EQ(s.handle("DELETE", "/v1/jobs/" + endless, "").status, 409);
+  EXPECT_EQ(s.handle("GET", "/v1/jobs/" + endless + "/preview", "").status, 404);
+  // the worker left the cancelled run: a small request is answered at once
+  EXPECT_EQ(s.handle("POST", "/v1/generate", R"({"config": {"batch": 1}})").status, 200);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - cancel_at).count(), 5.0);
+  // unknown jobs, wrong methods, bad input at submission
+  EXPECT_EQ(s.handle("GET", "/v1/jobs/nope", "").status, 404);
+  EXPECT_EQ(s.handle("DELETE", "/v1/jobs/nope", "").status, 404);
+  EXPECT_EQ(s.handle("GET", "/v1/jobs/" + id + "/other", "").status, 404);
+  EXPECT_EQ(s.handle("PUT", "/v1/jobs/" + id, "").status, 405);
+  EXPECT_EQ(s.handle("POST", "/v1/jobs/" + id + "/events", "").status, 405);
+  EXPECT_EQ(s.handle("GET", "/v1/jobs", "").status, 405);
+  const scorch::HttpReply bad = s.handle("POST", "/v1/jobs", R"({"set": ["sampler.name=nope"]})");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_NE(bad.body.find("sampler.name: unknown sampler 'nope'"), std::string::npos);
+}
+
+// Batching: concurrent requests that differ in seeds share one run (the reply says with how
+// many) and each gets the samples it gets alone, bit for bit for the closed-form model (an
+// SDE sampler: per-sample noise at every step); requests that cannot share (dpm_adaptive's
+// step size couples the batch) run alone. The U-Net with per-request labels: to float32
+// round-off of the network, which sees another batch size.
+TEST(Server, BatchedRequestsEqualTheirRunsAlone) {
+  scorch::ServerOptions alone_options = gaussian_server();
+  alone_options.batch_window_ms = 0;
+  scorch::ServerOptions batched_options = gaussian_server();
+  batched_options.batch_window_ms = 500;
+  scorch::Service alone(alone_options), batched(batched_options);
+  const std::vector<std::string> bodies = {
+      R"({"config": {"batch": 1, "seed": 11, "sampler.name": "dpmpp_2m_sde"}, "format": "npy"})",
+      R"({"config": {"batch": 2, "seed": [5, 3], "sampler.name": "dpmpp_2m_sde"}, "format": "npy"})",
+      R"({"config": {"batch": 3, "seed": 40, "sampler.name": "dpmpp_2m_sde"}, "format": "npy"})",
+      R"({"config": {"batch": 1, "seed": 2, "sampler.name": "dpmpp_2m_sde"}, "format": "npy"})",
+      R"({"config": {"batch": 2, "seed": 9, "sampler.name": "dpm_adaptive"}, "format": "npy"})",
+  };
+  std::vector<json> replies(bodies.size());
+  std::vector<std::thread> clients;
+  for (size_t i = 0; i < bodies.size(); ++i)
+    clients.emplace_back([&, i] {
+      const scorch::HttpReply r = batched.handle("POST", "/v1/generate", bodies[i]);
+      replies[i] = r.status == 200 ? body_of(r) : json{{"status", r.status}, {"body", r.body}};
+    });
+  for (auto& c : clients) c.join();
+  int shared = 0;
+  for (size_t i = 0; i < bodies.size(); ++i) {
+    ASSERT_TRUE(replies[i].contains("npy")) << replies[i];
+    const json own = body_of(alone.handle("POST", "/v1/generate", bodies[i]));
+    EXPECT_EQ(replies[i]["npy"], own["npy"]) << bodies[i];
+    EXPECT_EQ(replies[i]["seeds"], own["seeds"]);
+    EXPECT_EQ(replies[i]["config"], own["config"]);
+    EXPECT_EQ(own["run"]["requests"], 1);
+    shared += replies[i]["run"]["requests"].get<int>() > 1 ? 1 : 0;
+  }
+  EXPECT_EQ(shared, 4) << "the four dpmpp_2m_sde requests share one run";
+  EXPECT_EQ(replies[0]["run"]["samples"], 7);
+  EXPECT_EQ(replies[4]["run"]["requests"], 1) << "dpm_adaptive runs alone";
+  // the U-Net (default config) with a label per request
+  scorch::ServerOptions unet = batched_options;
+  unet.config = "";
+  scorch::ServerOptions unet_alone = unet;
+  unet_alone.batch_window_ms = 0;
+  scorch::Service net(unet), net_alone(unet_alone);
+  std::vector<json> labelled(3);
+  clients.clear();
+  for (int i = 0; i < 3; ++i)
+    clients.emplace_back([&, i] {
+      labelled[size_t(i)] = body_of(net.handle(
+          "POST", "/v1/generate",
+          json{{"config", {{"batch", 1 + i}, {"cond", 3 * i}, {"seed", 100 + i}, {"sampler", {{"steps", 4}}}}}, {"format", "npy"}}.dump()));
+    });
+  for (auto& c : clients) c.join();
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(labelled[size_t(i)]["run"]["samples"], 6) << labelled[size_t(i)];
+    const json own = body_of(net_alone.handle(
+        "POST", "/v1/generate",
+        json{{"config", {{"batch", 1 + i}, {"cond", 3 * i}, {"seed", 100 + i}, {"sampler", {{"steps", 4}}}}}, {"format", "npy"}}.dump()));
+    const at::Tensor a = scorch::parse_npy(unbase64(labelled[size_t(i)]["npy"].get<std::string>()), "batched");
+    const at::Tensor b = scorch::parse_npy(unbase64(own["npy"].get<std::string>()), "alone");
+    EXPECT_LT((a - b).abs().max().item<double>(), 1e-4) << "request " << i;
+  }
+}
+
+// Time-out (504 with its message), a full queue (503 with Retry-After), and shutdown: the
+// queued request fails with 503, the running one is cancelled when asked.
+TEST(Server, TimeOutFullQueueAndShutdown) {
+  scorch::ServerOptions o = gaussian_server();
+  o.timeout_s = 0.3;
+  {
+    scorch::Service s(o);
+    const auto start = std::chrono::steady_clock::now();
+    const scorch::HttpReply r = s.handle("POST", "/v1/generate", R"({"config": {"batch": 64, "sampler.steps": 100000}})");
+    EXPECT_EQ(r.status, 504) << r.body;
+    EXPECT_NE(r.body.find("not finished within the server's time-out of 0.3"), std::string::npos) << r.body;
+    EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 5.0);
+    // an async job past the time-out ends failed with the same status
+    const std::string id = body_of(s.handle("POST", "/v1/jobs", R"({"config": {"batch": 64, "sampler.steps": 100000}})"))["id"];
+    const json j = poll(s, id, [](const json& j) { return j["state"] == "failed"; });
+    EXPECT_EQ(j["status"], 504) << j;
+  }
+  o.timeout_s = 0;
+  o.max_queue = 1;
+  scorch::Service s(o);
+  const std::string endless = R"({"config": {"batch": 64, "sampler.steps": 100000}})";
+  const std::string running = body_of(s.handle("POST", "/v1/jobs", endless))["id"];
+  ASSERT_EQ(poll(s, running, [](const json& j) { return j["state"] != "queued"; })["state"], "running");
+  const scorch::HttpReply queued = s.handle("POST", "/v1/jobs", endless);
+  ASSERT_EQ(queued.status, 202);
+  const scorch::HttpReply full = s.handle("POST", "/v1/jobs", endless);
+  EXPECT_EQ(full.status, 503);
+  EXPECT_EQ(full.headers.at("Retry-After"), "1");
+  EXPECT_NE(full.body.find("the queue is full (1 requests waiting)"), std::string::npos) << full.body;
+  EXPECT_EQ(body_of(s.handle("GET", "/health", ""))["queued"], 1);
+  s.shutdown(true);
+  const json q = body_of(s.handle("GET", "/v1/jobs/" + body_of(queued)["id"].get<std::string>(), ""));
+  EXPECT_EQ(q["state"], "failed");
+  EXPECT_EQ(q["status"], 503);
+  EXPECT_EQ(poll(s, running, [](const json& j) { return j["state"] != "running"; })["status"], 503);
+  EXPECT_EQ(s.handle("POST", "/v1/generate", R"({"config": {"batch": 1}})").status, 503);
+}
+
+// Shell words of a test case's arguments ('...' and "..." quoted).
+std::vector<std::string> shell_words(const std::string& s) {
+  std::vector<std::string> words;
+  std::string w;
+  bool in_word = false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
+    if (c == '\'' || c == '"') {
+      const size_t end = s.find(c, i + 1);
+      w += s.substr(i + 1, end - i - 1);
+      i = end;
+      in_word = true;
+    } else if (c == ' ') {
+      if (in_word) words.push_back(w);
+      w.clear();
+      in_word = false;
+    } else {
+      w += c;
+      in_word = true;
+    }
+  }
+  if (in_word) words.push_back(w);
+  return words;
+}
+
+// Every `generate` case of the CLI's bad-input suite that a request can express (config
+// overrides on a repository config) gets 400 from the server and the CLI's own message,
+// word for word; where the case names a file, the server refuses it first unless it lies in
+// the models folder, and where it sets output.*, the server writes no files.
+TEST(Server, EveryCliBadInputCaseIsFourHundredWithTheCliMessage) {
+  std::map<std::string, std::unique_ptr<scorch::Service>> services;
+  int compared = 0, confined = 0, outputs = 0;
+  for (const auto& c : scorch_test::bad_input_cases()) {
+    if (c.args.rfind("generate", 0) != 0 || !c.env.empty() || c.args.find("$(") != std::string::npos) continue;
+    std::string base;
+    std::vector<std::string> sets;
+    bool expressible = true;
+    const auto words = shell_words(c.args);
+    for (size_t i = 1; i < words.size(); ++i) {
+      if (words[i] == "-q") continue;
+      if (words[i] == "--set" && i + 1 < words.size()) {
+        sets.push_back(words[++i]);
+      } else if (words[i] == "--config" && i + 1 < words.size() && words[i + 1].rfind("configs/", 0) == 0 &&
+                 words[i + 1] != "configs/words.yaml") {
+        base = words[++i];
+      } else {
+        expressible = false;  // another config file, a flag: not part of a request
+      }
+    }
+    if (!expressible) continue;
+    auto& service = services[base];
+    if (!service) {
+      scorch::ServerOptions o;
+      o.config = base.empty() ? "" : std::string(SCORCH_SOURCE_DIR) + "/" + base;
+      o.models = kModels;
+      o.max_batch = 16777216;  // the CLI's own limit
+      o.batch_window_ms = 0;
+      service = std::make_unique<scorch::Service>(o);
+    }
+    const scorch::HttpReply r = service->handle("POST", "/v1/generate", json{{"set", sets}, {"format", "npy"}}.dump());
+    ASSERT_EQ(r.status, 400) << c.id << ": " << r.body;
+    const std::string message = body_of(r)["error"];
+    bool sets_output = false;
+    for (const auto& kv : sets) sets_output = sets_output || kv.rfind("output.", 0) == 0;
+    if (sets_output) {
+      EXPECT_NE(message.find("the server writes no files"), std::string::npos) << c.id << ": " << message;
+      ++outputs;
+      continue;
+    }
+    if (message.find("models folder") != std::string::npos) {
+      // the key it names is one the case sets to a file
+      const std::string key = message.substr(0, message.find(':'));
+      bool named = false;
+      for (const auto& kv : sets) named = named || kv.rfind(key + "=", 0) == 0;
+      EXPECT_TRUE(named) << c.id << ": " << message;
+      ++confined;
+      continue;
+    }
+    const fs::path err = fs::temp_directory_path() / ("scorch_server_cli_" + std::to_string(::getpid()) + ".txt");
+    ASSERT_EQ(std::system(("cd '" SCORCH_SOURCE_DIR "' && '" + kCli + "' " + c.args + " > /dev/null 2> '" + err.string() + "'").c_str()) >> 8, 2)
+        << c.id;
+    std::stringstream cli;
+    cli << std::ifstream(err).rdbuf();
+    fs::remove(err);
+    EXPECT_EQ("scorch: error: " + message + "\n", cli.str()) << c.id;
+    ++compared;
+  }
+  std::printf("%d cases: the CLI's message %d, a file outside the models folder %d, output keys %d\n",
+              compared + confined + outputs, compared, confined, outputs);
+  EXPECT_GE(compared, 50);
 }
 
 }  // namespace
