@@ -224,6 +224,7 @@ struct Service::Impl {
   bool stopping = false;
   int preparing = 0;  // requests being validated, which the batching window waits for
   Job::Clock::time_point last_run_end;
+  int64_t last_run_requests = 0;
   std::thread worker;
 
   // --- job state (callers hold `mutex`) ---
@@ -365,24 +366,30 @@ struct Service::Impl {
         continue;
       }
       // Batching: wait for companions until the window closes (later while requests that
-      // arrived are still being validated, up to ten windows) or a run is full. The window
-      // opens with the first request, or when the last run ended if that is later: the
-      // clients it answered are then coming back, and a run of the few requests that came
-      // in meanwhile would split every later round in two.
+      // arrived are still being validated, up to ten windows), a run is full, or as many
+      // requests wait as the last run answered, if it ended within the last second. The
+      // window opens with the first request, or when the last run ended if that is later:
+      // the clients it answered are then coming back, and a run of the few requests that
+      // came in meanwhile would split every later round in two. A lone client (the last run
+      // answered one request) therefore never waits.
       const auto joinable = [&](const Job& j) { return j.merge_key == first->merge_key && !j.final(); };
-      const auto queued_samples = [&] {
+      const auto queued = [&](bool samples) {
         int64_t n = 0;
         for (const auto& q : queue)
-          if (joinable(*q)) n += q->batch;
+          if (joinable(*q)) n += samples ? q->batch : 1;
         return n;
       };
       if (!first->merge_key.empty()) {
         const auto window = std::chrono::duration_cast<Job::Clock::duration>(
             std::chrono::duration<double, std::milli>(options.batch_window_ms));
-        const auto full = [&] { return stopping || first->final() || queued_samples() >= options.max_batch; };
+        const int64_t expected = Job::Clock::now() - last_run_end < std::chrono::seconds(1) ? last_run_requests : 0;
+        const auto ready = [&] {
+          return stopping || first->final() || queued(true) >= options.max_batch || (expected > 0 && queued(false) >= expected);
+        };
         const auto open = std::max(first->created, last_run_end);
-        changed.wait_until(lock, open + window, full);
-        while (!full() && preparing > 0 && Job::Clock::now() < open + 10 * window) changed.wait_until(lock, open + 10 * window);
+        changed.wait_until(lock, open + window, ready);
+        while (!ready() && preparing > 0 && Job::Clock::now() < open + 10 * window)
+          changed.wait_until(lock, open + 10 * window);
         if (first->final()) continue;
         if (stopping) return;
       }
@@ -404,8 +411,9 @@ struct Service::Impl {
       running = group;
       lock.unlock();
       run(group, samples);
-      last_run_end = Job::Clock::now();
       lock.lock();
+      last_run_end = Job::Clock::now();
+      last_run_requests = int64_t(group.size());
       running.clear();
     }
   }

@@ -181,12 +181,27 @@ TEST(Server, OverTheLoopback) {
   const auto big = client.Post("/v1/generate", std::string(100000, ' '), "application/json");
   ASSERT_TRUE(big);
   EXPECT_EQ(big->status, 413);
+  // a job's server-sent events as a chunked text/event-stream
+  const auto job = client.Post("/v1/jobs", R"({"config": {"batch": 2, "sampler.steps": 30}})", "application/json");
+  ASSERT_TRUE(job);
+  ASSERT_EQ(job->status, 202);
+  std::string events;
+  const auto stream = client.Get(("/v1/jobs/" + json::parse(job->body)["id"].get<std::string>() + "/events").c_str(),
+                                 [&](const char* data, size_t n) {
+                                   events.append(data, n);
+                                   return true;
+                                 });
+  ASSERT_TRUE(stream);
+  EXPECT_EQ(stream->get_header_value("Content-Type"), "text/event-stream");
+  EXPECT_NE(events.find("event: progress\ndata: {"), std::string::npos) << events.substr(0, 300);
+  EXPECT_NE(events.find("event: done\ndata: {"), std::string::npos) << events.substr(events.size() > 300 ? events.size() - 300 : 0);
   server.stop();
   t.join();
 }
 
-// The CLI: a base config that does not validate is refused before listening; SIGTERM while
-// a request runs lets it finish and exits 0.
+// The CLI: a base config that does not validate is refused before listening; replies equal
+// the CLI's output; the example client; SIGTERM while a request runs lets it finish, fails
+// the queued one with 503, and exits 0.
 TEST(Server, CliStartsStopsAndRefusesABadBase) {
   const fs::path dir = fs::temp_directory_path() / ("scorch_serve_cli_" + std::to_string(::getpid()));
   fs::create_directories(dir);
@@ -227,6 +242,33 @@ TEST(Server, CliStartsStopsAndRefusesABadBase) {
   std::stringstream cli;
   cli << std::ifstream(dir / "cli.npy", std::ios::binary).rdbuf();
   EXPECT_EQ(unbase64(json::parse(served->body)["npy"].get<std::string>()), cli.str());
+  // the example client (tools/examples/scorch_client.py, standard library only): samples
+  // through /v1/generate and through a job's event stream, and the CLI's exit status 2 and
+  // message for bad input
+  const std::string client_cmd = "python3 '" SCORCH_SOURCE_DIR "/tools/examples/scorch_client.py' --url http://127.0.0.1:" +
+                                 std::to_string(port) + " ";
+  const auto client_run = [&](const std::string& args) {
+    const int raw = std::system((client_cmd + args + " 2> '" + (dir / "client.txt").string() + "'").c_str());
+    std::stringstream text;
+    text << std::ifstream(dir / "client.txt").rdbuf();
+    return std::make_pair(WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, text.str());
+  };
+  auto [status, text] = client_run("--out '" + (dir / "client.npy").string() + "' --set batch=3 --set sampler.name=dpmpp_2m_sde");
+  EXPECT_EQ(status, 0) << text;
+  std::stringstream client_npy;
+  client_npy << std::ifstream(dir / "client.npy", std::ios::binary).rdbuf();
+  EXPECT_EQ(client_npy.str(), cli.str());
+  std::tie(status, text) = client_run("--job --out '" + (dir / "job.png").string() + "' --set batch=2 --set sampler.steps=20");
+  EXPECT_EQ(status, 0) << text;
+  EXPECT_NE(text.find("done: step 20/20"), std::string::npos) << text;
+  EXPECT_TRUE(fs::file_size(dir / "job.png") > 100);
+  std::tie(status, text) = client_run("--set sampler.name=nope");
+  EXPECT_EQ(status, 2);
+  EXPECT_EQ(text.rfind("scorch: error: sampler.name: unknown sampler 'nope'; registered samplers are: ddim, ", 0), 0u) << text;
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1) << text;
+  std::tie(status, text) = client_run("--job --cancel-after 0 --set batch=64 --set sampler.steps=100000");
+  EXPECT_EQ(status, 1);
+  EXPECT_NE(text.find(": cancelled"), std::string::npos) << text;
   // a request that runs a while (about a second here); SIGTERM arrives while it runs
   std::atomic<bool> sent{false};
   std::thread request([&] {
@@ -238,11 +280,26 @@ TEST(Server, CliStartsStopsAndRefusesABadBase) {
   });
   while (!sent) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // a second request waits in the queue behind it
+  std::thread queued([&] {
+    httplib::Client own("127.0.0.1", port);
+    own.set_read_timeout(60, 0);
+    const auto r = own.Post("/v1/generate", R"({"config": {"batch": 64, "sampler.steps": 401}})", "application/json");
+    ASSERT_TRUE(r) << "no reply: " << httplib::to_string(r.error());
+    EXPECT_EQ(r->status, 503) << r->body;
+    EXPECT_NE(r->body.find("the server is shutting down"), std::string::npos) << r->body;
+  });
+  for (int i = 0; i < 500; ++i) {
+    const auto h = client.Get("/health");
+    if (h && json::parse(h->body)["queued"] == 1) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   ::kill(pid, SIGTERM);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
+  int exit_status = 0;
+  ::waitpid(pid, &exit_status, 0);
   request.join();
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  queued.join();
+  EXPECT_TRUE(WIFEXITED(exit_status) && WEXITSTATUS(exit_status) == 0) << exit_status;
   fs::remove_all(dir);
 }
 
