@@ -66,7 +66,7 @@ HttpReply error(int status, const std::string& message) { return reply(status, j
 // Keys whose values are files (by their last name): a request may name files only inside
 // the --models folder, as relative paths without "..".
 const std::set<std::string>& file_keys() {
-  static const std::set<std::string> keys = {"path", "init_image", "init_noise", "inpaint_mask", "invert", "file",
+  static const std::set<std::string> keys = {"path", "init_image", "init_noise", "inpaint_mask", "invert", "file", "stats",
                                              "negative_file", "mask", "vocab", "coefficients", "gaussian", "classifier",
                                              "reference", "config"};
   return keys;
@@ -215,6 +215,7 @@ bool split_per_sample(const YAML::Node& resolved, int64_t batch, std::map<std::s
 
 struct Service::Impl {
   ServerOptions options;
+  size_t cache_budget_before = 0;  // restored when the service ends
   std::mutex mutex;
   std::condition_variable changed;  // any job's state; the queue
   std::deque<std::shared_ptr<Job>> queue;
@@ -403,6 +404,7 @@ struct Service::Impl {
         samples += q->batch;
         if (first->merge_key.empty()) break;
       }
+      if (group.empty()) continue;
       for (const auto& j : group) {
         drop_from_queue(*j);
         j->state = Job::State::Running;
@@ -538,7 +540,7 @@ struct Service::Impl {
     std::unique_lock<std::mutex> lock(mutex);
     changed.wait_until(lock, job->deadline, [&] { return job->final(); });
     expire(*job);
-    if (job->state == Job::State::Queued) drop_from_queue(*job);
+    drop_from_queue(*job);
     if (job->state == Job::State::Done) return reply(200, job->result);
     return failed_reply(*job);
   }
@@ -632,15 +634,22 @@ Service::Service(const ServerOptions& options) : impl_(std::make_unique<Impl>())
   impl_->options = options;
   if (!options.models.empty() && !fs::is_directory(options.models))
     bad_input("--models: '" + options.models + "' is not a folder");
+  impl_->cache_budget_before = model_cache_stats().budget;
   set_model_cache_budget(options.model_cache_bytes);
-  // the base config must load and validate before the server listens
-  Pipeline::from_config(load_config(options.config, {"output.png=", "output.npy="}));
+  try {
+    // the base config must load and validate before the server listens (its model is kept)
+    Pipeline::from_config(load_config(options.config, {"output.png=", "output.npy="}));
+  } catch (...) {
+    set_model_cache_budget(impl_->cache_budget_before);
+    throw;
+  }
   impl_->worker = std::thread([this] { impl_->work(); });
 }
 
 Service::~Service() {
   impl_->shutdown(true);
   impl_->worker.join();
+  set_model_cache_budget(impl_->cache_budget_before);
 }
 
 void Service::shutdown(bool cancel_running) { impl_->shutdown(cancel_running); }
