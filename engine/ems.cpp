@@ -137,61 +137,58 @@ Ems estimate_ems(Denoiser& model, const Schedule& ns, const at::Tensor& x0, cons
   e.b_se = at::empty({points, d}, kF64);
   const auto eps = [&](const at::Tensor& x, double t, const at::Tensor& c) { return model.predict(x, t, c).eps; };
   const int64_t chunks = (n + o.batch - 1) / o.batch;
-  // Chunk c at one grid point: x = alpha x0 + sigma z, z from the chunk's own stream.
-  const auto noised = [&](int64_t c, double a, double s, at::Tensor* rows_cond, Rng& rng) {
-    const int64_t first = c * o.batch, count = std::min(o.batch, n - first);
-    const at::Tensor rows = x0.narrow(0, first, count);
-    if (cond.defined()) *rows_cond = cond.narrow(0, first, count);
-    return a * rows + s * rng.normal_like(rows);
-  };
-  const double h = o.jacobian_step, dl = o.lambda_step;
-  // Pass 1: l_d = E[v_d (J v)_d] with J = sigma d eps / d x and Rademacher v.
-  for (int64_t i = 0; i < points; ++i) {
-    const double lam = e.lambda[i].item<double>(), t = ns.inverse_lambda(lam), s = ns.sigma(t), a = ns.alpha(t);
-    at::Tensor sum = at::zeros({d}, kF64), sq = at::zeros({d}, kF64);
-    for (int64_t c = 0; c < chunks; ++c) {
-      at::Tensor cc;
-      Rng rng(chunk_seed(o.seed, i, c));
-      const at::Tensor x = noised(c, a, s, &cc, rng);
-      const at::Tensor v = at::where(rng.uniform(x.sizes()).to(x.scalar_type()) < 0.5, -at::ones_like(x), at::ones_like(x));
-      const at::Tensor jv = s * (eps(x + h * v, t, cc) - eps(x - h * v, t, cc)) / (2 * h);
-      const at::Tensor q = (v * jv).to(at::kDouble).reshape({x.size(0), d});
-      sum += q.sum(0);
-      sq += (q * q).sum(0);
-    }
-    const at::Tensor mean = sum / double(n);
-    e.l[i] = mean;
-    e.l_se[i] = ((sq / double(n) - mean * mean).clamp_min(0) * (double(n) / (n - 1)) / double(n)).sqrt();
-    if (progress) progress(i + 1, 2 * points);
-  }
-  // l' along the grid (central inside, one-sided at the ends): f' includes l's own change.
-  const double step = (o.lambda_max - o.lambda_min) / double(o.grid);
-  at::Tensor dl_grid = at::empty_like(e.l);
-  for (int64_t i = 0; i < points; ++i) {
-    const int64_t lo = std::max<int64_t>(i - 1, 0), hi = std::min<int64_t>(i + 1, points - 1);
-    dl_grid[i] = (e.l[hi] - e.l[lo]) / (double(hi - lo) * step);
-  }
-  // Pass 2: f = (sigma eps - l x) / alpha and its total derivative along the trajectory
-  // dx/dlambda = dlog(alpha)/dlambda x - sigma eps; then the least-squares line per dimension.
+  const double fd = x0.scalar_type() == at::kDouble ? 1e-3 : 1e-2;
+  const double h = o.jacobian_step > 0 ? o.jacobian_step : fd, dl = o.lambda_step > 0 ? o.lambda_step : fd;
   for (int64_t i = 0; i < points; ++i) {
     const double lam = e.lambda[i].item<double>(), t = ns.inverse_lambda(lam), s = ns.sigma(t), a = ns.alpha(t);
     const double t_up = ns.inverse_lambda(lam + dl), t_down = ns.inverse_lambda(lam - dl);
+    // l_d = E[v_d (J v)_d] with J = sigma d eps / d x and Rademacher v (Hutchinson), and its
+    // lambda-derivative from the same x0, z and v at lambda +- dl (common random numbers:
+    // the difference has far less noise than two independent estimates).
+    at::Tensor sum = at::zeros({d}, kF64), sq = at::zeros({d}, kF64), dsum = at::zeros({d}, kF64);
+    const auto probe = [&](const at::Tensor& x0c, const at::Tensor& z, const at::Tensor& v, const at::Tensor& cc,
+                           double tt) {
+      const double st = ns.sigma(tt), x_a = ns.alpha(tt);
+      const at::Tensor x = x_a * x0c + st * z;
+      const at::Tensor jv = st * (eps(x + h * v, tt, cc) - eps(x - h * v, tt, cc)) / (2 * h);
+      return (v * jv).to(at::kDouble).reshape({x.size(0), d});
+    };
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t first = c * o.batch, count = std::min(o.batch, n - first);
+      const at::Tensor x0c = x0.narrow(0, first, count), cc = cond.defined() ? cond.narrow(0, first, count) : at::Tensor();
+      Rng rng(chunk_seed(o.seed, i, c));
+      const at::Tensor z = rng.normal_like(x0c);
+      for (int64_t k = 0; k < o.probes; ++k) {
+        const at::Tensor v = at::where(rng.uniform(x0c.sizes()).to(x0c.scalar_type()) < 0.5, -at::ones_like(x0c),
+                                       at::ones_like(x0c));
+        const at::Tensor q = probe(x0c, z, v, cc, t);
+        sum += q.sum(0);
+        sq += (q * q).sum(0);
+        dsum += ((probe(x0c, z, v, cc, t_up) - probe(x0c, z, v, cc, t_down)) / (2 * dl)).sum(0);
+      }
+    }
+    const double draws = double(n * o.probes);
+    const at::Tensor l = sum / draws, dl_i = dsum / draws;
+    e.l[i] = l;
+    e.l_se[i] = ((sq / draws - l * l).clamp_min(0) * (draws / (draws - 1)) / draws).sqrt();
+    // f = (sigma eps - l x) / alpha and its total derivative along the trajectory
+    // dx/dlambda = dlog(alpha)/dlambda x - sigma eps (l's change included), then the
+    // least-squares line of f' on f per dimension.
     const double k = dlog_alpha_dlambda(ns, t);
-    const at::Tensor l = e.l[i], dl_i = dl_grid[i];
     at::Tensor sf = at::zeros({d}, kF64), sg = at::zeros({d}, kF64), sff = at::zeros({d}, kF64),
                sfg = at::zeros({d}, kF64), sgg = at::zeros({d}, kF64);
     for (int64_t c = 0; c < chunks; ++c) {
-      at::Tensor cc;
+      const int64_t first = c * o.batch, count = std::min(o.batch, n - first);
+      const at::Tensor x0c = x0.narrow(0, first, count), cc = cond.defined() ? cond.narrow(0, first, count) : at::Tensor();
       Rng rng(chunk_seed(o.seed, i, c));
-      const at::Tensor x = noised(c, a, s, &cc, rng);
-      const int64_t m = x.size(0);
+      const at::Tensor x = a * x0c + s * rng.normal_like(x0c);
       const at::Tensor e0 = eps(x, t, cc);
-      const at::Tensor xd = x.to(at::kDouble).reshape({m, d}), sed = (s * e0).to(at::kDouble).reshape({m, d});
+      const at::Tensor xd = x.to(at::kDouble).reshape({count, d}), sed = (s * e0).to(at::kDouble).reshape({count, d});
       const at::Tensor f = (sed - l * xd) / a;
       const at::Tensor xdot = k * xd - sed;
       const at::Tensor v = xdot.reshape(x.sizes()).to(x.scalar_type());
       const at::Tensor up = ns.sigma(t_up) * eps(x + dl * v, t_up, cc), down = ns.sigma(t_down) * eps(x - dl * v, t_down, cc);
-      const at::Tensor dse = (up - down).to(at::kDouble).reshape({m, d}) / (2 * dl);
+      const at::Tensor dse = (up - down).to(at::kDouble).reshape({count, d}) / (2 * dl);
       const at::Tensor g = (dse - l * xdot - dl_i * xd) / a - k * f;
       sf += f.sum(0);
       sg += g.sum(0);
@@ -202,15 +199,16 @@ Ems estimate_ems(Denoiser& model, const Schedule& ns, const at::Tensor& x0, cons
     const double nn = double(n);
     const at::Tensor mf = sf / nn, mg = sg / nn;
     const at::Tensor sxx = (sff - nn * mf * mf).clamp_min(0), sxy = sfg - nn * mf * mg, syy = (sgg - nn * mg * mg).clamp_min(0);
+    // A dimension whose f does not vary has no slope to fit: s = 0, b = E f'.
     const at::Tensor flat = sxx <= 1e-300;
     const at::Tensor safe = at::where(flat, at::ones_like(sxx), sxx);
     const at::Tensor slope = at::where(flat, at::zeros_like(sxx), sxy / safe);
-    const at::Tensor resid = ((syy - slope * sxy).clamp_min(0) / (nn - 2));
+    const at::Tensor resid = (syy - slope * sxy).clamp_min(0) / (nn - 2);
     e.s[i] = slope;
     e.b[i] = mg - slope * mf;
     e.s_se[i] = at::where(flat, at::zeros_like(sxx), (resid / safe).sqrt());
     e.b_se[i] = (resid * (1.0 / nn + at::where(flat, at::zeros_like(sxx), mf * mf / safe))).sqrt();
-    if (progress) progress(points + i + 1, 2 * points);
+    if (progress) progress(i + 1, points);
   }
   for (at::Tensor* t : {&e.l, &e.l_se, &e.s, &e.s_se, &e.b, &e.b_se}) *t = t->reshape(with_first(points, shape));
   e.metadata["scorch.type"] = "ems";

@@ -6,6 +6,8 @@
 #include <yaml-cpp/yaml.h>
 
 #include <chrono>
+#include <cmath>
+#include <map>
 #include <cstdio>
 #include <sstream>
 
@@ -56,6 +58,26 @@ struct Pipeline::Impl {
 };
 
 namespace {
+
+// What makes statistics belong to a pipeline: the model file, how its output and time are
+// read, the schedule, and guidance (each guided model has statistics of its own).
+std::map<std::string, std::string> ems_identity(const YAML::Node& resolved, const std::string& sha256) {
+  const auto flow = [](YAML::Node n) {
+    if (!n || n.IsNull()) return std::string("none");
+    YAML::Emitter e;
+    e.SetMapFormat(YAML::Flow);
+    e.SetSeqFormat(YAML::Flow);
+    e << n;
+    return std::string(e.c_str());
+  };
+  YAML::Node io(YAML::NodeType::Map);
+  for (const char* k : {"type", "prediction", "time_input", "shape"})
+    if (resolved["model"][k]) io[k] = resolved["model"][k];
+  return {{"scorch.model_sha256", sha256},
+          {"scorch.model", flow(io)},
+          {"scorch.schedule", flow(resolved["schedule"])},
+          {"scorch.guidance", flow(resolved["guidance"])}};
+}
 
 // prompt / negative_prompt: one string for the batch or a list of `batch` strings.
 std::vector<std::string> read_prompts(const YAML::Node& node, const std::string& key, int64_t batch) {
@@ -381,7 +403,54 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
     if (config[section] && !config[section].IsNull()) r[section] = YAML::Clone(config[section]);
   r["provenance"]["scorch_version"] = scorch_version();
   r["provenance"]["model_sha256"] = m.model_sha256;
+  // DPM-Solver-v3's statistics must be this model's, under this schedule and guidance.
+  if (m.entry->name == "dpm_solver_v3" && !sampler.options.str("stats").empty() && !sampler.options.flag("degenerated")) {
+    const std::string path = sampler.options.str("stats");
+    const Ems ems = read_ems(find_input_file(path), "sampler.stats '" + path + "'");
+    for (const auto& [key, value] : ems_identity(r, m.model_sha256)) {
+      const auto it = ems.metadata.find(key);
+      const std::string found = it == ems.metadata.end() ? "(not recorded)" : it->second;
+      if (found != value)
+        bad_input("sampler.stats: '" + path + "' holds the statistics of another " + key.substr(7) + " (" + found +
+                  "; this pipeline's is " + value + "); compute them for this config with scorch ems");
+    }
+  }
   return p;
+}
+
+Ems Pipeline::estimate_ems(const at::Tensor& data, EmsEstimate o, const std::function<void(int64_t, int64_t)>& progress) const {
+  const Impl& m = *impl_;
+  at::Tensor x0 = data, cond;
+  if (x0.defined()) {
+    if (x0.dim() < 1 || x0.sizes().slice(1).vec() != m.shape)
+      bad_input("ems: the data samples are " + shape_string(x0.sizes().slice(1)) + ", the model's " + shape_string(m.shape));
+    if (m.cond.defined()) {
+      if (m.cond.size(0) != x0.size(0))
+        bad_input("ems: a conditional model needs a label per data sample; set batch to the number of samples and "
+                  "cond to their class (or a list), or leave out --data to use the model's own samples");
+      cond = m.cond;
+    }
+    x0 = x0.to(m.options);
+  } else {
+    const GenerateResult r = generate();
+    x0 = r.latents.defined() ? r.latents : r.samples;
+    cond = m.cond;
+  }
+  if (o.lambda_min == o.lambda_max) {
+    double lo = INFINITY, hi = -INFINITY;
+    for (double t : m.grid.t) {
+      const double l = m.schedule->lambda(t);
+      if (std::isfinite(l)) {
+        lo = std::min(lo, l);
+        hi = std::max(hi, l);
+      }
+    }
+    o.lambda_min = lo;
+    o.lambda_max = hi;
+  }
+  Ems e = scorch::estimate_ems(*m.denoiser, *m.schedule, x0, cond, o, progress);
+  for (const auto& [key, value] : ems_identity(m.resolved, m.model_sha256)) e.metadata[key] = value;
+  return e;
 }
 
 void Pipeline::set_input(const std::string& name, const at::Tensor& value, bool negative) {

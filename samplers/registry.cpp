@@ -11,6 +11,7 @@ std::vector<SamplerEntry> dpm_solver_rows();   // dpm_solver and its aliases, dp
 std::vector<SamplerEntry> dpmpp_sde_rows();    // dpmpp_2m_sde, dpmpp_3m_sde
 std::vector<SamplerEntry> dpmpp_singlestep_sde_rows();  // dpmpp_2s_ancestral, dpmpp_sde
 std::vector<SamplerEntry> unipc_rows();        // unipc
+std::vector<SamplerEntry> dpm_solver_v3_rows();  // dpm_solver_v3
 std::vector<SamplerEntry> ipndm_rows();        // ipndm
 std::vector<SamplerEntry> lms_rows();          // lms
 std::vector<SamplerEntry> lcm_rows();          // lcm
@@ -30,6 +31,7 @@ const Registry<SamplerEntry>& samplers() {
       dpmpp_sde_rows,
       dpmpp_singlestep_sde_rows,
       unipc_rows,
+      dpm_solver_v3_rows,
       ipndm_rows,
       lms_rows,
       lcm_rows,

@@ -50,17 +50,22 @@ struct EmsEstimate {
   int64_t grid = 64;           // M: the grid has M + 1 points, uniform in lambda
   double lambda_min = 0.0, lambda_max = 0.0;
   int64_t batch = 256;         // samples per model call
-  double jacobian_step = 1e-3;  // central-difference step of the Jacobian-vector products (x units)
-  double lambda_step = 1e-3;    // central-difference step of the total lambda-derivative
+  int64_t probes = 1;          // Rademacher probes per sample for l
+  // Central-difference steps of the Jacobian-vector products (x units) and of the total
+  // lambda-derivative; 0: 1e-3 for float64 samples, 1e-2 for float32 (round-off against
+  // truncation).
+  double jacobian_step = 0.0;
+  double lambda_step = 0.0;
   uint64_t seed = 0;
 };
 
 // Estimates the statistics from data samples x0 [N, *shape] (noised at each grid point with
 // fresh Gaussian noise): l by Hutchinson's estimator of the Jacobian's diagonal (Rademacher
-// probes, Jacobian-vector products by central differences), then s and b by a least-squares
-// line per dimension of f' on f, f' by central differences along the ODE trajectory. Costs
-// 5 model calls per sample and grid point. `cond` [N] labels or undefined; `progress`
-// (grid points done, of total) may be empty.
+// probes, Jacobian-vector products by central differences) and its lambda-derivative with
+// common random numbers, then s and b by a least-squares line per dimension of f' on f, f'
+// by central differences along the ODE trajectory. Costs 6 probes + 3 model calls per
+// sample and grid point. `cond` [N] labels or undefined; `progress` (grid points done, of
+// total) may be empty.
 Ems estimate_ems(Denoiser& model, const Schedule& schedule, const at::Tensor& x0, const at::Tensor& cond,
                  const EmsEstimate& options, const std::function<void(int64_t, int64_t)>& progress = {});
 

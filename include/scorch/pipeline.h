@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "scorch/ems.h"
 #include "scorch/progress.h"
 
 namespace YAML {
@@ -65,6 +66,15 @@ class Pipeline {
   std::string provenance_yaml() const;
   // One line: sampler, steps, NFE, seeds, batch, model (the PNG's `parameters` chunk).
   std::string summary(const GenerateResult& result) const;
+  // DPM-Solver-v3's empirical model statistics of this pipeline's model as the sampler sees
+  // it (guidance included), `scorch ems`: from data samples [N, *model shape] (a conditional
+  // model then needs one label per sample from the config: cond as a class or a list), or,
+  // when `data` is undefined, from the batch this config generates (latents for latent
+  // models, each with its own label). The lambda range defaults to the configured sampler's
+  // (its finite points). The file records the model's SHA-256, schedule and guidance, which
+  // dpm_solver_v3 checks against its own pipeline's.
+  Ems estimate_ems(const at::Tensor& data, EmsEstimate options,
+                   const std::function<void(int64_t, int64_t)>& progress = {}) const;
   // One output sample's shape (a latent model's decoded image).
   const std::vector<int64_t>& sample_shape() const;
   const std::string& sampler_name() const;

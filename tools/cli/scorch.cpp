@@ -288,6 +288,62 @@ at::Tensor read_data(const std::string& path, int64_t first = 0, int64_t count =
   return x.to(at::kFloat);
 }
 
+struct EmsArgs {
+  std::string config, out, data;
+  std::vector<std::string> sets;
+  int64_t samples = 1024, grid = 64, probes = 1, batch = 256;
+  double lambda_min = 0.0, lambda_max = 0.0;
+  uint64_t seed = 0;
+};
+
+// scorch ems: DPM-Solver-v3's statistics of a config's model (docs/dpm_solver_v3.md).
+int run_ems(const EmsArgs& a, bool quiet) {
+  scorch::check_writable(a.out, "--out");
+  if ((a.lambda_min == 0.0) != (a.lambda_max == 0.0) || (a.lambda_min != 0.0 && !(a.lambda_max > a.lambda_min)))
+    scorch::bad_input("--lambda-min / --lambda-max: give both, min below max (default: the config's sampler range)");
+  at::Tensor data;
+  // float64 by default: the estimator differentiates model outputs by central differences,
+  // which float32 round-off, divided by alpha at the noisy end, turns into noise
+  // (docs/dpm_solver_v3.md); --set dtype=float32 overrides it.
+  std::vector<std::string> sets = {"dtype=float64"};
+  sets.insert(sets.end(), a.sets.begin(), a.sets.end());
+  int64_t n = a.samples;
+  if (!a.data.empty()) {
+    data = read_data(a.data);
+    n = std::min(n, data.size(0));
+    data = data.narrow(0, 0, n);
+  }
+  sets.push_back("batch=" + std::to_string(n));
+  sets.push_back("output.png=");
+  sets.push_back("output.npy=");
+  const YAML::Node config = scorch::load_config(a.config, sets);
+  if (scorch::is_token_config(config)) scorch::bad_input("ems: DPM-Solver-v3's statistics are for continuous models");
+  const auto pipeline = scorch::Pipeline::from_config(config);
+  scorch::EmsEstimate o;
+  o.grid = a.grid;
+  o.probes = a.probes;
+  o.batch = a.batch;
+  o.seed = a.seed;
+  o.lambda_min = a.lambda_min;
+  o.lambda_max = a.lambda_max;
+  const bool tty = isatty(STDERR_FILENO);
+  const auto start = std::chrono::steady_clock::now();
+  if (!quiet && !data.defined()) std::fprintf(stderr, "ems: generating %lld samples with the config\n", static_cast<long long>(n));
+  const scorch::Ems e = pipeline->estimate_ems(data, o, [&](int64_t done, int64_t total) {
+    if (quiet) return;
+    std::fprintf(stderr, tty ? "\rems: grid point %lld/%lld" : "ems: grid point %lld/%lld\n", static_cast<long long>(done),
+                 static_cast<long long>(total));
+  });
+  scorch::write_ems(a.out, e);
+  if (!quiet) {
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::fprintf(stderr, "%sems: %lld samples, %lld grid points over lambda [%.3f, %.3f], %.1f s; wrote %s\n", tty ? "\n" : "",
+                 static_cast<long long>(n), static_cast<long long>(e.points()), e.lambda[0].item<double>(),
+                 e.lambda[-1].item<double>(), seconds, a.out.c_str());
+  }
+  return 0;
+}
+
 struct FitArgs {
   std::string kind, data, out, cov = "lowrank";
   double smoothing = 0.0, reg = 1e-4;
@@ -560,6 +616,20 @@ int main(int argc, char** argv) {
   fit->add_option("--smoothing", fa.smoothing, "empirical: smoothing sigma of each data point")->capture_default_str()->check(number_range(0, 1e6));
   fit->add_option("--limit", fa.limit, "use the first N samples (0: all)")->capture_default_str()->check(int_range(0, INT64_MAX));
   fit->add_flag("-q,--quiet", quiet, "no progress output");
+  EmsArgs ea;
+  CLI::App* ems = app.add_subcommand("ems", "DPM-Solver-v3's empirical model statistics of a config's model (docs/dpm_solver_v3.md)");
+  ems->add_option("--config", ea.config, "YAML config: model, schedule, guidance and the sampler range (default: the built-in one)");
+  ems->add_option("--set", ea.sets, "override a config key: key.path=value (repeatable)");
+  ems->add_option("--out", ea.out, "output .safetensors (dpm_solver_v3's sampler.stats)")->required();
+  ems->add_option("--data", ea.data, "data samples (IDX .gz or .npy); default: samples the config generates");
+  ems->add_option("--samples", ea.samples, "number of samples N")->capture_default_str()->check(int_range(3, 16777216));
+  ems->add_option("--grid", ea.grid, "grid intervals M (M + 1 points, uniform in lambda)")->capture_default_str()->check(int_range(2, 100000));
+  ems->add_option("--probes", ea.probes, "Rademacher probes per sample for l")->capture_default_str()->check(int_range(1, 1000));
+  ems->add_option("--batch", ea.batch, "samples per model call")->capture_default_str()->check(int_range(1, 16777216));
+  ems->add_option("--lambda-min", ea.lambda_min, "grid start (half-logSNR; default: the sampler's noisiest point)")->check(number_range(-1000, 1000));
+  ems->add_option("--lambda-max", ea.lambda_max, "grid end (default: the sampler's last point)")->check(number_range(-1000, 1000));
+  ems->add_option("--seed", ea.seed, "seed of the noise and probes")->capture_default_str()->check(int_range(0, INT64_MAX));
+  ems->add_flag("-q,--quiet", quiet, "no progress output");
 
   if (argc > 1 && argv[1][0] != '-') {
     std::vector<std::string> names;
@@ -625,6 +695,7 @@ int main(int argc, char** argv) {
       scorch::bad_input("serve: this build has no server (cpp-httplib was not found: apt-get install libcpp-httplib-dev)");
 #endif
     }
+    if (app.got_subcommand("ems")) return run_ems(ea, quiet);
     if (app.got_subcommand("fit")) {
       group = scorch::ProcessGroup::from_environment();
       return run_fit(fa, quiet, group.get());
