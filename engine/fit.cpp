@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "scorch/error.h"
+#include "scorch/io.h"
 
 namespace scorch {
 
@@ -143,6 +144,27 @@ GaussianModel fit_gaussian(const at::Tensor& x_in, int64_t rank, const std::vect
   g.eigenvectors = vec.narrow(1, 0, rank).contiguous();
   g.shape = shape;
   return g;
+}
+
+std::vector<GaussianModel> fit_class_gaussians(const at::Tensor& x, const at::Tensor& labels, int64_t rank,
+                                               const std::vector<int64_t>& shape) {
+  if (labels.dim() != 1 || labels.size(0) != x.size(0))
+    bad_input("--labels: expected one label per sample, [" + std::to_string(x.size(0)) + "]; got " + shape_string(labels.sizes()));
+  if (at::isFloatingType(labels.scalar_type()) && !at::equal(labels, labels.round()))
+    bad_input("--labels: expected integer class labels");
+  const at::Tensor y = labels.to(at::kLong);
+  if (y.numel() == 0 || y.min().item<int64_t>() < 0) bad_input("--labels: class labels must be >= 0");
+  const int64_t classes = y.max().item<int64_t>() + 1;
+  if (classes > 100000) bad_input("--labels: " + std::to_string(classes) + " classes; at most 100000");
+  std::vector<GaussianModel> out;
+  for (int64_t c = 0; c < classes; ++c) {
+    const at::Tensor rows = (y == c).nonzero().squeeze(1);
+    if (rows.numel() < 2)
+      bad_input("--labels: class " + std::to_string(c) + " has " + std::to_string(rows.numel()) +
+                " sample(s); each class from 0 to the largest label needs at least 2");
+    out.push_back(fit_gaussian(x.index_select(0, rows), rank, shape));
+  }
+  return out;
 }
 
 std::pair<at::Tensor, at::Tensor> kmeans(const at::Tensor& x, int64_t k, int iters, uint64_t seed,

@@ -92,6 +92,46 @@ void save_gaussian(const std::string& path, const GaussianModel& m) {
   write_safetensors(path, st, "gaussian model");
 }
 
+void save_class_gaussians(const std::string& path, const GaussianModel& all, const std::vector<GaussianModel>& classes) {
+  SafeTensors st;
+  st.tensors = {{"mean", all.mean}, {"eigenvalues", all.eigenvalues}, {"eigenvectors", all.eigenvectors}};
+  std::vector<at::Tensor> means, values, vectors;
+  for (const auto& c : classes) {
+    if (c.eigenvalues.size(0) != classes.front().eigenvalues.size(0))
+      throw Error(Status::Internal, "save_class_gaussians: every class needs the same rank");
+    means.push_back(c.mean);
+    values.push_back(c.eigenvalues);
+    vectors.push_back(c.eigenvectors);
+  }
+  st.tensors["class_mean"] = at::stack(means);
+  st.tensors["class_eigenvalues"] = at::stack(values);
+  st.tensors["class_eigenvectors"] = at::stack(vectors);
+  st.metadata = {{"scorch.type", "gaussian"}, {"scorch.shape", shape_string(all.shape)},
+                 {"scorch.classes", std::to_string(classes.size())}};
+  write_safetensors(path, st, "gaussian model");
+}
+
+std::vector<GaussianModel> load_class_gaussians(const std::string& path) {
+  const std::string what = "model '" + path + "'";
+  const SafeTensors st = read_safetensors(path, what);
+  if (!st.tensors.count("class_mean")) return {};
+  for (const char* name : {"class_eigenvalues", "class_eigenvectors"})
+    if (!st.tensors.count(name)) bad_input(what + ": has class_mean but no " + std::string(name));
+  const at::Tensor means = st.tensors.at("class_mean"), values = st.tensors.at("class_eigenvalues"),
+                   vectors = st.tensors.at("class_eigenvectors");
+  if (means.dim() != 2 || values.dim() != 2 || vectors.dim() != 3 || values.size(0) != means.size(0) ||
+      vectors.size(0) != means.size(0))
+    bad_input(what + ": class tensors must be class_mean [C, D], class_eigenvalues [C, r], class_eigenvectors [C, D, r]");
+  const GaussianModel all = load_gaussian(path);
+  std::vector<GaussianModel> out;
+  for (int64_t c = 0; c < means.size(0); ++c) {
+    GaussianModel g{means[c], values[c], vectors[c], all.shape};
+    validate_gaussian(g, what + " class " + std::to_string(c));
+    out.push_back(g);
+  }
+  return out;
+}
+
 at::Tensor gaussian_x0(const GaussianModel& m, const at::Tensor& x, double alpha, double sigma) {
   const at::Tensor d = x.reshape({x.size(0), -1}) - alpha * m.mean;
   const at::Tensor lam = m.eigenvalues;

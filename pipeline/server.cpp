@@ -527,15 +527,21 @@ struct Service::Impl {
     return r;
   }
 
-  HttpReply generate(const std::string& body) {
-    std::shared_ptr<Job> job;
+  // prepare() with its errors as replies: 400 for bad input, 500 for anything else.
+  std::optional<HttpReply> prepare_reply(const std::string& body, std::shared_ptr<Job>* job) {
     try {
-      job = prepare(body);
+      *job = prepare(body);
     } catch (const Error& e) {
       return error(e.status() == Status::BadInput ? 400 : 500, e.what());
     } catch (const std::exception& e) {
       return error(500, std::string("internal error: ") + e.what());
     }
+    return std::nullopt;
+  }
+
+  HttpReply generate(const std::string& body) {
+    std::shared_ptr<Job> job;
+    if (auto refused = prepare_reply(body, &job)) return *refused;
     if (auto refused = enqueue(job)) return *refused;
     std::unique_lock<std::mutex> lock(mutex);
     changed.wait_until(lock, job->deadline, [&] { return job->final(); });
@@ -547,13 +553,7 @@ struct Service::Impl {
 
   HttpReply submit(const std::string& body) {
     std::shared_ptr<Job> job;
-    try {
-      job = prepare(body);
-    } catch (const Error& e) {
-      return error(e.status() == Status::BadInput ? 400 : 500, e.what());
-    } catch (const std::exception& e) {
-      return error(500, std::string("internal error: ") + e.what());
-    }
+    if (auto refused = prepare_reply(body, &job)) return *refused;
     static std::atomic<uint64_t> counter{0};
     std::random_device device;
     char id[40];

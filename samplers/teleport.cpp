@@ -6,6 +6,9 @@
 //            + (sigma_skip / sigma_T)(d - U U^T d),   d = x_T - alpha_T mu,
 // and any registered sampler (`inner`) runs from t_skip to t_end.
 //
+// With a class-conditional file (`scorch fit gaussian --labels`) each labelled sample jumps
+// with its own class's Gaussian.
+//
 // The wrapper's `steps` and grid keys are the inner sampler's: it runs `steps` steps of
 // `skip_type` from t_skip to t_end, so steps and model calls are what the inner sampler
 // takes for that many steps. skip_fraction and auto read the skip point off a separate
@@ -86,6 +89,33 @@ class Teleport final : public Sampler {
     if (o.number("skip_fraction") > 1.0) bad_input("sampler.skip_fraction: expected a number in [0, 1]");
   }
 
+  // The exact Gaussian flow from t_from to t_to. With a class-conditional file and class
+  // labels, each sample moves with its own class's Gaussian; samples without a class (the
+  // null label, an unconditional model, declared inputs) with the whole data's. Under
+  // classifier-free guidance the class's Gaussian is the target the guided model aims at
+  // (the guided score of two Gaussians is not a Gaussian's), docs/samplers.md.
+  static at::Tensor jump(SamplerContext& ctx, const GaussianModel& all, const std::vector<GaussianModel>& classes,
+                         const at::Tensor& x, double t_from, double t_to) {
+    const Schedule& ns = ctx.schedule();
+    const double a0 = ns.alpha(t_from), s0 = ns.sigma(t_from), a1 = ns.alpha(t_to), s1 = ns.sigma(t_to);
+    const at::Tensor& cond = ctx.cond();
+    const bool labelled = !classes.empty() && cond.defined() && !ctx.indexed_cond() && cond.dim() == 1 &&
+                          cond.size(0) == x.size(0) && !at::isFloatingType(cond.scalar_type());
+    if (!labelled) return gaussian_flow(all, x, a0, s0, a1, s1);
+    const at::Tensor labels = cond.to(at::kLong).cpu();
+    at::Tensor out = gaussian_flow(all, x, a0, s0, a1, s1);
+    for (size_t c = 0; c < classes.size(); ++c) {
+      const at::Tensor rows = (labels == int64_t(c)).nonzero().squeeze(1).to(x.device());
+      if (rows.numel() == 0) continue;
+      const GaussianModel g = classes[c].to(x.options());
+      if (g.dim() != x[0].numel())
+        bad_input("sampler.gaussian: class " + std::to_string(c) + "'s Gaussian has D = " + std::to_string(g.dim()) +
+                  ", the samples " + std::to_string(x[0].numel()));
+      out.index_copy_(0, rows, gaussian_flow(g, x.index_select(0, rows), a0, s0, a1, s1));
+    }
+    return out;
+  }
+
   at::Tensor run(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid) override {
     const Schedule& ns = ctx.schedule();
     const Options& o = o_;
@@ -113,7 +143,7 @@ class Teleport final : public Sampler {
                 std::to_string(t.back()) + ", " + std::to_string(t.front()) + "]");
     ctx.note("teleport: skip point t = " + std::to_string(t_skip) + " (sigma/alpha = " +
              std::to_string(ns.sigma(t_skip) / ns.alpha(t_skip)) + ")");
-    x = gaussian_flow(g, x, ns.alpha(t.front()), ns.sigma(t.front()), ns.alpha(t_skip), ns.sigma(t_skip));
+    x = jump(ctx, g, load_class_gaussians(find_input_file(o.str("gaussian"))), x, t.front(), t_skip);
     if (!inner_ || t_skip <= t.back()) return x;  // no inner sampler, or the jump reached t_end
     // The inner sampler: `steps` steps of the same kind from the skip point to t_end.
     GridSpec inner = grid.spec;

@@ -6,11 +6,17 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <sys/wait.h>
+
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "scorch/ems.h"
 #include "scorch/error.h"
+#include "scorch/io.h"
 #include "support/sampler_harness.h"
 
 namespace scorch {
@@ -116,6 +122,43 @@ TEST(DpmSolverV3, NfeAndBadStatistics) {
   write_ems(dir + "/short.safetensors", trivial_ems(at::linspace(-10.0, 1.0, 5, testing::kF64), {8}));
   EXPECT_NE(message({{"stats", dir + "/short.safetensors"}}).find("the statistics cover lambda in [-10"), std::string::npos);
   EXPECT_NE(message({{"stats", dir + "/missing.safetensors"}}).find("missing.safetensors"), std::string::npos);
+  std::filesystem::remove_all(dir);
+}
+
+// The CLI: scorch ems for the Fashion-MNIST Gaussian config, then dpm_solver_v3 with them;
+// statistics of another schedule or model file, and a sampler range beyond the grid, are
+// one error line, exit 2, nothing written.
+TEST(DpmSolverV3, CliRefusesStatisticsOfAnotherPipeline) {
+  const std::string cli = SCORCH_CLI, src = SCORCH_SOURCE_DIR;
+  const std::string dir = ::testing::TempDir() + "v3_cli_" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  const auto run = [&](const std::string& args) {
+    const int raw = std::system(("cd '" + dir + "' && '" + cli + "' " + args + " 2> err.txt > /dev/null").c_str());
+    std::ifstream in(dir + "/err.txt");
+    std::stringstream err;
+    err << in.rdbuf();
+    return std::make_pair(WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, err.str());
+  };
+  const std::string config = " --config '" + src + "/configs/fmnist_gaussian.yaml' ";
+  ASSERT_EQ(run("ems -q" + config + "--samples 64 --grid 4 --out g.safetensors").first, 0);
+  const std::string v3 = "generate -q" + config + "--set sampler.name=dpm_solver_v3 --set sampler.stats=g.safetensors "
+                         "--set batch=2 --set output.png= --set output.npy=";
+  ASSERT_EQ(run(v3 + "ok.npy").first, 0);
+  EXPECT_TRUE(std::filesystem::exists(dir + "/ok.npy"));
+  scorch::write_npy(dir + "/data.npy", at::randn({50, 1, 28, 28}));
+  ASSERT_EQ(run("fit gaussian -q --data data.npy --out other.safetensors").first, 0);
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--set schedule.beta_1=19", "sampler.stats: 'g.safetensors' holds the statistics of another schedule"},
+      {"--set model.path=other.safetensors", "holds the statistics of another model_sha256"},
+      {"--set sampler.t_end=0.0001", "the statistics cover lambda in ["},
+  };
+  for (const auto& [set, fragment] : cases) {
+    const auto [status, err] = run(v3 + "bad.npy " + set);
+    EXPECT_EQ(status, 2) << set << ": " << err;
+    EXPECT_NE(err.find(fragment), std::string::npos) << set << ": " << err;
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+    EXPECT_FALSE(std::filesystem::exists(dir + "/bad.npy"));
+  }
   std::filesystem::remove_all(dir);
 }
 

@@ -42,6 +42,24 @@ TEST(Fit, GaussianRecoversMeanAndCovariance) {
   EXPECT_GE(r2.eigenvalues[0].item<double>(), r2.eigenvalues[1].item<double>());
 }
 
+// Per-class Gaussians: each class's fit equals fit_gaussian on its rows exactly (it is that
+// fit), the classes come in label order, and bad labels are refused.
+TEST(Fit, ClassGaussiansAreTheFitsOfEachClassRows) {
+  const at::Tensor x = at::randn({300, 4}, at::detail::createCPUGenerator(5), kF64);
+  const at::Tensor y = at::arange(300, at::kLong).remainder(3);
+  const std::vector<GaussianModel> classes = fit_class_gaussians(x, y, 0, {4});
+  ASSERT_EQ(classes.size(), 3u);
+  for (int64_t c = 0; c < 3; ++c) {
+    const GaussianModel own = fit_gaussian(x.index_select(0, (y == c).nonzero().squeeze(1)), 0, {4});
+    EXPECT_TRUE(at::equal(classes[size_t(c)].mean, own.mean)) << c;
+    EXPECT_TRUE(at::equal(classes[size_t(c)].eigenvalues, own.eigenvalues)) << c;
+  }
+  EXPECT_THROW(fit_class_gaussians(x, y.narrow(0, 0, 10), 0, {4}), Error);             // one label per sample
+  EXPECT_THROW(fit_class_gaussians(x, y - 1, 0, {4}), Error);                          // negative labels
+  EXPECT_THROW(fit_class_gaussians(x, y.masked_fill(y == 1, 5), 0, {4}), Error);       // classes 1, 3, 4 empty
+  EXPECT_THROW(fit_class_gaussians(x, y.to(at::kDouble) + 0.5, 0, {4}), Error);       // not integers
+}
+
 TEST(Fit, KMeansSeparatesWellSeparatedClusters) {
   const at::Tensor centres = at::tensor({0.0, 0.0, 10.0, 0.0, 0.0, 10.0, 10.0, 10.0}, kF64).view({4, 2});
   const at::Tensor label = at::arange(4).repeat({250});

@@ -40,6 +40,35 @@ TEST(Teleport, ZeroInnerStepsIsTheFlowMap) {
   EXPECT_EQ(r.nfe, 0);
 }
 
+// Class-conditional teleport (a file from fit gaussian --labels): with zero inner steps each
+// labelled sample lands where its own class's exact Gaussian flow map takes it, and a sample
+// with the null label (or no labels at all) where the whole data's map takes it (float64).
+TEST(Teleport, EachClassJumpsWithItsOwnGaussian) {
+  TeleportCase c;
+  const std::vector<GaussianModel> classes = {testing::random_gaussian(8, 6, 61), testing::random_gaussian(8, 6, 62),
+                                              testing::random_gaussian(8, 6, 63)};
+  save_class_gaussians(c.path, c.g, classes);
+  ASSERT_EQ(load_class_gaussians(c.path).size(), 3u);
+  const at::Tensor labels = at::tensor({0, 1, 2, 3, 2, 1, 0, 0, 1, 2, 3, 3, 0, 1, 2, 0}, at::kLong);  // 3: the null label
+  const SamplerEntry& entry = samplers().find("teleport");
+  const Options o = read_sampler_options(entry, testing::sampler_section({{"gaussian", c.path}, {"t_skip", "0.3"},
+                                                                          {"inner.name", "none"}}), "sampler");
+  Rng rng(0);
+  SamplerContext ctx(*c.model, *c.sched, rng, labels);
+  const at::Tensor x = entry.make(o)->run(ctx, c.x_T, build_time_grid(*c.sched, grid_spec(o)));
+  const double a0 = c.sched->alpha(1.0), s0 = c.sched->sigma(1.0), a1 = c.sched->alpha(0.3), s1 = c.sched->sigma(0.3);
+  for (int64_t i = 0; i < labels.size(0); ++i) {
+    const int64_t k = labels[i].item<int64_t>();
+    const GaussianModel& g = k < 3 ? classes[size_t(k)] : c.g;
+    const at::Tensor exact = gaussian_flow(g, c.x_T.narrow(0, i, 1), a0, s0, a1, s1);
+    EXPECT_LT((x.narrow(0, i, 1) - exact).abs().max().item<double>(), 1e-12) << "sample " << i << ", label " << k;
+  }
+  // without labels: the whole data's Gaussian for every sample
+  const at::Tensor plain =
+      run_sampler("teleport", *c.model, *c.sched, c.x_T, {{"gaussian", c.path}, {"t_skip", "0.3"}, {"inner.name", "none"}}).x;
+  EXPECT_LT((plain - c.flow(1.0, 0.3)).abs().max().item<double>(), 1e-12);
+}
+
 // A 2000-step DPM-Solver++ order 3 run from t = 1 to t_skip agrees with the map to 1e-6.
 TEST(Teleport, MatchesAFineSolverRun) {
   TeleportCase c;

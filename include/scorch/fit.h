@@ -24,6 +24,11 @@ namespace scorch {
 GaussianModel fit_gaussian(const at::Tensor& x, int64_t rank, const std::vector<int64_t>& shape,
                            const DataShards& shards = {});
 
+// One Gaussian per class c = 0..C-1 (C = the largest label + 1), each fitted to its rows;
+// labels [N] integers. Every class needs at least 2 samples.
+std::vector<GaussianModel> fit_class_gaussians(const at::Tensor& x, const at::Tensor& labels, int64_t rank,
+                                               const std::vector<int64_t>& shape);
+
 struct GmmFitOptions {
   int64_t k = 10;
   Covariance cov = Covariance::LowRank;

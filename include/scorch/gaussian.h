@@ -36,6 +36,12 @@ struct GaussianModel {
 // the `rank` largest eigenvalues. Every problem is a bad-input Error.
 GaussianModel load_gaussian(const std::string& path, int64_t rank = 0);
 void save_gaussian(const std::string& path, const GaussianModel& model);
+// A class-conditional file (`scorch fit gaussian --labels`) holds the whole data's Gaussian
+// (read by load_gaussian) and one per class c = 0..C-1: tensors class_mean [C, D],
+// class_eigenvalues [C, r], class_eigenvectors [C, D, r], metadata scorch.classes = C.
+// load_class_gaussians returns them in class order, empty for a file without classes.
+void save_class_gaussians(const std::string& path, const GaussianModel& all, const std::vector<GaussianModel>& classes);
+std::vector<GaussianModel> load_class_gaussians(const std::string& path);
 // Checks shapes, finiteness and orthonormality; `what` names the source in errors.
 void validate_gaussian(const GaussianModel& model, const std::string& what);
 

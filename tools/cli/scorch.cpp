@@ -345,7 +345,7 @@ int run_ems(const EmsArgs& a, bool quiet) {
 }
 
 struct FitArgs {
-  std::string kind, data, out, cov = "lowrank";
+  std::string kind, data, out, labels, cov = "lowrank";
   double smoothing = 0.0, reg = 1e-4;
   int64_t limit = 0, k = 10, rank = -1;
   int iters = 20, em_iters = 5;
@@ -353,7 +353,7 @@ struct FitArgs {
 };
 
 int run_fit(const FitArgs& a, bool quiet, scorch::ProcessGroup* group) {
-  at::Tensor x;
+  at::Tensor x, labels;
   scorch::DataShards shards;
   // Under torchrun each rank reads its rows alone and the fit sums their statistics
   // (scorch/fit.h); rank 0 writes the model. Reading is agreed: a bad file on any rank
@@ -362,9 +362,16 @@ int run_fit(const FitArgs& a, bool quiet, scorch::ProcessGroup* group) {
     if (a.kind != "empirical" && a.kind != "gaussian" && a.kind != "gmm")
       scorch::bad_input("fit: '" + a.kind + "' is not one of gaussian, gmm, empirical");
     if (!group || group->rank() == 0) scorch::check_writable(a.out, "--out");
+    if (!a.labels.empty() && a.kind != "gaussian") scorch::bad_input("--labels: only fit gaussian takes labels (one Gaussian per class)");
+    if (!a.labels.empty() && group) scorch::bad_input("--labels: fit gaussian --labels runs in one process, not under torchrun");
     if (!group) {
       x = read_data(a.data);
       if (a.limit > 0 && a.limit < x.size(0)) x = x.narrow(0, 0, a.limit);
+      if (!a.labels.empty()) {
+        scorch::check_input_file(a.labels, "--labels");
+        labels = is_npy_path(a.labels) ? scorch::read_npy(a.labels, "--labels") : scorch::read_idx(a.labels);
+        if (a.limit > 0 && labels.dim() == 1 && a.limit < labels.size(0)) labels = labels.narrow(0, 0, a.limit);
+      }
       return;
     }
     int64_t total = data_rows(a.data);
@@ -400,7 +407,14 @@ int run_fit(const FitArgs& a, bool quiet, scorch::ProcessGroup* group) {
   } else if (a.kind == "gaussian") {
     // stored as float32: the fit is float64, the files are read as float32 anyway
     const scorch::GaussianModel g = scorch::fit_gaussian(flat, a.rank < 0 ? 0 : a.rank, shape, shards);
-    if (writes) scorch::save_gaussian(a.out, g.to(at::kFloat));
+    if (!a.labels.empty()) {
+      std::vector<scorch::GaussianModel> classes;
+      for (const auto& c : scorch::fit_class_gaussians(flat, labels, a.rank < 0 ? 0 : a.rank, shape))
+        classes.push_back(c.to(at::kFloat));
+      if (writes) scorch::save_class_gaussians(a.out, g.to(at::kFloat), classes);
+    } else if (writes) {
+      scorch::save_gaussian(a.out, g.to(at::kFloat));
+    }
   } else {
     scorch::GmmFitOptions o;
     o.k = a.k;
@@ -605,6 +619,7 @@ int main(int argc, char** argv) {
   fit->add_option("kind", fa.kind, "gaussian | gmm | empirical")->required();
   fit->add_option("--data", fa.data, "IDX (.gz) or .npy samples")->required();
   fit->add_option("--out", fa.out, "output .safetensors")->required();
+  fit->add_option("--labels", fa.labels, "gaussian: class labels of the data (IDX .gz or .npy): one Gaussian per class as well (teleport)");
   fit->add_option("--k", fa.k, "gmm: number of components")->capture_default_str()->check(int_range(1, 100000));
   fit->add_option("--cov", fa.cov, "gmm: isotropic | diagonal | lowrank | full")->capture_default_str();
   fit->add_option("--rank", fa.rank, "gaussian: eigenvalues kept (default all); gmm lowrank: rank per component (default 32)")
