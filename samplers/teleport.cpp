@@ -7,7 +7,9 @@
 // and any registered sampler (`inner`) runs from t_skip to t_end.
 //
 // With a class-conditional file (`scorch fit gaussian --labels`) each labelled sample jumps
-// with its own class's Gaussian.
+// with its own class's Gaussian. With `warm_model` a Gaussian mixture (or the empirical data
+// set) replaces the single Gaussian: its exact flow has no closed form, so it is integrated
+// by many cheap steps (no network call) to the skip point.
 //
 // The wrapper's `steps` and grid keys are the inner sampler's: it runs `steps` steps of
 // `skip_type` from t_skip to t_end, so steps and model calls are what the inner sampler
@@ -15,11 +17,13 @@
 // probe grid of `probe_steps` steps of `skip_type` over [t_start, t_end].
 #include <ATen/ATen.h>
 
+#include <chrono>
 #include <cmath>
 
 #include "scorch/error.h"
 #include "scorch/gaussian.h"
 #include "scorch/io.h"
+#include "scorch/mixture_model.h"
 #include "scorch/sampler.h"
 
 namespace scorch {
@@ -36,6 +40,9 @@ const Schema& teleport_options() {
       {"auto_tol", OptionType::Number, "0.02", "auto: relative eps departure from the Gaussian that ends the jump", {}, 0, 1000},
       {"auto_probe", OptionType::Int, "64", "auto: size of the fixed probe batch (its own noise, not the samples)", {}, 1, 1000000},
       {"probe_steps", OptionType::Int, "20", "steps of the grid over [t_start, t_end] that auto probes and skip_fraction rounds to", {}, 1, 100000},
+      {"warm_model", OptionType::String, "", "instead of the Gaussian jump: a gmm or empirical file integrated to the skip point (no network call)", {}},
+      {"warm_model_type", OptionType::String, "gmm", "warm_model's kind", {"gmm", "empirical"}},
+      {"warm_steps", OptionType::Int, "50", "warm_model: dpmpp_3m steps (logSNR) from t_start to the skip point", {}, 1, 100000},
       {"inner", OptionType::Section, "", "the sampler run from the skip point: name (default dpmpp_2m; none: stop at the skip point) and its own options, not the grid", {}},
   };
   return specs;
@@ -82,7 +89,8 @@ class Teleport final : public Sampler {
     const YAML::Node& inner = o.node("inner");
     const bool none = inner.IsMap() && inner["name"] && inner["name"].IsScalar() && inner["name"].Scalar() == "none";
     if (!none) inner_ = make_inner_sampler(inner, "sampler.inner", "teleport", "dpmpp_2m");
-    if (o.str("gaussian").empty()) bad_input("sampler.gaussian: teleport needs the data's Gaussian model file");
+    if (o.str("gaussian").empty() && (o.str("warm_model").empty() || o.flag("auto")))
+      bad_input("sampler.gaussian: teleport needs the data's Gaussian model file (or a warm_model and a fixed skip point)");
     const int given = (o.number("t_skip") >= 0) + (o.number("sigma_skip") >= 0) + (o.number("skip_fraction") >= 0) +
                       o.flag("auto");
     if (given != 1) bad_input("sampler: teleport needs exactly one of t_skip, sigma_skip, skip_fraction, auto");
@@ -116,12 +124,45 @@ class Teleport final : public Sampler {
     return out;
   }
 
+  // The warm start: the probability-flow ODE of a cheap analytic model (a Gaussian mixture
+  // or the empirical data set: its score is exact and costs no network call) integrated
+  // with `warm_steps` dpmpp_3m steps from t_from to the skip point. A class-conditional
+  // mixture follows each sample's label.
+  at::Tensor warm_start(SamplerContext& ctx, const at::Tensor& x, double t_from, double t_to) const {
+    const Schedule& ns = ctx.schedule();
+    const std::string path = o_.str("warm_model");
+    MixtureModel mm = load_mixture_model(find_input_file(path), o_.str("warm_model_type"));
+    mm.mixture = mm.mixture.to(x.options());
+    if (mm.mixture.means.size(1) != x[0].numel())
+      bad_input("sampler.warm_model: the mixture has D = " + std::to_string(mm.mixture.means.size(1)) + ", the samples " +
+                std::to_string(x[0].numel()));
+    const bool labelled = mm.labels.defined() && ctx.cond().defined() && !ctx.indexed_cond();
+    // The context's schedule outlives this call: a shared pointer that does not own it.
+    const std::shared_ptr<const Schedule> schedule(&ns, [](const Schedule*) {});
+    std::unique_ptr<Denoiser> cheap = make_mixture_denoiser(mm, schedule);
+    Rng rng(0);
+    SamplerContext warm(*cheap, ns, rng, labelled ? ctx.cond() : at::Tensor());
+    const SamplerEntry& entry = samplers().find("dpmpp_3m");
+    const Options wo = parse_sampler_options(entry, {{"steps", std::to_string(o_.integer("warm_steps"))}});
+    GridSpec spec = grid_spec(wo);
+    spec.skip_type = "logSNR";
+    spec.t_start = t_from;
+    spec.t_end = t_to;
+    const auto start = std::chrono::steady_clock::now();
+    const at::Tensor out = entry.make(wo)->run(warm, x, build_time_grid(ns, spec));
+    ctx.note("teleport: warm start: " + std::to_string(warm.nfe()) + " steps of dpmpp_3m on '" + path + "' to the skip point, " +
+             std::to_string(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count()) +
+             " ms, no network call");
+    return out;
+  }
+
   at::Tensor run(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid) override {
     const Schedule& ns = ctx.schedule();
     const Options& o = o_;
     if (grid.reverse()) bad_input("sampler: teleport cannot run an inversion");
-    GaussianModel g = load_gaussian(find_input_file(o.str("gaussian"))).to(x.options());
-    if (g.dim() != x[0].numel())
+    GaussianModel g;
+    if (!o.str("gaussian").empty()) g = load_gaussian(find_input_file(o.str("gaussian"))).to(x.options());
+    if (g.mean.defined() && g.dim() != x[0].numel())
       bad_input("sampler.gaussian: the Gaussian has D = " + std::to_string(g.dim()) + ", the samples " +
                 std::to_string(x[0].numel()));
     const std::vector<double>& t = grid.t;
@@ -143,7 +184,10 @@ class Teleport final : public Sampler {
                 std::to_string(t.back()) + ", " + std::to_string(t.front()) + "]");
     ctx.note("teleport: skip point t = " + std::to_string(t_skip) + " (sigma/alpha = " +
              std::to_string(ns.sigma(t_skip) / ns.alpha(t_skip)) + ")");
-    x = jump(ctx, g, load_class_gaussians(find_input_file(o.str("gaussian"))), x, t.front(), t_skip);
+    if (o.str("warm_model").empty())
+      x = jump(ctx, g, load_class_gaussians(find_input_file(o.str("gaussian"))), x, t.front(), t_skip);
+    else if (t_skip < t.front())
+      x = warm_start(ctx, x, t.front(), t_skip);
     if (!inner_ || t_skip <= t.back()) return x;  // no inner sampler, or the jump reached t_end
     // The inner sampler: `steps` steps of the same kind from the skip point to t_end.
     GridSpec inner = grid.spec;
