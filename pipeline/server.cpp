@@ -66,7 +66,7 @@ HttpReply error(int status, const std::string& message) { return reply(status, j
 // Keys whose values are files (by their last name): a request may name files only inside
 // the --models folder, as relative paths without "..".
 const std::set<std::string>& file_keys() {
-  static const std::set<std::string> keys = {"path", "init_image", "init_noise", "inpaint_mask", "invert", "file", "stats",
+  static const std::set<std::string> keys = {"path", "init_image", "init_noise", "inpaint_mask", "invert", "file", "stats", "warm_model",
                                              "negative_file", "mask", "vocab", "coefficients", "gaussian", "classifier",
                                              "reference", "config"};
   return keys;

@@ -141,6 +141,8 @@ TEST(Server, BadRequestsAreFourHundredWithTheCliMessage) {
       {R"({"config": {"model.path": "/etc/passwd"}})", 400, "model.path: '/etc/passwd' is outside the models folder"},
       {R"({"set": ["init_noise=/dev/zero"]})", 400, "init_noise: '/dev/zero' is outside the models folder"},
       {R"({"config": {"guidance": {"classifier": {"path": "/etc/passwd", "scale": 1}}}})", 400, "guidance.classifier.path: '/etc/passwd' is outside"},
+      {R"({"set": ["sampler.name=teleport", "sampler.t_skip=0.5", "sampler.warm_model=/etc/passwd"]})", 400, "sampler.warm_model: '/etc/passwd' is outside"},
+      {R"({"set": ["sampler.name=dpm_solver_v3", "sampler.stats=../configs/default.yaml"]})", 400, "sampler.stats: '../configs/default.yaml' is outside"},
       {R"({"config": {"model.path": "missing.safetensors"}})", 400, "model.path: 'missing.safetensors' does not exist in the models folder"},
       {R"({"config": [1, 2]})", 400, "config: expected an object"},
       {R"({"set": "sampler.steps=3"})", 400, "set: expected a list"},

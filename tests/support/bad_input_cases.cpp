@@ -96,6 +96,8 @@ std::vector<Case> bad_input_cases() {
       {"set_teleport_fraction", G + "--set sampler.name=teleport --set sampler.skip_fraction=2", "sampler.skip_fraction"},
       {"set_teleport_probe", G + "--set sampler.name=teleport --set sampler.auto_probe=0", "sampler.auto_probe"},
       {"set_teleport_inner", G + "--set sampler.name=teleport --set sampler.inner.name=nope", "nope"},
+      {"set_teleport_warm_kind", G + "--set sampler.name=teleport --set sampler.t_skip=0.5 --set sampler.warm_model=models/fmnist_gaussian.safetensors", "is not a 'gmm' model"},
+      {"set_teleport_warm_auto", G + "--set sampler.name=teleport --set sampler.auto=true --set sampler.gaussian= --set sampler.warm_model=x.safetensors", "sampler.gaussian: teleport needs the data's Gaussian"},
       {"set_msg_terms", G + "--set sampler.name=msg --set sampler.terms=7", "sampler.terms"},
       {"set_guidance_scale_huge", G + "--set guidance.scale=1e300", "guidance.scale: expected a number from -1000 to 1000"},
       {"set_guidance_rescale", "generate -q --set guidance.scale=2 --set guidance.rescale=5", "guidance.rescale"},
