@@ -46,6 +46,7 @@ std::vector<std::string> sampler_sets(const std::string& name) {
   if (name == "euler" || name == "heun") s.push_back("sampler.s_churn=2");
   if (name == "teleport") s.insert(s.end(), {"sampler.gaussian=models/fmnist_gaussian.safetensors", "sampler.auto=true"});
   if (name == "msg") s.push_back("sampler.inner.name=euler_ancestral");
+  if (name == "dpm_solver_v3") s.push_back("sampler.degenerated=true");
   return s;
 }
 
