@@ -19,12 +19,15 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <functional>
 
 #include "scorch/error.h"
 #include "scorch/gaussian.h"
 #include "scorch/io.h"
 #include "scorch/mixture_model.h"
 #include "scorch/sampler.h"
+#include "scorch/teleport.h"
 
 namespace scorch {
 
@@ -37,8 +40,10 @@ const Schema& teleport_options() {
       {"sigma_skip", OptionType::Number, "-1", "skip point as a VE noise level sigma/alpha", {}, -1, 1e6},
       {"skip_fraction", OptionType::Number, "-1", "skip point as a fraction of the probe grid (probe_steps)", {}, -1, 1},
       {"auto", OptionType::Bool, "false", "choose the skip point from the denoiser (see docs/samplers.md)", {}},
-      {"auto_tol", OptionType::Number, "0.02", "auto: relative eps departure from the Gaussian that ends the jump", {}, 0, 1000},
-      {"auto_probe", OptionType::Int, "64", "auto: size of the fixed probe batch (its own noise, not the samples)", {}, 1, 1000000},
+      {"auto_rule", OptionType::String, "error", "auto: error (least estimated error of the result for these steps) | departure (the first point where eps departs by auto_tol)", {"error", "departure"}},
+      {"auto_tol", OptionType::Number, "0.02", "auto_rule departure: relative eps departure from the Gaussian that ends the jump", {}, 0, 1000},
+      {"auto_probe", OptionType::Int, "16", "auto: size of the fixed probe batch (its own noise, not the samples)", {}, 1, 1000000},
+      {"auto_ref_steps", OptionType::Int, "3", "auto_rule error: reference dpmpp_2m steps per probe-grid interval", {}, 1, 1000},
       {"probe_steps", OptionType::Int, "20", "steps of the grid over [t_start, t_end] that auto probes and skip_fraction rounds to", {}, 1, 100000},
       {"warm_model", OptionType::String, "", "instead of the Gaussian jump: a gmm or empirical file integrated to the skip point (no network call)", {}},
       {"warm_model_type", OptionType::String, "gmm", "warm_model's kind", {"gmm", "empirical"}},
@@ -83,14 +88,39 @@ double auto_skip(SamplerContext& ctx, const GaussianModel& g, const at::Tensor& 
   return t_skip;
 }
 
+// Keeps the state after every `every`-th step of a run while `on` (the reference
+// trajectory's states at the candidate points).
+class KeepStates final : public StepHook {
+ public:
+  explicit KeepStates(int every) : every_(every) {}
+  at::Tensor after_step(SamplerContext&, at::Tensor x, StepEnd& step) override {
+    if (on && step.step % every_ == 0) states.push_back(x.clone());
+    return x;
+  }
+  bool on = true;
+  std::vector<at::Tensor> states;
+
+ private:
+  int every_;
+};
+
+double rms(const at::Tensor& a, const at::Tensor& b) {
+  return (a - b).to(at::kDouble).pow(2).mean().sqrt().item<double>();
+}
+
 class Teleport final : public Sampler {
  public:
   explicit Teleport(const Options& o) : o_(o) {
     const YAML::Node& inner = o.node("inner");
     const bool none = inner.IsMap() && inner["name"] && inner["name"].IsScalar() && inner["name"].Scalar() == "none";
     if (!none) inner_ = make_inner_sampler(inner, "sampler.inner", "teleport", "dpmpp_2m");
-    if (o.str("gaussian").empty() && (o.str("warm_model").empty() || o.flag("auto")))
-      bad_input("sampler.gaussian: teleport needs the data's Gaussian model file (or a warm_model and a fixed skip point)");
+    const bool departure = o.flag("auto") && o.str("auto_rule") == "departure";
+    if (o.str("gaussian").empty() && (o.str("warm_model").empty() || departure))
+      bad_input("sampler.gaussian: teleport needs the data's Gaussian model file (or a warm_model, with a fixed skip "
+                "point or auto_rule error)");
+    if (o.flag("auto") && !departure && !inner_)
+      bad_input("sampler.auto_rule: error measures the inner sampler's result; with inner.name none use auto_rule: "
+                "departure or a fixed skip point");
     const int given = (o.number("t_skip") >= 0) + (o.number("sigma_skip") >= 0) + (o.number("skip_fraction") >= 0) +
                       o.flag("auto");
     if (given != 1) bad_input("sampler: teleport needs exactly one of t_skip, sigma_skip, skip_fraction, auto");
@@ -156,6 +186,61 @@ class Teleport final : public Sampler {
     return out;
   }
 
+  using MoveFn = std::function<at::Tensor(SamplerContext&, const at::Tensor&, double, double)>;
+
+  // auto_rule error (teleport.h): on a fixed probe batch (its own noise, stream 0, so each
+  // sample stays reproducible on its own), the skip point whose jump followed by this run's
+  // inner sampler and steps lands nearest the network's finely solved flow. A conditional
+  // model is probed with labels 0 .. C-1 in turn (C: the class Gaussians', else null_label)
+  // when the run has labels, else unconditionally (the null label).
+  double least_error_skip(SamplerContext& ctx, const at::Tensor& x, const TimeGrid& grid, const GridSpec& probe,
+                          size_t classes, const MoveFn& move) const {
+    const Schedule& ns = ctx.schedule();
+    const int64_t size = o_.integer("auto_probe");
+    std::vector<int64_t> shape = x.sizes().vec();
+    shape[0] = size;
+    const at::Tensor xp = Rng(0).normal(shape, x.options()) * ns.sigma(grid.t.front());
+    at::Tensor cond;
+    if (ctx.model().conditional()) {
+      const at::Tensor& c = ctx.cond();
+      const bool labelled = c.defined() && !ctx.indexed_cond() && c.dim() == 1 && !at::isFloatingType(c.scalar_type());
+      const int64_t count = classes > 0 ? int64_t(classes) : ctx.null_label();
+      const auto opts = at::TensorOptions().dtype(at::kLong).device(x.device());
+      if (labelled && count > 0) {
+        cond = at::arange(size, opts).remainder(count);
+      } else {
+        if (ctx.null_label() < 0 && !ctx.indexed_cond())
+          bad_input("sampler.auto: a conditional model needs model.null_label (the probe batch runs unconditionally "
+                    "when the samples have no class labels)");
+        cond = at::full({size}, ctx.indexed_cond() ? -1 : ctx.null_label(), opts);  // -1: sample 0's negative inputs
+      }
+    }
+    Rng rng(0);
+    SamplerContext pc(ctx.model(), ns, rng, cond);
+    pc.set_null_label(ctx.null_label());
+    pc.set_indexed_cond(ctx.indexed_cond());
+    SkipSearch search;
+    search.candidates = probe.steps;
+    search.ref_steps = int(o_.integer("auto_ref_steps"));
+    search.jump_errors = false;
+    search.stop_ratio = 2.0;  // the error is U-shaped in the skip point: past twice the best, stop
+    const std::vector<SkipEstimate> est = estimate_skip_errors(
+        pc, xp, probe, *inner_, grid.spec,
+        [&](const at::Tensor& x0, double t_k) { return move(pc, x0, grid.t.front(), t_k); }, search);
+    size_t best = 0;
+    for (size_t k = 1; k < est.size(); ++k)
+      if (est[k].total_error < est[best].total_error) best = k;
+    char line[400];
+    std::snprintf(line, sizeof line,
+                  "teleport: auto: sigma_skip %.4g (t %.6g) for %d inner steps: estimated RMS error of the result %.4g "
+                  "(the jump's share %.4g; no jump %.4g); %zu of %d candidates tried; probe: %lld calls of %lld samples",
+                  est[best].sigma, est[best].t, grid.steps(), est[best].total_error, est[best].jump_error,
+                  est[0].total_error, est.size(), probe.steps, static_cast<long long>(pc.nfe()),
+                  static_cast<long long>(size));
+    ctx.note(line);
+    return est[best].t;
+  }
+
   at::Tensor run(SamplerContext& ctx, at::Tensor x, const TimeGrid& grid) override {
     const Schedule& ns = ctx.schedule();
     const Options& o = o_;
@@ -165,6 +250,14 @@ class Teleport final : public Sampler {
     if (g.mean.defined() && g.dim() != x[0].numel())
       bad_input("sampler.gaussian: the Gaussian has D = " + std::to_string(g.dim()) + ", the samples " +
                 std::to_string(x[0].numel()));
+    const std::vector<GaussianModel> classes =
+        o.str("gaussian").empty() ? std::vector<GaussianModel>{} : load_class_gaussians(find_input_file(o.str("gaussian")));
+    // The cheap model's move from t_from to t_to: the Gaussian jump or the warm start, for
+    // the samples and for auto's probe batch (each with its own context's labels).
+    const MoveFn move = [&](SamplerContext& c, const at::Tensor& x0, double t_from, double t_to) {
+      if (o.str("warm_model").empty()) return jump(c, g, classes, x0, t_from, t_to);
+      return t_to < t_from ? warm_start(c, x0, t_from, t_to) : x0;
+    };
     const std::vector<double>& t = grid.t;
     GridSpec probe = grid.spec;
     probe.steps = int(o.integer("probe_steps"));
@@ -176,18 +269,17 @@ class Teleport final : public Sampler {
       t_skip = ns.t_of_ve_sigma(o.number("sigma_skip"));
     } else if (o.number("skip_fraction") >= 0) {
       t_skip = tp[size_t(std::lround(o.number("skip_fraction") * probe.steps))];
-    } else {
+    } else if (o.str("auto_rule") == "departure") {
       t_skip = auto_skip(ctx, g, x, tp, o.number("auto_tol"), o.integer("auto_probe"));
+    } else {
+      t_skip = least_error_skip(ctx, x, grid, probe, classes.size(), move);
     }
     if (!(t_skip <= t.front() && t_skip >= t.back()))
       bad_input("sampler.t_skip: " + std::to_string(t_skip) + " is outside [t_end, t_start] = [" +
                 std::to_string(t.back()) + ", " + std::to_string(t.front()) + "]");
     ctx.note("teleport: skip point t = " + std::to_string(t_skip) + " (sigma/alpha = " +
              std::to_string(ns.sigma(t_skip) / ns.alpha(t_skip)) + ")");
-    if (o.str("warm_model").empty())
-      x = jump(ctx, g, load_class_gaussians(find_input_file(o.str("gaussian"))), x, t.front(), t_skip);
-    else if (t_skip < t.front())
-      x = warm_start(ctx, x, t.front(), t_skip);
+    x = move(ctx, x, t.front(), t_skip);
     if (!inner_ || t_skip <= t.back()) return x;  // no inner sampler, or the jump reached t_end
     // The inner sampler: `steps` steps of the same kind from the skip point to t_end.
     GridSpec inner = grid.spec;
@@ -202,6 +294,52 @@ class Teleport final : public Sampler {
 };
 
 }  // namespace
+
+std::vector<SkipEstimate> estimate_skip_errors(SamplerContext& ctx, const at::Tensor& x_T, const GridSpec& probe,
+                                               Sampler& inner, const GridSpec& inner_spec,
+                                               const std::function<at::Tensor(const at::Tensor&, double)>& jump,
+                                               const SkipSearch& search) {
+  const Schedule& ns = ctx.schedule();
+  // The reference: the network's own flow from x_T by dpmpp_2m on the probe grid refined
+  // ref_steps times, keeping its state at every probe point (the candidates).
+  GridSpec fine = probe;
+  fine.steps = probe.steps * search.ref_steps;
+  const TimeGrid ref_grid = build_time_grid(ns, fine);
+  const SamplerEntry& solver = samplers().find("dpmpp_2m");
+  auto keep = std::make_shared<KeepStates>(search.ref_steps);
+  ctx.add_hook(keep);
+  const at::Tensor x_end =
+      solver.make(parse_sampler_options(solver, {{"steps", std::to_string(fine.steps)}}))->run(ctx, x_T, ref_grid);
+  keep->on = false;
+  std::vector<at::Tensor> x_ref = {x_T};
+  x_ref.insert(x_ref.end(), keep->states.begin(), keep->states.end());
+
+  const auto finish = [&](const at::Tensor& x, double t_k) {
+    GridSpec g = inner_spec;
+    g.t_start = t_k;
+    g.t_end = ref_grid.t.back();
+    return inner.run(ctx, x, build_time_grid(ns, g));
+  };
+  std::vector<SkipEstimate> out;
+  std::vector<at::Tensor> results;
+  size_t best = 0;
+  const int count = std::min(search.candidates, probe.steps);
+  for (int k = 0; k < count && size_t(k) < x_ref.size(); ++k) {
+    SkipEstimate e;
+    e.t = ref_grid.t[size_t(k * search.ref_steps)];
+    e.sigma = ns.sigma(e.t) / ns.alpha(e.t);
+    const at::Tensor a = finish(k == 0 ? x_T : jump(x_T, e.t), e.t);
+    e.total_error = rms(a, x_end);
+    if (search.jump_errors) e.jump_error = k == 0 ? 0.0 : rms(a, finish(x_ref[size_t(k)], e.t));
+    out.push_back(e);
+    results.push_back(a);
+    if (e.total_error < out[best].total_error) best = out.size() - 1;
+    if (search.stop_ratio > 0 && e.total_error > search.stop_ratio * out[best].total_error) break;
+  }
+  if (!search.jump_errors)  // the chosen candidate's share only
+    out[best].jump_error = best == 0 ? 0.0 : rms(results[best], finish(x_ref[best], out[best].t));
+  return out;
+}
 
 std::vector<SamplerEntry> teleport_rows() {
   return {{"teleport", "Exact Gaussian flow map to a skip point, then `steps` steps of the `inner` sampler (Wang & Vastola 2024)",

@@ -12,7 +12,7 @@ cd "${1:-$(dirname "$0")/..}"
 layer_of_header() {
   case "$1" in
     mixture_score.h|lincomb.h) echo 0 ;;
-    sampler.h|step_hooks.h|corrector.h|discrete_sampler.h|guidance_reader.h) echo 2 ;;
+    sampler.h|step_hooks.h|corrector.h|discrete_sampler.h|guidance_reader.h|teleport.h) echo 2 ;;
     config.h|pipeline.h|token_pipeline.h|scorch.h|distributed_pipeline.h|server.h) echo 3 ;;
     *) echo 1 ;;
   esac

@@ -9,6 +9,7 @@
 
 #include "scorch/error.h"
 #include "scorch/io.h"
+#include "scorch/teleport.h"
 #include "support/sampler_harness.h"
 
 namespace fs = std::filesystem;
@@ -128,11 +129,12 @@ TEST(Teleport, InnerSamplerFinishesTheRun) {
   EXPECT_LT((all - c.flow(1.0, 1e-3)).abs().max().item<double>(), 1e-12);
 }
 
-// auto: on the Gaussian itself the model never departs, so the jump reaches the last
-// probe point; on a mixture it stops earlier; probes count as model calls.
+// auto_rule departure: on the Gaussian itself the model never departs, so the jump reaches
+// the last probe point; on a mixture it stops earlier; probes count as model calls.
 TEST(Teleport, AutoSkipPoint) {
   TeleportCase c;
-  const Opts o = {{"gaussian", c.path}, {"auto", "true"}, {"probe_steps", "20"}, {"inner.name", "none"}, {"t_end", "0.001"}};
+  const Opts o = {{"gaussian", c.path}, {"auto", "true"}, {"auto_rule", "departure"}, {"auto_probe", "64"},
+                  {"probe_steps", "20"}, {"inner.name", "none"}, {"t_end", "0.001"}};
   const testing::Run gauss = run_sampler("teleport", *c.model, *c.sched, c.x_T, o);
   EXPECT_EQ(gauss.nfe, 19);
   const auto grid = make_time_grid(*c.sched, {"logSNR", 20, -1, 0.001, 7});
@@ -152,6 +154,139 @@ TEST(Teleport, AutoSkipPoint) {
   const testing::Run m = run_sampler("teleport", *mixture, *c.sched, c.x_T, o);
   EXPECT_GT(m.nfe, 1);
   EXPECT_LT(m.nfe, 19);
+}
+
+// A bimodal 8-d target and its moment-matched Gaussian: the Gaussian's flow departs from the
+// mixture's at moderate noise, more the further the jump goes.
+struct BimodalCase {
+  at::TensorOptions f64 = at::TensorOptions().dtype(at::kDouble);
+  std::shared_ptr<const Schedule> sched = make_vp_linear();
+  testing::DiagonalMixture mix{at::tensor({0.5, 0.5}, f64), at::stack({at::full({8}, -1.5, f64), at::full({8}, 1.5, f64)}),
+                               at::full({2, 8}, 0.05, f64)};
+  std::unique_ptr<Denoiser> model = testing::make_mixture_denoiser(mix, sched);
+  GaussianModel fit;
+  at::Tensor x_T = Rng(5).normal({64, 8}, f64) * sched->sigma(1.0);
+  BimodalCase() {
+    fit.mean = at::zeros({8}, f64);
+    fit.eigenvectors = at::eye(8, f64);
+    fit.eigenvalues = at::full({8}, 1.5 * 1.5 + 0.05, f64);  // each coordinate: the mixture's variance
+    fit.shape = {8};
+  }
+  at::Tensor jump(const at::Tensor& x, double t_k) const {
+    return gaussian_flow(fit, x, sched->alpha(1.0), sched->sigma(1.0), sched->alpha(t_k), sched->sigma(t_k));
+  }
+  std::vector<SkipEstimate> estimate(Denoiser& m, int inner_steps, const SkipSearch& search) const;
+};
+
+std::vector<SkipEstimate> BimodalCase::estimate(Denoiser& m, int inner_steps, const SkipSearch& search) const {
+  Rng rng(0);
+  SamplerContext ctx(m, *sched, rng);
+  const SamplerEntry& e = samplers().find("dpmpp_2m");
+  const std::unique_ptr<Sampler> inner = e.make(parse_sampler_options(e, {{"steps", std::to_string(inner_steps)}}));
+  return estimate_skip_errors(ctx, x_T, {"logSNR", 12, -1, 1e-3, 7}, *inner, {"logSNR", inner_steps, -1, 1e-3, 7},
+                              [&](const at::Tensor& x, double t_k) { return jump(x, t_k); }, search);
+}
+
+double rms_diff(const at::Tensor& a, const at::Tensor& b) { return (a - b).pow(2).mean().sqrt().item<double>(); }
+
+// The skip rule's estimate of the error a jump causes (teleport.h) on a target whose answer
+// is known: the exact error is the distance, at t_end, between the mixture's exact flow (RK4,
+// 400 steps in lambda) started from the jumped state and from the true state at t_k. With
+// 40 inner steps the estimate is within 3% of it at every candidate, and both grow
+// monotonically as the skip point moves down (float64).
+TEST(Teleport, SkipErrorEstimateIsMonotoneAndMatchesTheExactError) {
+  BimodalCase c;
+  SkipSearch search;
+  search.candidates = 12;
+  search.ref_steps = 8;
+  const std::vector<SkipEstimate> est = c.estimate(*c.model, 40, search);
+  ASSERT_EQ(est.size(), 12u);
+  EXPECT_EQ(est[0].t, 1.0);
+  EXPECT_EQ(est[0].jump_error, 0.0);
+  double last_exact = 0.0;
+  for (size_t k = 1; k < est.size(); ++k) {
+    const at::Tensor true_state = testing::reference_solve(*c.model, *c.sched, c.x_T, 1.0, est[k].t, 400);
+    const double exact = rms_diff(testing::reference_solve(*c.model, *c.sched, c.jump(c.x_T, est[k].t), est[k].t, 1e-3, 400),
+                                  testing::reference_solve(*c.model, *c.sched, true_state, est[k].t, 1e-3, 400));
+    std::printf("skip sigma %8.4f: estimated jump error %.5f, exact %.5f\n", est[k].sigma, est[k].jump_error, exact);
+    EXPECT_NEAR(est[k].jump_error, exact, 0.03 * exact) << "candidate " << k;
+    EXPECT_GE(est[k].jump_error, est[k - 1].jump_error) << "candidate " << k;
+    EXPECT_GE(exact, last_exact) << "candidate " << k;
+    last_exact = exact;
+    EXPECT_GT(est[k].sigma, 0.0);
+    EXPECT_LT(est[k].sigma, est[k - 1].sigma);
+  }
+  EXPECT_GT(est.back().jump_error, 0.1);  // jumping to the last point misses the modes
+}
+
+// The rule's choice: with few inner steps on the bimodal target the least total error is at
+// an interior skip point, below the error of no jump; on the Gaussian itself (no jump error)
+// it is the furthest candidate; the stop rule only drops candidates past twice the best.
+TEST(Teleport, SkipRuleChoosesTheLeastTotalError) {
+  BimodalCase c;
+  SkipSearch search;
+  search.candidates = 12;
+  const std::vector<SkipEstimate> est = c.estimate(*c.model, 4, search);
+  size_t best = 0;
+  for (size_t k = 1; k < est.size(); ++k)
+    if (est[k].total_error < est[best].total_error) best = k;
+  EXPECT_GT(best, 0u);
+  EXPECT_LT(best, est.size() - 1);
+  EXPECT_LT(est[best].total_error, 0.8 * est[0].total_error);
+  search.stop_ratio = 2.0;
+  const std::vector<SkipEstimate> stopped = c.estimate(*c.model, 4, search);
+  ASSERT_GT(stopped.size(), best);
+  for (size_t k = 0; k < stopped.size(); ++k) EXPECT_EQ(stopped[k].total_error, est[k].total_error);
+  if (stopped.size() < est.size()) EXPECT_GT(stopped.back().total_error, 2.0 * est[best].total_error);
+
+  // On the Gaussian the jump is exact: its estimated share is only the reference's own
+  // discretisation error, and the furthest jump leaves the inner steps the least to do.
+  std::unique_ptr<Denoiser> gauss = make_gaussian_denoiser(c.fit, c.sched);
+  search.stop_ratio = 0.0;
+  search.ref_steps = 8;
+  const std::vector<SkipEstimate> g = c.estimate(*gauss, 4, search);
+  size_t g_best = 0;
+  for (size_t k = 1; k < g.size(); ++k) {
+    std::printf("Gaussian target, skip sigma %8.4f: total %.5f, jump %.2e\n", g[k].sigma, g[k].total_error, g[k].jump_error);
+    EXPECT_LT(g[k].jump_error, 5e-3 * g[0].total_error) << "candidate " << k;
+    if (g[k].total_error < g[g_best].total_error) g_best = k;
+  }
+  EXPECT_EQ(g_best, g.size() - 1);
+}
+
+// Through the sampler: auto (auto_rule error, the default) prints its choice and estimates,
+// needs an inner sampler, and its result is teleport at the chosen point (the probe batch is
+// its own noise, so sample i does not depend on the others).
+TEST(Teleport, AutoRuleErrorThroughTheSampler) {
+  BimodalCase c;
+  TeleportCase files;
+  save_gaussian(files.path, c.fit);
+  const Opts o = {{"gaussian", files.path}, {"auto", "true"}, {"probe_steps", "12"}, {"steps", "4"}, {"t_end", "0.001"}};
+  const SamplerEntry& entry = samplers().find("teleport");
+  Rng rng(0);
+  SamplerContext ctx(*c.model, *c.sched, rng);
+  const Options opts = read_sampler_options(entry, testing::sampler_section(o), "sampler");
+  const at::Tensor x = entry.make(opts)->run(ctx, c.x_T, build_time_grid(*c.sched, grid_spec(opts)));
+  EXPECT_EQ(ctx.nfe(), 4);  // the probe's calls are reported in the note, not as the samples' calls
+  std::string line;
+  for (const std::string& n : ctx.notes())
+    if (n.rfind("teleport: auto:", 0) == 0) line = n;
+  ASSERT_FALSE(line.empty());
+  EXPECT_NE(line.find("estimated RMS error of the result"), std::string::npos) << line;
+  EXPECT_NE(line.find("probe: "), std::string::npos) << line;
+  const double t_skip = std::stod(line.substr(line.find("(t ") + 3));
+  Opts fixed = o;
+  fixed.erase("auto");
+  char exact[32];
+  std::snprintf(exact, sizeof exact, "%.17g", t_skip);
+  fixed["t_skip"] = exact;
+  const at::Tensor again = run_sampler("teleport", *c.model, *c.sched, c.x_T, fixed).x;
+  EXPECT_LT((x - again).abs().max().item<double>(), 1e-4) << line;  // t printed to 6 digits
+  const at::Tensor half = entry.make(opts)->run(ctx, c.x_T.narrow(0, 0, 32), build_time_grid(*c.sched, grid_spec(opts)));
+  EXPECT_LT((half - x.narrow(0, 0, 32)).abs().max().item<double>(), 1e-12);
+  Opts none = o;
+  none["inner.name"] = "none";
+  EXPECT_THROW(run_sampler("teleport", *c.model, *c.sched, c.x_T, none), Error);
 }
 
 // One meaning of steps: `steps` inner steps from the skip point whatever the skip point,
