@@ -260,6 +260,8 @@ const Schema& token_top_schema() {
   static const Schema s = {
       {"seed", OptionType::Yaml, "0", "sequence i's seed: s + i for one integer s, or a list of batch seeds", {}},
       {"batch", OptionType::Int, "16", "number of sequences", {}, 1, 16777216},
+      {"template", OptionType::Yaml, "", "infill: fixed characters and '_' for free positions (\"ele_____\"; shorter than L: the rest is pad), one for every sequence or a list of batch templates", {}},
+      {"fixed", OptionType::Yaml, "[]", "infill: [[position, token id], ...] fixed in every sequence", {}},
       {"model", OptionType::Section, "", "the token denoiser (model.*, type: tokens)", {}},
       {"schedule", OptionType::Section, "", "the discrete schedule (schedule.*)", {}},
       {"sampler", OptionType::Section, "", "the discrete sampler and its options (sampler.*)", {}},

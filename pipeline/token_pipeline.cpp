@@ -20,6 +20,84 @@ bool is_token_config(const YAML::Node& config) {
   return m && m.IsMap() && m["type"] && m["type"].IsScalar() && m["type"].as<std::string>() == "tokens";
 }
 
+namespace {
+
+// One template against the model: '_' is free, any other character must be in the
+// vocabulary; shorter than L is completed with the pad character (the word has the
+// template's length); -1 marks a free position.
+std::vector<int64_t> read_template(const std::string& tpl, const std::string& key, const TokenModelSpec& model) {
+  const int64_t length = model.spec.length;
+  if (model.vocab_chars.empty())
+    bad_input(key + ": a template needs a character vocabulary (model.vocab); use fixed: [[position, token], ...]");
+  if (tpl.empty()) bad_input(key + ": empty; use '_' for each free position");
+  if (int64_t(tpl.size()) > length)
+    bad_input(key + ": '" + tpl + "' has " + std::to_string(tpl.size()) +
+              " characters; the model's sequences have L = " + std::to_string(length));
+  if (int64_t(tpl.size()) < length && (model.pad.empty() || model.vocab_chars.find(model.pad[0]) == std::string::npos))
+    bad_input(key + ": '" + tpl + "' has " + std::to_string(tpl.size()) + " characters, not L = " +
+              std::to_string(length) + ", and the model has no pad character in its vocabulary (model.pad) to complete it");
+  std::vector<int64_t> out(size_t(length), -1);
+  for (int64_t i = 0; i < length; ++i) {
+    const char c = i < int64_t(tpl.size()) ? tpl[size_t(i)] : model.pad[0];
+    if (c == '_') continue;
+    const size_t v = model.vocab_chars.find(c);
+    if (v == std::string::npos)
+      bad_input(key + ": character '" + std::string(1, c) + "' at position " + std::to_string(i) +
+                " is not in the vocabulary (model.vocab) nor '_'");
+    out[size_t(i)] = int64_t(v);
+  }
+  return out;
+}
+
+// template (one or a list of batch) and fixed ([[position, token], ...]) as [batch, L]
+// int64, -1 where free; undefined when neither is given.
+at::Tensor read_fixed(const Options& top, const TokenModelSpec& model, int64_t batch) {
+  const YAML::Node tpl = top.node("template"), pairs = top.node("fixed");
+  const bool has_tpl = tpl && !tpl.IsNull() && !(tpl.IsScalar() && tpl.Scalar().empty());
+  const bool has_pairs = pairs && pairs.IsSequence() && pairs.size() > 0;
+  if (pairs && !pairs.IsNull() && !pairs.IsSequence())
+    bad_input("fixed: expected a list of [position, token id] pairs");
+  if (!has_tpl && !has_pairs) return {};
+  const int64_t length = model.spec.length;
+  at::Tensor out = at::full({batch, length}, -1, at::TensorOptions().dtype(at::kLong));
+  if (has_tpl) {
+    if (tpl.IsScalar()) {
+      const std::vector<int64_t> row = read_template(tpl.Scalar(), "template", model);
+      out.copy_(at::tensor(row, at::kLong).unsqueeze(0).expand({batch, length}));
+    } else if (tpl.IsSequence()) {
+      if (int64_t(tpl.size()) != batch)
+        bad_input("template: a list of " + std::to_string(tpl.size()) + " templates for batch " + std::to_string(batch) +
+                  " (one per sequence, or one string for all)");
+      for (size_t i = 0; i < tpl.size(); ++i) {
+        if (!tpl[i].IsScalar()) bad_input("template." + std::to_string(i) + ": expected a string");
+        out[int64_t(i)].copy_(at::tensor(read_template(tpl[i].Scalar(), "template." + std::to_string(i), model), at::kLong));
+      }
+    } else {
+      bad_input("template: expected a string or a list of strings");
+    }
+  }
+  for (size_t k = 0; has_pairs && k < pairs.size(); ++k) {
+    const std::string key = "fixed." + std::to_string(k);
+    const YAML::Node pr = pairs[k];
+    int64_t pos = -1, tok = -1;
+    try {
+      if (!pr.IsSequence() || pr.size() != 2) throw std::runtime_error("shape");
+      pos = pr[0].as<int64_t>();
+      tok = pr[1].as<int64_t>();
+    } catch (const std::exception&) {
+      bad_input(key + ": expected [position, token id], two integers");
+    }
+    if (pos < 0 || pos >= length)
+      bad_input(key + ": position " + std::to_string(pos) + " is outside 0.." + std::to_string(length - 1));
+    if (tok < 0 || tok >= model.spec.vocab)
+      bad_input(key + ": token " + std::to_string(tok) + " is outside 0.." + std::to_string(model.spec.vocab - 1));
+    out.select(1, pos).fill_(tok);
+  }
+  return out;
+}
+
+}  // namespace
+
 struct TokenPipeline::Impl {
   std::unique_ptr<TokenDenoiser> model;
   std::unique_ptr<DiscreteSchedule> schedule;
@@ -28,6 +106,7 @@ struct TokenPipeline::Impl {
   std::string vocab_chars, pad;
   std::vector<uint64_t> seeds;  // sequence i's seed
   int64_t batch = 1;
+  at::Tensor fixed;  // [batch, L], -1 where free (infill); undefined: none
   std::string npy, text;
   YAML::Node resolved;  // the config as run (provenance): every key, per-sequence seeds
   std::string model_sha256;
@@ -52,6 +131,7 @@ std::unique_ptr<TokenPipeline> TokenPipeline::from_config(const YAML::Node& conf
               provenance.model_sha256 + " this config was made with (provenance.model_sha256); the model changed");
   m.vocab_chars = model.vocab_chars;
   m.pad = model.pad;
+  m.fixed = read_fixed(top, model, m.batch);
   YAML::Node schedule_resolved;
   m.schedule = read_discrete_schedule(config["schedule"], &schedule_resolved);
 
@@ -86,6 +166,9 @@ std::unique_ptr<TokenPipeline> TokenPipeline::from_config(const YAML::Node& conf
   seeds.SetStyle(YAML::EmitterStyle::Flow);
   m.resolved["seed"] = seeds;
   m.resolved["batch"] = m.batch;
+  if (top.node("template") && !top.node("template").IsNull() && !(top.node("template").IsScalar() && top.node("template").Scalar().empty()))
+    m.resolved["template"] = top.node("template");
+  if (top.node("fixed") && top.node("fixed").IsSequence() && top.node("fixed").size() > 0) m.resolved["fixed"] = top.node("fixed");
   m.resolved["model"] = model_resolved;
   m.resolved["schedule"] = schedule_resolved;
   m.resolved["sampler"]["name"] = m.sampler->name;
@@ -100,6 +183,7 @@ TokenResult TokenPipeline::generate() const {
   const Impl& m = *impl_;
   const auto start = std::chrono::steady_clock::now();
   DiscreteContext ctx(*m.model, *m.schedule, Rng::per_sample(m.seeds), m.sampler_options);
+  if (m.fixed.defined()) ctx.set_fixed(m.fixed);
   TokenResult r;
   r.tokens = m.sampler->run(ctx, discrete_prior(ctx, m.batch), m.sampler_options);
   r.calls = ctx.calls();

@@ -421,6 +421,26 @@ TEST_F(Cli, GenerateTokens) {
   expect_bad(base + " --set schedule.type=vp_linear", "schedule.type");
   expect_bad(base + " --set sampler.steps=0", "sampler.steps");
   expect_bad(base + " --set output.png=x.png", "output.png");
+
+  // infill through the CLI: a template for every sequence, then one per sequence and pairs
+  const Result t = run(base + " --set template=b_d_ --set output.npy=tpl.npy");
+  ASSERT_EQ(t.status, 0) << t.err;
+  const at::Tensor tt = scorch::read_npy((dir_ / "tpl.npy").string());
+  EXPECT_TRUE((tt.select(1, 0) == 1).all().item<bool>() && (tt.select(1, 2) == 3).all().item<bool>()) << tt;
+  for (const std::string& line : {std::string("b"), std::string("d")}) EXPECT_NE(t.out.find(line), std::string::npos);
+  const Result per = run(base + " --set 'template=[a___, _b__, __c_, ___d, ab__, ____]' --set 'fixed=[[3, 4]]' "
+                                "--set output.npy=per.npy");
+  ASSERT_EQ(per.status, 0) << per.err;
+  const at::Tensor pt = scorch::read_npy((dir_ / "per.npy").string());
+  EXPECT_EQ(pt[0][0].item<int64_t>(), 0);
+  EXPECT_EQ(pt[1][1].item<int64_t>(), 1);
+  EXPECT_EQ(pt[2][2].item<int64_t>(), 2);
+  EXPECT_EQ(pt[4][0].item<int64_t>(), 0);
+  EXPECT_EQ(pt[4][1].item<int64_t>(), 1);
+  EXPECT_TRUE((pt.select(1, 3) == 4).all().item<bool>()) << pt;  // fixed overrides the template's position 3
+  expect_bad(base + " --set template=abcdef", "template: 'abcdef' has 6 characters; the model's sequences have L = 4");
+  expect_bad(base + " --set template=ab", "'ab' has 2 characters, not L = 4, and the model has no pad character");
+  expect_bad(base + " --set template=a?__", "character '?' at position 1");
 }
 
 // distill-lsd on a model whose answer is known: with uniform p every q_c and every teacher

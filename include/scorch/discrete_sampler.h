@@ -45,6 +45,18 @@ class DiscreteContext {
   // The final step's choice (`final: argmax` or `sample`).
   bool final_argmax() const { return final_argmax_; }
 
+  // Fixed positions (infill: a template, or position-token pairs): tokens [B, L] int64 with
+  // -1 where the position is free. A fixed position starts clean in the prior, the model
+  // sees it at every call, probs() is one-hot on its token there, and every step's result is
+  // clamped to it. For masked models this conditions the samplers' posteriors exactly (the
+  // denoiser's p(x0 | x_t) already conditions on every unmasked token); for uniform-state
+  // models it is replacement, an approximation (docs/discrete.md).
+  void set_fixed(const at::Tensor& tokens);
+  // Where positions are fixed, [B, L] bool (rows: those sequences); undefined when none.
+  at::Tensor fixed(const at::Tensor& rows = {}) const;
+  // x with its fixed positions set (rows: the sequences x's rows are).
+  at::Tensor clamp(const at::Tensor& x, const at::Tensor& rows = {}) const;
+
  private:
   TokenDenoiser& model_;
   const DiscreteSchedule& schedule_;
@@ -54,6 +66,7 @@ class DiscreteContext {
   double t_end_;
   bool final_argmax_;
   int64_t row_calls_ = 0, batch_ = 1;
+  at::Tensor fixed_mask_, fixed_tokens_;
 };
 
 using DiscreteSamplerFn = at::Tensor (*)(DiscreteContext& ctx, at::Tensor x, const Options& options);

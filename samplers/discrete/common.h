@@ -42,7 +42,9 @@ at::Tensor blockwise(DiscreteContext& ctx, at::Tensor x, const Options& o, Step 
     const int n = int(steps / blocks + (b < steps % blocks ? 1 : 0));
     const std::vector<double> t = ctx.grid(n);
     const at::Tensor allowed = block_mask(length, b, blocks);
-    for (int k = 0; k < n; ++k) x = step(x, t[size_t(k)], t[size_t(k) + 1], allowed, k + 1 == n);
+    // clamped after every step: a step that may change any position (remasking, uniform
+    // states) never shows the model a fixed position changed
+    for (int k = 0; k < n; ++k) x = ctx.clamp(step(x, t[size_t(k)], t[size_t(k) + 1], allowed, k + 1 == n));
   }
   return x;
 }

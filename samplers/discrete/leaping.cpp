@@ -43,7 +43,7 @@ at::Tensor leaping(DiscreteContext& ctx, at::Tensor x, const Options& o, bool tw
     if (!tweedie) bad_input("sampler.name: euler needs an absorbing model; uniform-state models use tweedie");
     for (int b = 0; b < 1; ++b) {
       const std::vector<double> t = ctx.grid(int(o.integer("steps")));
-      for (size_t k = 0; k + 1 < t.size(); ++k) x = uniform_step(ctx, x, t[k], t[k + 1]);
+      for (size_t k = 0; k + 1 < t.size(); ++k) x = ctx.clamp(uniform_step(ctx, x, t[k], t[k + 1]));
     }
     return x;
   }

@@ -54,7 +54,39 @@ at::Tensor DiscreteContext::probs(const at::Tensor& x, const at::Tensor& t, cons
     const at::Tensor keep = before < top_p_ * sorted.sum(-1, true);
     p = at::zeros_like(p).scatter_(-1, idx, sorted * keep);
   }
-  return p / p.sum(-1, true);
+  p = p / p.sum(-1, true);
+  if (fixed_mask_.defined()) {
+    const at::Tensor fm = fixed(rows), ft = rows.defined() ? fixed_tokens_.index_select(0, rows) : fixed_tokens_;
+    p = at::where(fm.unsqueeze(-1), at::one_hot(ft, p.size(-1)).to(at::kDouble), p);
+  }
+  return p;
+}
+
+void DiscreteContext::set_fixed(const at::Tensor& tokens) {
+  const TokenSpec& s = spec();
+  if (!tokens.defined()) {
+    fixed_mask_ = fixed_tokens_ = at::Tensor();
+    return;
+  }
+  if (tokens.dim() != 2 || tokens.size(1) != s.length)
+    bad_input("fixed tokens: expected [batch, " + std::to_string(s.length) + "], got " + std::to_string(tokens.dim()) +
+              " dimensions");
+  const at::Tensor t = tokens.to(at::kLong);
+  if (((t < -1) | (t >= s.vocab)).any().item<bool>())
+    bad_input("fixed tokens: a token outside 0.." + std::to_string(s.vocab - 1));
+  fixed_mask_ = t >= 0;
+  fixed_tokens_ = t.clamp_min(0);
+}
+
+at::Tensor DiscreteContext::fixed(const at::Tensor& rows) const {
+  if (!fixed_mask_.defined()) return {};
+  return rows.defined() ? fixed_mask_.index_select(0, rows) : fixed_mask_;
+}
+
+at::Tensor DiscreteContext::clamp(const at::Tensor& x, const at::Tensor& rows) const {
+  if (!fixed_mask_.defined()) return x;
+  const at::Tensor tok = rows.defined() ? fixed_tokens_.index_select(0, rows) : fixed_tokens_;
+  return at::where(fixed(rows), tok, x);
 }
 
 at::Tensor DiscreteContext::sample(const at::Tensor& probs, const at::Tensor& rows) {
@@ -67,8 +99,8 @@ at::Tensor discrete_prior(DiscreteContext& ctx, int64_t batch) {
   const TokenSpec& s = ctx.spec();
   ctx.set_batch(batch);
   if (s.transition == Transition::Absorbing)
-    return at::full({batch, s.length}, s.mask_id, at::TensorOptions().dtype(at::kLong));
-  return at::floor(ctx.uniform({batch, s.length}) * double(s.vocab)).to(at::kLong).clamp_max_(s.vocab - 1);
+    return ctx.clamp(at::full({batch, s.length}, s.mask_id, at::TensorOptions().dtype(at::kLong)));
+  return ctx.clamp(at::floor(ctx.uniform({batch, s.length}) * double(s.vocab)).to(at::kLong).clamp_max_(s.vocab - 1));
 }
 
 const Schema& discrete_common_options() {

@@ -28,7 +28,10 @@ at::Tensor sample_remdm(DiscreteContext& ctx, at::Tensor x, const Options& o) {
   return blockwise(ctx, x, o, [&](const at::Tensor& xk, double t, double s, const at::Tensor& allowed, bool last) {
     const double a_t = ns.alpha(t), a_s = ns.alpha(s);
     const double sigma_max = std::min(1.0, (1.0 - a_s) / a_t);
-    const at::Tensor masked = (xk == mask) & allowed, decoded = (xk != mask) & allowed;
+    // fixed positions (infill) are not the sampler's to remask
+    const at::Tensor fixed = ctx.fixed();
+    const at::Tensor masked = (xk == mask) & allowed,
+                     decoded = (xk != mask) & allowed & (fixed.defined() ? ~fixed : at::ones_like(allowed));
     at::Tensor sigma;  // per position
     if (strategy == "cap") sigma = at::full(xk.sizes(), std::min(eta, sigma_max), at::kDouble);
     if (strategy == "rescale") sigma = at::full(xk.sizes(), eta * sigma_max, at::kDouble);
