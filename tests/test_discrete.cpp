@@ -122,6 +122,8 @@ TEST(Discrete, EverySamplerMatchesTheChain) {
                                    {"remdm", {{"strategy", "cap"}, {"eta", "0.05"}}},
                                    {"remdm", {{"strategy", "rescale"}, {"eta", "0.5"}}},
                                    {"remdm", {{"strategy", "conf"}}},
+                                   {"remdm", {{"strategy", "loop"}}},
+                                   {"remdm", {{"strategy", "loop"}, {"eta", "0.1"}, {"alpha_on", "0.5"}}},
                                    {"lsd", {}},
                                    {"tweedie", {{"blocks", "2"}}}};
   for (const auto& c : cases) {
@@ -212,7 +214,8 @@ TEST(Discrete, InfillMatchesTheExactConditional) {
   const std::vector<std::pair<std::string, std::map<std::string, std::string>>> cases = {
       {"euler", {}}, {"tweedie", {}}, {"cached", {}}, {"first_hitting", {}},
       {"maskgit", {{"choice_temperature", "1e9"}}}, {"remdm", {{"strategy", "cap"}, {"eta", "0.05"}}},
-      {"remdm", {{"strategy", "rescale"}, {"eta", "0.5"}}}, {"remdm", {{"strategy", "conf"}}}, {"lsd", {}},
+      {"remdm", {{"strategy", "rescale"}, {"eta", "0.5"}}}, {"remdm", {{"strategy", "conf"}}},
+      {"remdm", {{"strategy", "loop"}, {"eta", "0.1"}, {"alpha_on", "0.5"}}}, {"lsd", {}},
       {"tweedie", {{"blocks", "2"}}}};
   for (auto [name, opts] : cases) {
     opts["steps"] = "100";
@@ -246,6 +249,28 @@ TEST(Discrete, InfillMatchesTheExactConditional) {
   // bad fixed tokens
   EXPECT_THROW(run_fixed(oracle, "euler", {}, at::full({2, 5}, -1, at::kLong)), Error);
   EXPECT_THROW(run_fixed(oracle, "euler", {}, at::full({2, 6}, 4, at::kLong)), Error);
+}
+
+// Duo's greedy tail: with `final: argmax` a uniform-state run's last step is the argmax of the
+// model's clean-token prediction. With one step that prediction is the oracle's at the prior
+// x_1 (drawn first from the same seed), so the result is known exactly.
+TEST(Discrete, UniformGreedyTailIsTheArgmaxOfTheLastPrediction) {
+  const auto sched = make_discrete_schedule("loglinear");
+  auto oracle = chain(6, Transition::Uniform, sched.get());
+  const DiscreteSamplerEntry& info = discrete_samplers().find("tweedie");
+  const Options o = read_discrete_options(info, testing::sampler_section({{"steps", "1"}, {"final", "argmax"}}), "sampler");
+  DiscreteContext ctx(oracle, *sched, 7, o);
+  const at::Tensor x1 = discrete_prior(ctx, 64);
+  const at::Tensor x = info.run(ctx, x1, o);
+  const at::Tensor expect = oracle.log_probs(x1, at::ones({64}, kF64)).argmax(-1);
+  EXPECT_TRUE(at::equal(x, expect));
+  const Result sampled = run("tweedie", oracle, *sched, 64, {{"steps", "1"}, {"final", "sample"}}, 7);
+  EXPECT_FALSE(at::equal(sampled.x, expect));
+  // with many steps the tail is one greedy step: the law stays near the chain's
+  const auto [marg, pair] = tv_to_chain(run("tweedie", oracle, *sched, 20000, {{"steps", "100"}, {"t_end", "0.001"},
+                                                                           {"final", "argmax"}}).x, oracle);
+  std::printf("uniform-state tweedie, greedy tail, 100 steps: TV marginal %.4f pair %.4f\n", marg, pair);
+  EXPECT_LT(marg, 0.03);
 }
 
 // Uniform-state diffusion: tweedie with Duo's posterior on the uniform oracle.
@@ -358,7 +383,10 @@ TEST(Discrete, RejectsBadOptions) {
   EXPECT_THROW(run("euler", oracle, *sched, 4, {{"blocks", "7"}}), Error);
   EXPECT_THROW(run("euler", oracle, *sched, 4, {{"top_p", "0"}}), Error);
   EXPECT_THROW(run("euler", oracle, *sched, 4, {{"temperature", "-1"}}), Error);
-  EXPECT_THROW(run("remdm", oracle, *sched, 4, {{"strategy", "loop"}}), Error);
+  EXPECT_THROW(run("remdm", oracle, *sched, 4, {{"strategy", "forever"}}), Error);
+  EXPECT_THROW(run("remdm", oracle, *sched, 4, {{"strategy", "loop"}, {"t_off", "0.6"}}), Error);
+  EXPECT_THROW(run("remdm", oracle, *sched, 4, {{"strategy", "loop"}, {"t_off", "0"}}), Error);
+  EXPECT_THROW(run("remdm", oracle, *sched, 4, {{"strategy", "loop"}, {"alpha_on", "1"}}), Error);
   EXPECT_THROW(run("lsd", oracle, *sched, 4, {{"coefficients", "/nonexistent.yaml"}}), Error);
 }
 

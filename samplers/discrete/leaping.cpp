@@ -43,7 +43,12 @@ at::Tensor leaping(DiscreteContext& ctx, at::Tensor x, const Options& o, bool tw
     if (!tweedie) bad_input("sampler.name: euler needs an absorbing model; uniform-state models use tweedie");
     for (int b = 0; b < 1; ++b) {
       const std::vector<double> t = ctx.grid(int(o.integer("steps")));
-      for (size_t k = 0; k + 1 < t.size(); ++k) x = ctx.clamp(uniform_step(ctx, x, t[k], t[k + 1]));
+      for (size_t k = 0; k + 1 < t.size(); ++k) {
+        // Duo's greedy tail (noise_removal: greedy): `final: argmax` ends on the most likely
+        // clean token of the last prediction instead of a posterior draw
+        const bool tail = k + 2 == t.size() && ctx.final_argmax();
+        x = ctx.clamp(tail ? ctx.probs(x, times(t[k], x.size(0))).argmax(-1) : uniform_step(ctx, x, t[k], t[k + 1]));
+      }
     }
     return x;
   }

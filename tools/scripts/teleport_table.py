@@ -11,7 +11,7 @@ Variants (the inner sampler is dpmpp_2m in each):
   tp_gmm_auto    a 50-component GMM of the training set integrated to the skip point (warm_model), `auto`
 
 Rows are kept in docs/teleport_rows.json as they finish (a rerun makes only the missing ones;
---only REGEX remakes the matching ones), so the hours of sampling can be spread over runs.
+--only REGEX selects rows, --redo remakes them), so the hours of sampling can be spread over runs.
 The reading below the table (NFE saved at equal FD) is computed from the kept rows.
 
 Usage: /usr/bin/python3 tools/scripts/teleport_table.py [--n 5000] [--only REGEX] [--build build]
@@ -186,7 +186,8 @@ def render(cache, n):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=5000, help="samples per row (a multiple of 10)")
-    ap.add_argument("--only", default="", help="make (or remake) only the rows whose key matches this regex")
+    ap.add_argument("--only", default="", help="make only the missing rows whose key matches this regex")
+    ap.add_argument("--redo", action="store_true", help="remake the selected rows even if kept")
     ap.add_argument("--render", action="store_true", help="only rewrite the doc section from the kept rows")
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     args = ap.parse_args()
@@ -199,7 +200,7 @@ def main():
             for key in all_keys():
                 if args.only and not re.search(args.only, key):
                     continue
-                if not args.only and key in cache and cache[key]["n"] == args.n:
+                if not args.redo and key in cache and cache[key]["n"] == args.n:
                     continue
                 if "class" in key and not os.path.exists(files["classes"]):
                     run([scorch, "fit", "gaussian", "-q", "--data", IDX + "train-images-idx3-ubyte.gz", "--labels",
