@@ -110,21 +110,37 @@ at::Tensor sample_categorical(const at::Tensor& probs, at::Generator& gen, int64
   return at::searchsorted(c, u, false, true).clamp_max_(probs.size(0) - 1);
 }
 
+at::Tensor TokenDenoiser::log_probs_given(const at::Tensor& tokens, const at::Tensor& t, const at::Tensor& labels) {
+  if (labels.defined()) bad_input("cond: this token model takes no class labels (model.num_classes is 0)");
+  return log_probs(tokens, t);
+}
+
 namespace {
 
 class TorchScriptTokens final : public TokenDenoiser {
  public:
   TorchScriptTokens(torch::jit::Module m, TokenSpec spec, std::string path)
       : module_(std::move(m)), spec_(spec), path_(std::move(path)) {}
+  // An unconditioned call of a conditional network is its null label's.
   at::Tensor log_probs(const at::Tensor& tokens, const at::Tensor& t) override {
+    return log_probs_given(tokens, t,
+                           spec_.num_classes > 0 ? at::full({tokens.size(0)}, spec_.num_classes, at::kLong) : at::Tensor());
+  }
+  at::Tensor log_probs_given(const at::Tensor& tokens, const at::Tensor& t, const at::Tensor& labels) override {
     c10::InferenceMode guard;
+    if (labels.defined() && spec_.num_classes == 0)
+      bad_input("cond: this token model takes no class labels (model.num_classes is 0)");
     at::Tensor out;
     try {
-      out = module_.forward({tokens, t.to(at::kFloat)}).toTensor();
+      if (spec_.num_classes > 0)
+        out = module_.forward({tokens, t.to(at::kFloat), labels.to(at::kLong)}).toTensor();
+      else
+        out = module_.forward({tokens, t.to(at::kFloat)}).toTensor();
     } catch (const std::exception& e) {
       std::string msg = e.what();
-      bad_input("model '" + path_ + "': forward(tokens, t) failed for tokens [" + std::to_string(tokens.size(0)) + ", " +
-                std::to_string(tokens.size(1)) + "] (model.length?): " + msg.substr(0, msg.find('\n')));
+      bad_input("model '" + path_ + "': forward(tokens, t" + std::string(spec_.num_classes > 0 ? ", labels" : "") +
+                ") failed for tokens [" + std::to_string(tokens.size(0)) + ", " + std::to_string(tokens.size(1)) +
+                "] (model.length?): " + msg.substr(0, msg.find('\n')));
     }
     if (out.dim() != 3 || out.size(0) != tokens.size(0) || out.size(1) != spec_.length || out.size(2) != spec_.vocab)
       bad_input("model '" + path_ + "': forward returned " + shape_string(out.sizes()) +
@@ -157,8 +173,12 @@ std::unique_ptr<TokenDenoiser> load_token_denoiser(const std::string& path, cons
     bad_input(what + ": not a loadable TorchScript file (" + msg.substr(0, msg.find('\n')) + ")");
   }
   const auto method = module.find_method("forward");
-  if (!method || method->function().getSchema().arguments().size() != 3)
-    bad_input(what + ": expected forward(tokens, t) -> log-probabilities [B, L, V]");
+  const size_t args = spec.num_classes > 0 ? 4 : 3;  // self, tokens, t (, labels)
+  if (!method || method->function().getSchema().arguments().size() != args)
+    bad_input(spec.num_classes > 0
+                  ? what + ": expected forward(tokens, t, labels) -> log-probabilities [B, L, V] (model.num_classes is set)"
+                  : what + ": expected forward(tokens, t) -> log-probabilities [B, L, V] (a class-conditional network "
+                           "needs model.num_classes)");
   module.eval();
   auto model = std::make_unique<TorchScriptTokens>(module, spec, path);
   // Dry runs: an all-zero sequence (a vocabulary token) checks the length and the output's

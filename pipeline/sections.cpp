@@ -222,6 +222,15 @@ const Schema& token_model_schema() {
       {"transition", OptionType::String, "absorbing", "masked (absorbing) or uniform-state diffusion",
        {"absorbing", "uniform"}},
       {"pad", OptionType::String, "", "printing: cut each sample at this character", {}},
+      {"num_classes", OptionType::Int, "0", "class-conditional networks: forward(tokens, t, labels), labels 0..num_classes - 1", {}, 0, 16777216},
+      {"null_label", OptionType::Int, "-1", "class-conditional networks: the unconditional label (default num_classes)", {}, -1, 16777216},
+  };
+  return s;
+}
+
+const Schema& token_guidance_schema() {
+  static const Schema s = {
+      {"scale", OptionType::Number, "1", "token-level classifier-free guidance on the logits: log p_null + scale (log p_c - log p_null); 1: off", {}, -1000, 1000},
   };
   return s;
 }
@@ -262,6 +271,8 @@ const Schema& token_top_schema() {
       {"batch", OptionType::Int, "16", "number of sequences", {}, 1, 16777216},
       {"template", OptionType::Yaml, "", "infill: fixed characters and '_' for free positions (\"ele_____\"; shorter than L: the rest is pad), one for every sequence or a list of batch templates", {}},
       {"fixed", OptionType::Yaml, "[]", "infill: [[position, token id], ...] fixed in every sequence", {}},
+      {"cond", OptionType::Yaml, "", "class-conditional networks: a label, a list (one per sequence) or null_label", {}},
+      {"guidance", OptionType::Section, "", "token models: guidance.scale (classifier-free, on the logits)", {}},
       {"model", OptionType::Section, "", "the token denoiser (model.*, type: tokens)", {}},
       {"schedule", OptionType::Section, "", "the discrete schedule (schedule.*)", {}},
       {"sampler", OptionType::Section, "", "the discrete sampler and its options (sampler.*)", {}},
@@ -311,6 +322,7 @@ std::vector<SectionSchema> config_schemas() {
       {"schedule", "token models: the discrete schedule", token_schedule_schema()},
       {"sampler", "token models: name and the options every discrete sampler takes", token_sampler_schema()},
       {"output", "token models: outputs", token_output_schema()},
+      {"guidance", "token models: classifier-free guidance", token_guidance_schema()},
   };
 }
 
@@ -705,11 +717,30 @@ TokenModelSpec read_token_model(const YAML::Node& node, YAML::Node* resolved) {
   spec.transition = mo.str("transition") == "uniform" ? Transition::Uniform : Transition::Absorbing;
   spec.mask_id = mo.integer("mask_id") >= 0 ? mo.integer("mask_id") : spec.vocab;
   spec.length = mo.integer("length");
+  spec.num_classes = mo.integer("num_classes");
+  out.null_label = mo.integer("null_label") >= 0 ? mo.integer("null_label") : spec.num_classes;
   out.pad = mo.str("pad");
   if (out.pad.size() > 1) bad_input("model.pad: expected one character");
   if (mo.str("path").empty()) bad_input("model.path: missing");
   out.path = find_input_file(mo.str("path"));
   return out;
+}
+
+Labels read_token_cond(const YAML::Node& cond, const YAML::Node& model, const TokenModelSpec& spec, int64_t batch) {
+  const bool conditional = spec.spec.num_classes > 0;
+  const bool given = cond && !cond.IsNull() && !(cond.IsScalar() && cond.Scalar().empty());
+  if (!given) {
+    Labels out;
+    if (conditional) out.labels = at::full({batch}, spec.null_label, at::TensorOptions().dtype(at::kLong));
+    return out;
+  }
+  YAML::Node mo = Options::read(model, token_model_schema(), "model").to_yaml();
+  mo["null_label"] = spec.null_label;
+  return read_cond(cond, Options::read(mo, token_model_schema(), "model"), conditional, batch);
+}
+
+double read_token_guidance(const YAML::Node& node) {
+  return Options::read(node, token_guidance_schema(), "guidance").number("scale");
 }
 
 std::unique_ptr<DiscreteSchedule> read_discrete_schedule(const YAML::Node& node, YAML::Node* resolved) {

@@ -103,11 +103,16 @@ std::unique_ptr<LatentCodec> read_latent_codec(const YAML::Node& decoder, const 
 struct TokenModelSpec {
   TokenSpec spec;
   std::string path, vocab_chars, pad;
+  int64_t null_label = 0;  // class-conditional networks' unconditional label
 };
 TokenModelSpec read_token_model(const YAML::Node& node, YAML::Node* resolved = nullptr);
 std::unique_ptr<DiscreteSchedule> read_discrete_schedule(const YAML::Node& node, YAML::Node* resolved = nullptr);
 const Schema& continuous_top_schema();
 const Schema& token_top_schema();
 const Schema& token_output_schema();
+// Token models' cond (as read_cond: a label, a list, null_label; none: the null label for a
+// conditional network) and guidance.scale (1 without a guidance section).
+Labels read_token_cond(const YAML::Node& cond, const YAML::Node& model, const TokenModelSpec& spec, int64_t batch);
+double read_token_guidance(const YAML::Node& node);
 
 }  // namespace scorch

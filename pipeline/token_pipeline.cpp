@@ -107,6 +107,9 @@ struct TokenPipeline::Impl {
   std::vector<uint64_t> seeds;  // sequence i's seed
   int64_t batch = 1;
   at::Tensor fixed;  // [batch, L], -1 where free (infill); undefined: none
+  at::Tensor labels;  // [batch] class labels (conditional networks); undefined: none
+  int64_t null_label = 0;
+  double guidance = 1.0;
   std::string npy, text;
   YAML::Node resolved;  // the config as run (provenance): every key, per-sequence seeds
   std::string model_sha256;
@@ -132,6 +135,16 @@ std::unique_ptr<TokenPipeline> TokenPipeline::from_config(const YAML::Node& conf
   m.vocab_chars = model.vocab_chars;
   m.pad = model.pad;
   m.fixed = read_fixed(top, model, m.batch);
+  // Class conditioning: cond as for continuous models (a label, a list, null_label); a
+  // conditional network without cond runs unconditionally (the null label).
+  const bool conditional = model.spec.num_classes > 0;
+  const YAML::Node cond = top.node("cond");
+  const bool has_cond = cond && !cond.IsNull() && !(cond.IsScalar() && cond.Scalar().empty());
+  m.labels = read_token_cond(cond, config["model"], model, m.batch).labels;
+  m.null_label = model.null_label;
+  m.guidance = read_token_guidance(config["guidance"]);
+  if (m.guidance != 1.0 && !conditional)
+    bad_input("guidance.scale: classifier-free guidance needs a class-conditional token network (model.num_classes)");
   YAML::Node schedule_resolved;
   m.schedule = read_discrete_schedule(config["schedule"], &schedule_resolved);
 
@@ -166,6 +179,8 @@ std::unique_ptr<TokenPipeline> TokenPipeline::from_config(const YAML::Node& conf
   seeds.SetStyle(YAML::EmitterStyle::Flow);
   m.resolved["seed"] = seeds;
   m.resolved["batch"] = m.batch;
+  if (has_cond) m.resolved["cond"] = cond;
+  if (m.guidance != 1.0) m.resolved["guidance"]["scale"] = m.guidance;
   if (top.node("template") && !top.node("template").IsNull() && !(top.node("template").IsScalar() && top.node("template").Scalar().empty()))
     m.resolved["template"] = top.node("template");
   if (top.node("fixed") && top.node("fixed").IsSequence() && top.node("fixed").size() > 0) m.resolved["fixed"] = top.node("fixed");
@@ -184,6 +199,7 @@ TokenResult TokenPipeline::generate() const {
   const auto start = std::chrono::steady_clock::now();
   DiscreteContext ctx(*m.model, *m.schedule, Rng::per_sample(m.seeds), m.sampler_options);
   if (m.fixed.defined()) ctx.set_fixed(m.fixed);
+  if (m.labels.defined()) ctx.set_labels(m.labels, m.null_label, m.guidance);
   TokenResult r;
   r.tokens = m.sampler->run(ctx, discrete_prior(ctx, m.batch), m.sampler_options);
   r.calls = ctx.calls();

@@ -443,6 +443,35 @@ TEST_F(Cli, GenerateTokens) {
   expect_bad(base + " --set template=a?__", "character '?' at position 1");
 }
 
+// A class-conditional token network (tests/fixtures/class_tokens.pt: class c puts its mass
+// on token c, the null label is uniform): per-sequence labels, guidance, the null label,
+// and the bad inputs.
+TEST_F(Cli, GenerateTokensWithClasses) {
+  const std::string fx = std::string(SCORCH_FIXTURES) + "/class_tokens.pt";
+  const std::string base = "generate --config configs/words.yaml --set model.path=" + fx +
+                           " --set model.vocab=abcde --set model.length=4 --set model.mask_id=5 --set batch=4"
+                           " --set model.num_classes=2 --set sampler.steps=4";
+  const Result r = run(base + " --set 'cond=[0, 1, 1, 0]' --set guidance.scale=2 --set output.npy=c.npy");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const at::Tensor tok = scorch::read_npy((dir_ / "c.npy").string());
+  const at::Tensor want = at::tensor({0, 1, 1, 0}, at::kLong).unsqueeze(1).expand({4, 4});
+  EXPECT_TRUE(at::equal(tok, want)) << tok;
+  EXPECT_NE(r.out.find("aaaa"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("bbbb"), std::string::npos) << r.out;
+  const Result u = run(base + " --set batch=200 --set output.npy=u.npy");  // no cond: the null label, uniform
+  ASSERT_EQ(u.status, 0) << u.err;
+  const at::Tensor ut = scorch::read_npy((dir_ / "u.npy").string());
+  for (int64_t v = 0; v < 5; ++v) EXPECT_GT((ut == v).sum().item<int64_t>(), 100) << v;
+  expect_bad(base + " --set cond=3", "cond: label 3 is out of range for model.num_classes = 2");
+  expect_bad(base + " --set 'cond=[0, 1]'", "cond");
+  expect_bad(base + " --set model.num_classes=0 --set cond=1", "cond: the model takes no condition");
+  expect_bad(base + " --set model.num_classes=0", "a class-conditional network needs model.num_classes");
+  const std::string plain = "generate --config configs/words.yaml --set model.path=" + std::string(SCORCH_FIXTURES) +
+                            "/uniform_tokens.pt --set model.vocab=abcde --set model.length=4 --set model.mask_id=5";
+  expect_bad(plain + " --set guidance.scale=3", "guidance.scale: classifier-free guidance needs a class-conditional");
+  expect_bad(plain + " --set model.num_classes=2", "expected forward(tokens, t, labels)");
+}
+
 // distill-lsd on a model whose answer is known: with uniform p every q_c and every teacher
 // distribution are uniform, so the reverse KL is 0 for any c and the coefficients stay at 1;
 // the lsd sampler reads the file, and a file for another step count is refused.

@@ -251,6 +251,70 @@ TEST(Discrete, InfillMatchesTheExactConditional) {
   EXPECT_THROW(run_fixed(oracle, "euler", {}, at::full({2, 6}, 4, at::kLong)), Error);
 }
 
+// A class-conditional token denoiser whose logits are known: a per-class table plus a bonus
+// for each position's current token, log-softmax normalised (float64).
+class TableTokens final : public TokenDenoiser {
+ public:
+  TableTokens() {
+    spec_.vocab = 4;
+    spec_.mask_id = 4;
+    spec_.length = 3;
+    spec_.num_classes = 2;
+    table_ = Rng(11).normal({3, 3, 4}, at::TensorOptions().dtype(at::kDouble));  // [class incl. null, L, V]
+  }
+  at::Tensor logits(const at::Tensor& tokens, const at::Tensor& labels) const {
+    const at::Tensor bonus = 0.7 * at::one_hot(tokens.clamp_max(3), 4).to(at::kDouble) * (tokens != 4).unsqueeze(-1);
+    return table_.index_select(0, labels) + bonus;
+  }
+  at::Tensor log_probs(const at::Tensor& tokens, const at::Tensor& t) override {
+    return log_probs_given(tokens, t, at::full({tokens.size(0)}, 2, at::kLong));
+  }
+  at::Tensor log_probs_given(const at::Tensor& tokens, const at::Tensor&, const at::Tensor& labels) override {
+    ++calls;
+    return at::log_softmax(logits(tokens, labels), -1);
+  }
+  const TokenSpec& spec() const override { return spec_; }
+  int calls = 0;
+
+ private:
+  TokenSpec spec_;
+  at::Tensor table_;
+};
+
+// Token-level classifier-free guidance equals its formula on the logits to 1e-12,
+//   p~ = softmax(l_null + w (l_c - l_null)),  l = log-softmax of the network's output,
+// per row (each its own label, the null label too), for the rows a sampler asks about, in
+// one network call counted once per sequence; w = 1 is the conditional model alone.
+TEST(Discrete, TokenGuidanceEqualsTheFormulaOnTheLogits) {
+  const auto sched = make_discrete_schedule("loglinear");
+  TableTokens model;
+  const DiscreteSamplerEntry& info = discrete_samplers().find("euler");
+  const Options o = read_discrete_options(info, testing::sampler_section({}), "sampler");
+  const at::Tensor x = at::tensor({0, 4, 2, 4, 4, 4, 1, 3, 4, 2, 2, 0}, at::kLong).view({4, 3});
+  const at::Tensor labels = at::tensor({0, 1, 2, 1}, at::kLong);
+  const at::Tensor t = at::full({4}, 0.5, kF64);
+  for (double w : {1.0, 3.0, -0.5}) {
+    DiscreteContext ctx(model, *sched, 1, o);
+    ctx.set_batch(4);
+    ctx.set_labels(labels, 2, w);
+    const int before = model.calls;
+    const at::Tensor p = ctx.probs(x, t);
+    EXPECT_EQ(model.calls - before, 1) << w;
+    EXPECT_DOUBLE_EQ(ctx.calls(), 1.0);
+    const at::Tensor lc = at::log_softmax(model.logits(x, labels), -1);
+    const at::Tensor lu = at::log_softmax(model.logits(x, at::full({4}, 2, at::kLong)), -1);
+    const at::Tensor expect = at::softmax(lu + w * (lc - lu), -1);
+    EXPECT_LT((p - expect).abs().max().item<double>(), 1e-12) << w;
+    const at::Tensor rows = at::tensor({3, 1}, at::kLong);
+    const at::Tensor pr = ctx.probs(x, t, rows);
+    EXPECT_LT((pr - expect.index_select(0, rows)).abs().max().item<double>(), 1e-12) << w;
+  }
+  // a model without classes refuses labels
+  auto oracle = chain(3);
+  EXPECT_THROW(oracle.log_probs_given(at::zeros({1, 3}, at::kLong), at::ones({1}, kF64), at::zeros({1}, at::kLong)),
+               Error);
+}
+
 // Duo's greedy tail: with `final: argmax` a uniform-state run's last step is the argmax of the
 // model's clean-token prediction. With one step that prediction is the oracle's at the prior
 // x_1 (drawn first from the same seed), so the result is known exactly.

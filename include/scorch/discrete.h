@@ -39,6 +39,9 @@ struct TokenSpec {
   int64_t mask_id = -1;  // absorbing: the mask token (usually V)
   int64_t length = 0;    // L
   Transition transition = Transition::Absorbing;
+  // Class-conditional networks: forward(tokens, t, labels) with labels in 0..num_classes,
+  // the null label (unconditional) included; 0: forward(tokens, t).
+  int64_t num_classes = 0;
 };
 
 // log p(clean token | x_t) at every position: [B, L, V] (float64 or float32).
@@ -47,6 +50,8 @@ class TokenDenoiser {
   virtual ~TokenDenoiser() = default;
   // tokens: [B, L] int64; t: [B] float64 (one time per sequence; time-independent models ignore it).
   virtual at::Tensor log_probs(const at::Tensor& tokens, const at::Tensor& t) = 0;
+  // The same given class labels [B] int64 (conditional models; undefined: log_probs).
+  virtual at::Tensor log_probs_given(const at::Tensor& tokens, const at::Tensor& t, const at::Tensor& labels);
   virtual const TokenSpec& spec() const = 0;
 };
 

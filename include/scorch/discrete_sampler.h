@@ -45,6 +45,12 @@ class DiscreteContext {
   // The final step's choice (`final: argmax` or `sample`).
   bool final_argmax() const { return final_argmax_; }
 
+  // Class conditioning with token-level classifier-free guidance on the logits:
+  //   log p~ = log p(x0 | x_t, null) + scale (log p(x0 | x_t, c) - log p(x0 | x_t, null)),
+  // renormalised (scale 1: the conditional model; the two predictions are one batched call,
+  // counted as one call per sequence). labels [B] int64 (the null label for an unconditional row).
+  void set_labels(const at::Tensor& labels, int64_t null_label, double scale);
+
   // Fixed positions (infill: a template, or position-token pairs): tokens [B, L] int64 with
   // -1 where the position is free. A fixed position starts clean in the prior, the model
   // sees it at every call, probs() is one-hot on its token there, and every step's result is
@@ -67,6 +73,9 @@ class DiscreteContext {
   bool final_argmax_;
   int64_t row_calls_ = 0, batch_ = 1;
   at::Tensor fixed_mask_, fixed_tokens_;
+  at::Tensor labels_;
+  int64_t null_label_ = -1;
+  double scale_ = 1.0;
 };
 
 using DiscreteSamplerFn = at::Tensor (*)(DiscreteContext& ctx, at::Tensor x, const Options& options);

@@ -37,7 +37,23 @@ at::Tensor DiscreteContext::probs(const at::Tensor& x, const at::Tensor& t, cons
   const at::Tensor xs = rows.defined() ? x.index_select(0, rows) : x;
   const at::Tensor ts = rows.defined() ? t.index_select(0, rows) : t;
   row_calls_ += xs.size(0);
-  at::Tensor logp = model_.log_probs(xs, ts).to(at::kDouble);
+  at::Tensor logp;
+  if (!labels_.defined()) {
+    logp = model_.log_probs(xs, ts).to(at::kDouble);
+  } else {
+    const at::Tensor ls = rows.defined() ? labels_.index_select(0, rows) : labels_;
+    if (scale_ == 1.0) {
+      logp = model_.log_probs_given(xs, ts, ls).to(at::kDouble);
+    } else {
+      const int64_t b = xs.size(0);
+      const at::Tensor both =
+          at::log_softmax(model_.log_probs_given(at::cat({xs, xs}), at::cat({ts, ts}),
+                                                 at::cat({ls, at::full({b}, null_label_, ls.options())})).to(at::kDouble),
+                          -1);
+      const at::Tensor lc = both.narrow(0, 0, b), lu = both.narrow(0, b, b);
+      logp = at::log_softmax(lu + scale_ * (lc - lu), -1);
+    }
+  }
   if (!at::isfinite(logp.exp().sum(-1)).all().item<bool>())
     bad_input("token model output is not finite (after " + std::to_string(row_calls_) + " sequence calls)");
   // temperature: p^(1/T); top-k and top-p (nucleus: the smallest set of most likely tokens
@@ -60,6 +76,15 @@ at::Tensor DiscreteContext::probs(const at::Tensor& x, const at::Tensor& t, cons
     p = at::where(fm.unsqueeze(-1), at::one_hot(ft, p.size(-1)).to(at::kDouble), p);
   }
   return p;
+}
+
+void DiscreteContext::set_labels(const at::Tensor& labels, int64_t null_label, double scale) {
+  if (labels.defined() && (labels.dim() != 1 || labels.scalar_type() != at::kLong))
+    bad_input("cond: expected one int64 label per sequence");
+  if (!std::isfinite(scale)) bad_input("guidance.scale: expected a finite number");
+  labels_ = labels;
+  null_label_ = null_label;
+  scale_ = scale;
 }
 
 void DiscreteContext::set_fixed(const at::Tensor& tokens) {

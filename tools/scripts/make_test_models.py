@@ -93,6 +93,20 @@ class UniformTokens(torch.nn.Module):
         return torch.full((tokens.shape[0], 4, 5), -1.6094379124341003)
 
 
+class ClassTokens(torch.nn.Module):
+    """Class-conditional token denoiser forward(tokens [B, 4], t [B], labels [B]) ->
+    log-probabilities [B, 4, 5]: class c (0 or 1) puts almost all mass on token c at every
+    position, the null label 2 is uniform."""
+
+    def forward(self, tokens, t, labels):
+        table = torch.full((3, 5), -30.0)
+        table[0, 0] = 0.0
+        table[1, 1] = 0.0
+        table[2] = 0.0
+        logits = table[labels].unsqueeze(1).expand(tokens.shape[0], 4, 5)
+        return torch.log_softmax(logits, -1)
+
+
 class TemperedTokens(torch.nn.Module):
     """Token denoiser over 5 tokens (mask id 5), any length: every masked position gets
     softmax(beta z), z = (-1.5, -0.75, 0, 0.75, 1.5), beta = 1 + (fraction of unmasked positions).
@@ -265,7 +279,7 @@ def main():
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)
     for name, module in [("gaussian_eps", GaussianEps()), ("gaussian_velocity", GaussianVelocity()), ("gaussian_energy", GaussianEnergy()),
-                         ("gmm_classifier", GmmClassifier()), ("uniform_tokens", UniformTokens()), ("tempered_tokens", TemperedTokens()), ("echo_time", EchoTime()), ("echo_cond", EchoCond()), ("tensor_cond", TensorCond()),
+                         ("gmm_classifier", GmmClassifier()), ("uniform_tokens", UniformTokens()), ("class_tokens", ClassTokens()), ("tempered_tokens", TemperedTokens()), ("echo_time", EchoTime()), ("echo_cond", EchoCond()), ("tensor_cond", TensorCond()),
                          ("tiny_text", TinyText()), ("latent_eps", LatentEps()), ("tiny_decoder", TinyDecoder()),
                          ("tiny_encoder", TinyEncoder()),
                          ("wrong_arity", WrongArity()), ("wrong_shape", WrongShape()),
