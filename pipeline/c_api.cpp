@@ -6,6 +6,7 @@
 #include <c10/util/Exception.h>
 
 #include <atomic>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -20,6 +21,7 @@
 
 struct scorch_pipeline {
   std::unique_ptr<scorch::Pipeline> pipeline;
+  std::unique_ptr<scorch::TokenPipeline> tokens;  // model.type: tokens (pipeline is then empty)
   scorch_pipeline_params params{};
   std::atomic<bool> cancel{false};
   std::atomic<bool> busy{false};
@@ -28,8 +30,10 @@ struct scorch_pipeline {
 };
 
 struct scorch_result {
-  at::Tensor samples;  // float32, contiguous, on the CPU
+  at::Tensor samples;  // float32, contiguous, on the CPU (continuous models)
+  at::Tensor tokens;   // int64 [batch, L], contiguous (token models)
   int64_t nfe = 0;
+  const at::Tensor& shaped() const { return tokens.defined() ? tokens : samples; }
 };
 
 namespace {
@@ -109,12 +113,10 @@ scorch_status scorch_pipeline_create(const scorch_pipeline_params* params, scorc
     const YAML::Node config = params->config_path ? scorch::load_config(params->config_path, sets)
                               : params->config_yaml ? scorch::load_config_text(params->config_yaml, sets)
                                                     : scorch::load_config("", sets);
-    // Token models give integer sequences, which scorch_result (float samples) does not
-    // carry: they are refused by name rather than failing later in a continuous reader.
     if (scorch::is_token_config(config))
-      scorch::bad_input("model.type: tokens: the C API runs continuous models only; token models run with "
-                        "`scorch generate` or the C++ TokenPipeline (scorch/token_pipeline.h)");
-    handle->pipeline = scorch::Pipeline::from_config(config);
+      handle->tokens = scorch::TokenPipeline::from_config(config);
+    else
+      handle->pipeline = scorch::Pipeline::from_config(config);
   });
   if (s == SCORCH_OK) *out = handle.release();
   return s;
@@ -149,6 +151,14 @@ scorch_status scorch_generate(scorch_pipeline* p, scorch_result** out) {
       return !params.progress || params.progress(params.user, info.step, info.total, info.nfe);
     };
     if (p->cancel.exchange(false)) scorch::cancelled("cancelled before the first step");
+    if (p->tokens) {
+      // Token samplers report no steps: progress and preview are not called.
+      const scorch::TokenResult r = p->tokens->generate();
+      p->tokens->write_outputs(r);
+      result->tokens = r.tokens.to(at::kCPU).to(at::kLong).contiguous();
+      result->nfe = std::llround(r.calls);
+      return;
+    }
     const scorch::GenerateResult r = p->pipeline->generate(progress);
     if (params.log)
       for (const auto& line : r.notes) params.log(params.user, line.c_str());
@@ -187,6 +197,32 @@ std::string shape_words(const std::vector<int64_t>& sizes) {
 
 }  // namespace
 
+scorch_status scorch_pipeline_set_fixed_tokens(scorch_pipeline* p, const int64_t* tokens, const int64_t* shape) {
+  if (!p) return SCORCH_INVALID_ARGUMENT;
+  const auto fail = [p](scorch_status status, const std::string& message) {
+    std::lock_guard<std::mutex> lock(p->error_mutex);
+    p->last_error = "scorch_pipeline_set_fixed_tokens: " + message;
+    return status;
+  };
+  if (!p->tokens) return fail(SCORCH_BAD_INPUT, "this pipeline runs a continuous model (fixed tokens are for model.type: tokens)");
+  if (tokens && !shape) return fail(SCORCH_INVALID_ARGUMENT, "shape must not be NULL with tokens");
+  if (tokens && (shape[0] <= 0 || shape[1] <= 0)) return fail(SCORCH_INVALID_ARGUMENT, "shape entries must be positive");
+  if (tokens && !fits_in_memory({shape[0], shape[1]}, sizeof(int64_t)))
+    return fail(SCORCH_BAD_INPUT, "shape " + shape_words({shape[0], shape[1]}) + " is too large");
+  if (p->busy.exchange(true)) return fail(SCORCH_BUSY, "this pipeline is generating");
+  std::string message;
+  const scorch_status s = guarded(&message, [&] {
+    p->tokens->set_fixed(tokens ? at::from_blob(const_cast<int64_t*>(tokens), {shape[0], shape[1]}, at::kLong)
+                                : at::Tensor());
+  });
+  {
+    std::lock_guard<std::mutex> lock(p->error_mutex);
+    p->last_error = message.empty() ? std::string() : "scorch_pipeline_set_fixed_tokens: " + message;
+  }
+  p->busy = false;
+  return s;
+}
+
 scorch_status scorch_pipeline_set_init_image(scorch_pipeline* p, const float* data, int rank, const int64_t* shape,
                                              const float* mask, double strength) {
   if (!p) return SCORCH_INVALID_ARGUMENT;
@@ -195,6 +231,7 @@ scorch_status scorch_pipeline_set_init_image(scorch_pipeline* p, const float* da
     p->last_error = "scorch_pipeline_set_init_image: " + message;
     return status;
   };
+  if (p->tokens) return fail(SCORCH_BAD_INPUT, "a token model takes no image (use scorch_pipeline_set_fixed_tokens)");
   if (data && (rank < 1 || rank > 8 || !shape)) return fail(SCORCH_INVALID_ARGUMENT, "rank must be 1..8 with a shape");
   std::vector<int64_t> sizes;
   for (int i = 0; data && i < rank; ++i) {
@@ -230,6 +267,7 @@ scorch_status scorch_pipeline_set_input(scorch_pipeline* p, const char* name, co
     return status;
   };
   if (!name || !data) return fail(SCORCH_INVALID_ARGUMENT, "name and data must not be NULL");
+  if (p->tokens) return fail(SCORCH_BAD_INPUT, "a token model declares no inputs (class labels: the config's cond)");
   if (rank < 0 || rank > 8 || (rank > 0 && !shape)) return fail(SCORCH_INVALID_ARGUMENT, "rank must be 0..8 with a shape");
   // A C caller may pass any int as the enum: it is read as an int, so a value outside the
   // enumerators is an error here, not undefined behaviour.
@@ -274,10 +312,15 @@ const char* scorch_last_error(const scorch_pipeline* p) {
   return p->last_error.c_str();
 }
 
-const float* scorch_result_data(const scorch_result* r) { return r ? r->samples.data_ptr<float>() : nullptr; }
-int scorch_result_rank(const scorch_result* r) { return r ? int(r->samples.dim()) : 0; }
+const float* scorch_result_data(const scorch_result* r) {
+  return r && r->samples.defined() ? r->samples.data_ptr<float>() : nullptr;
+}
+const int64_t* scorch_result_tokens(const scorch_result* r) {
+  return r && r->tokens.defined() ? r->tokens.data_ptr<int64_t>() : nullptr;
+}
+int scorch_result_rank(const scorch_result* r) { return r ? int(r->shaped().dim()) : 0; }
 int64_t scorch_result_dim(const scorch_result* r, int axis) {
-  return r && axis >= 0 && axis < r->samples.dim() ? r->samples.size(axis) : 0;
+  return r && axis >= 0 && axis < r->shaped().dim() ? r->shaped().size(axis) : 0;
 }
 int64_t scorch_result_nfe(const scorch_result* r) { return r ? r->nfe : 0; }
 void scorch_result_free(scorch_result* r) { delete r; }

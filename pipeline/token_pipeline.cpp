@@ -258,6 +258,22 @@ std::vector<std::string> TokenPipeline::write_outputs(const TokenResult& r) cons
   return written;
 }
 
+void TokenPipeline::set_fixed(const at::Tensor& tokens) {
+  Impl& m = *impl_;
+  if (!tokens.defined()) {
+    m.fixed = at::Tensor();
+    return;
+  }
+  const TokenSpec& spec = m.model->spec();
+  if (tokens.dim() != 2 || tokens.size(0) != m.batch || tokens.size(1) != spec.length)
+    bad_input("fixed tokens: expected [batch, L] = [" + std::to_string(m.batch) + ", " + std::to_string(spec.length) +
+              "]");
+  const at::Tensor t = tokens.to(at::kLong).clone();
+  if (((t < -1) | (t >= spec.vocab)).any().item<bool>())
+    bad_input("fixed tokens: expected -1 (free) or a token 0.." + std::to_string(spec.vocab - 1));
+  m.fixed = t;
+}
+
 const std::string& TokenPipeline::sampler_name() const { return impl_->sampler->name; }
 int TokenPipeline::steps() const { return int(impl_->sampler_options.integer("steps")); }
 

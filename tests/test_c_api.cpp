@@ -215,8 +215,10 @@ TEST(CApi, BadInputStatuses) {
       {"", "", {}, SCORCH_BAD_INPUT, "config_path: empty path"},
       {nullptr, "batch: 1\nbatch: 2\n", {}, SCORCH_BAD_INPUT, "duplicate key 'batch'"},
       {nullptr, "- a list\n", {}, SCORCH_BAD_INPUT, "mapping"},
-      {nullptr, "model: {type: tokens, path: " + fixtures + "/uniform_tokens.pt, vocab: 4, length: 6}\n", {},
-       SCORCH_BAD_INPUT, "model.type: tokens: the C API runs continuous models only"},
+      {nullptr, "model: {type: tokens, path: " + fixtures + "/uniform_tokens.pt, vocab: 5, length: 4, num_classes: 2}\n", {},
+       SCORCH_BAD_INPUT, "expected forward(tokens, t, labels)"},
+      {nullptr, "model: {type: tokens, path: " + fixtures + "/uniform_tokens.pt, vocab: abcde, length: 4}\n", {"template=abcdefg"},
+       SCORCH_BAD_INPUT, "template: 'abcdefg' has 7 characters"},
       {kGaussian.c_str(), "", {"batch=100000000000"}, SCORCH_BAD_INPUT, "batch: expected an integer from 1 to 16777216"},
       {kGaussian.c_str(), "", {"batch=10000000"}, SCORCH_BAD_INPUT, "batch: 10000000 samples"},
       {kGaussian.c_str(), "", {"sampler.steps=0"}, SCORCH_BAD_INPUT, "sampler.steps"},
@@ -301,6 +303,57 @@ TEST(CApi, BadInputStatuses) {
 // scorch_pipeline_set_init_image: SDEdit from host memory gives exactly the samples of the
 // init_image / strength config keys with the same data; NULL goes back to the configured
 // start; every bad argument has its status and message and leaves the pipeline as it was.
+// Token models (ABI 4): samples come back as int64 [batch, L] through scorch_result_tokens;
+// class labels, guidance and templates come from the config, fixed positions also from
+// host memory (one row per sequence), and every bad call is its status with a message.
+TEST(CApi, TokenModelsWithClassesAndFixedTokens) {
+  const std::string yaml = "model: {type: tokens, path: " + std::string(SCORCH_FIXTURES) +
+                           "/class_tokens.pt, vocab: abcde, length: 4, mask_id: 5, num_classes: 2}\n"
+                           "sampler: {name: tweedie, steps: 4}\nbatch: 4\n";
+  std::vector<const char*> sets = {"cond=[0, 1, 1, 0]", "guidance.scale=2"};
+  scorch_pipeline_params params = scorch_pipeline_params_init();
+  params.config_yaml = yaml.c_str();
+  params.overrides = sets.data();
+  params.n_overrides = int(sets.size());
+  scorch_pipeline* p = create_from(params);
+  ASSERT_NE(p, nullptr);
+  // fixed positions from memory: sequence i has token 4 at position i
+  std::vector<int64_t> fixed(16, -1);
+  for (int i = 0; i < 4; ++i) fixed[size_t(i * 4 + i)] = 4;
+  const int64_t shape[2] = {4, 4};
+  ASSERT_EQ(scorch_pipeline_set_fixed_tokens(p, fixed.data(), shape), SCORCH_OK) << scorch_last_error(p);
+  scorch_result* r = nullptr;
+  ASSERT_EQ(scorch_generate(p, &r), SCORCH_OK) << scorch_last_error(p);
+  EXPECT_EQ(scorch_result_data(r), nullptr);
+  ASSERT_NE(scorch_result_tokens(r), nullptr);
+  ASSERT_EQ(scorch_result_rank(r), 2);
+  EXPECT_EQ(scorch_result_dim(r, 0), 4);
+  EXPECT_EQ(scorch_result_dim(r, 1), 4);
+  EXPECT_EQ(scorch_result_nfe(r), 4);
+  const int64_t* tok = scorch_result_tokens(r);
+  const int label[4] = {0, 1, 1, 0};
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) EXPECT_EQ(tok[i * 4 + j], i == j ? 4 : label[i]) << i << ", " << j;
+  scorch_result_free(r);
+  // bad fixed tokens, images and inputs on a token pipeline
+  const int64_t wrong[2] = {4, 5};
+  EXPECT_EQ(scorch_pipeline_set_fixed_tokens(p, fixed.data(), wrong), SCORCH_BAD_INPUT);
+  EXPECT_NE(std::string(scorch_last_error(p)).find("expected [batch, L] = [4, 4]"), std::string::npos) << scorch_last_error(p);
+  fixed[0] = 9;
+  EXPECT_EQ(scorch_pipeline_set_fixed_tokens(p, fixed.data(), shape), SCORCH_BAD_INPUT);
+  EXPECT_EQ(scorch_pipeline_set_fixed_tokens(p, fixed.data(), nullptr), SCORCH_INVALID_ARGUMENT);
+  const float img[4] = {0, 0, 0, 0};
+  const int64_t ishape[1] = {4};
+  EXPECT_EQ(scorch_pipeline_set_init_image(p, img, 1, ishape, nullptr, 0.5), SCORCH_BAD_INPUT);
+  EXPECT_EQ(scorch_pipeline_set_input(p, "x", img, SCORCH_FLOAT32, 1, ishape, false), SCORCH_BAD_INPUT);
+  EXPECT_EQ(scorch_pipeline_set_fixed_tokens(p, nullptr, nullptr), SCORCH_OK);  // back to none
+  scorch_pipeline_free(p);
+  // a continuous pipeline refuses fixed tokens
+  scorch_pipeline* g = create({});
+  EXPECT_EQ(scorch_pipeline_set_fixed_tokens(g, fixed.data(), shape), SCORCH_BAD_INPUT);
+  scorch_pipeline_free(g);
+}
+
 TEST(CApi, InitImageFromMemoryMatchesTheConfigKeys) {
   std::vector<float> image(28 * 28);
   for (size_t i = 0; i < image.size(); ++i) image[i] = std::sin(0.05f * float(i));

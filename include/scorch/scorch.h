@@ -23,7 +23,7 @@
 extern "C" {
 #endif
 
-#define SCORCH_ABI_VERSION 3
+#define SCORCH_ABI_VERSION 4
 
 typedef enum {
   SCORCH_OK = 0,
@@ -93,7 +93,17 @@ SCORCH_API void scorch_cancel(scorch_pipeline* pipeline);
 SCORCH_API const char* scorch_last_error(const scorch_pipeline* pipeline);
 
 /* Samples as float32, C order [batch, *shape]; rank <= 8. */
+/* Token models (model.type: tokens, ABI 4): fixed positions for infill from host memory,
+   tokens [shape[0] = batch, shape[1] = L] int64, -1 where free (NULL: none; replaces the
+   config's template / fixed). Class labels and guidance come from the config (cond,
+   guidance.scale). A continuous pipeline refuses it with SCORCH_BAD_INPUT. */
+SCORCH_API scorch_status scorch_pipeline_set_fixed_tokens(scorch_pipeline* pipeline, const int64_t* tokens,
+                                                          const int64_t* shape);
+
+/* A continuous model's samples: float32 [batch, *shape]; NULL for a token model. */
 SCORCH_API const float* scorch_result_data(const scorch_result* result);
+/* A token model's samples: int64 [batch, L]; NULL for a continuous model. */
+SCORCH_API const int64_t* scorch_result_tokens(const scorch_result* result);
 SCORCH_API int scorch_result_rank(const scorch_result* result);
 SCORCH_API int64_t scorch_result_dim(const scorch_result* result, int axis);
 SCORCH_API int64_t scorch_result_nfe(const scorch_result* result);

@@ -59,6 +59,9 @@ class TokenPipeline {
   std::vector<std::string> decode(const at::Tensor& tokens) const;
   // output.npy (int64 tokens) and output.text (the decoded lines), all or nothing.
   std::vector<std::string> write_outputs(const TokenResult& r) const;
+  // Fixed positions from memory (the C API): [batch, L] int64, -1 where free; undefined:
+  // none. Replaces the config's template / fixed; checked against the model.
+  void set_fixed(const at::Tensor& tokens);
   const std::string& sampler_name() const;
   int steps() const;
   // The loaded model and schedule (distill_lsd runs its teacher on them).
