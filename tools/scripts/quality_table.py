@@ -124,19 +124,20 @@ def row(label, nfe, n, r, seconds):
             f"{seconds:.0f} |")
 
 
-def load_cache():
-    if not os.path.exists(CACHE):
+def load_cache(path=CACHE):
+    """Rows kept from earlier runs (a JSON object), or {}."""
+    if not os.path.exists(path):
         return {}
-    with open(CACHE) as f:
+    with open(path) as f:
         return json.load(f)
 
 
-def save_cache(cache):
-    tmp = CACHE + ".tmp"
+def save_cache(cache, path=CACHE):
+    tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(cache, f, indent=1, sort_keys=True)
         f.write("\n")
-    os.replace(tmp, CACHE)
+    os.replace(tmp, path)
 
 
 def main():

@@ -27,7 +27,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from update_doc_section import update_benchmarks  # noqa: E402
-from quality_table import ROOT, evaluate, generate, run  # noqa: E402
+from quality_table import ROOT, evaluate, load_cache, run, save_cache  # noqa: E402
 
 PLAIN_NFE = list(range(4, 21))
 INNER = list(range(3, 16))
@@ -42,20 +42,6 @@ VARIANTS = {
                                                      "sampler.sigma_skip=5"]),
     "tp_gmm_auto": ("50-component GMM warm start, auto", GAUSSIAN + ["sampler.warm_model={gmm}", "sampler.auto=true"]),
 }
-
-
-def load_cache():
-    if not os.path.exists(CACHE):
-        return {}
-    with open(CACHE) as f:
-        return json.load(f)
-
-
-def save_cache(cache):
-    with open(CACHE + ".tmp", "w") as f:
-        json.dump(cache, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(CACHE + ".tmp", CACHE)
 
 
 def all_keys():
@@ -193,7 +179,7 @@ def main():
     args = ap.parse_args()
     scorch = os.path.join(args.build, "bin", "scorch")
     os.chdir(ROOT)
-    cache = load_cache()
+    cache = load_cache(CACHE)
     if not args.render:
         with tempfile.TemporaryDirectory() as tmp:
             files = {"classes": f"{tmp}/classes.safetensors", "gmm": f"{tmp}/gmm50.safetensors"}
@@ -209,7 +195,7 @@ def main():
                     run([scorch, "fit", "gmm", "-q", "--k", "50", "--data", IDX + "train-images-idx3-ubyte.gz",
                          "--out", files["gmm"]])
                 cache[key] = make_row(scorch, tmp, key, args.n, files)
-                save_cache(cache)
+                save_cache(cache, CACHE)
                 print(key, json.dumps({k: cache[key][k] for k in ("fd", "accuracy", "seconds", "auto")}), flush=True)
     update_benchmarks("teleport", render(cache, args.n))
 
