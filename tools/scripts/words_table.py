@@ -4,7 +4,8 @@
 fraction that are dictionary words (valid), the fraction of valid words that are not in
 the training list (held-out words the model was never shown), distinct words, and model
 calls per word. `lsd` uses coefficients distilled by `scorch distill-lsd` for each step
-count (written to configs/lsd/, and used from there).
+count (written to configs/lsd/, and used from there). The first rows are character n-gram
+models counted from the same training list, for scale.
 
 Usage: /usr/bin/python3 tools/scripts/words_table.py [--n 1000] [--build build] [--no-distill]
 """
@@ -53,6 +54,16 @@ def main():
         "| sampler | steps | valid | new among valid | distinct | calls per word | seconds |",
         "|---|---|---|---|---|---|---|",
     ]
+    # Baselines: character n-gram models counted from the same training list, sampled
+    # (no network; words_data.ngram_sample), the same number of words.
+    for order in (2, 3, 4, 5):
+        t0 = time.time()
+        words = words_data.ngram_sample(sorted(train), order, args.n)
+        valid = [w for w in words if w in every]
+        new = [w for w in valid if w not in train]
+        lines.append(f"| {order}-gram (counted, no network) | - | {len(valid) / len(words):.3f} | "
+                     f"{len(new) / max(1, len(valid)):.3f} | {len(set(words))} | - | {time.time() - t0:.1f} |")
+        print(lines[-1], flush=True)
     for sampler in SAMPLERS:
         for steps in STEPS if sampler != "first_hitting" else [12]:
             sets = [f"sampler.name={sampler}", f"sampler.steps={steps}"]

@@ -42,3 +42,33 @@ def decode(tokens):
     if "?" in s or s[len(word):].strip(".") != "" or not word:
         return None
     return word
+
+
+def ngram_sample(words, order, count, seed=0):
+    """`count` words drawn from the character n-gram model (order n: each letter given the
+    n - 1 before it, '^' padding the start, '$' ending the word) counted from `words`
+    without smoothing; a word longer than LENGTH letters is cut there (and so not valid)."""
+    from collections import Counter, defaultdict
+    table = defaultdict(Counter)
+    for w in words:
+        s = "^" * (order - 1) + w + "$"
+        for i in range(order - 1, len(s)):
+            table[s[i - order + 1:i]][s[i]] += 1
+    rng = random.Random(seed)
+    cum = {}
+    for ctx, counter in table.items():
+        letters = sorted(counter)
+        weights = [counter[c] for c in letters]
+        cum[ctx] = (letters, weights)
+    out = []
+    for _ in range(count):
+        ctx, word = "^" * (order - 1), ""
+        while len(word) <= LENGTH:
+            letters, weights = cum[ctx]
+            c = rng.choices(letters, weights)[0]
+            if c == "$":
+                break
+            word += c
+            ctx = (ctx + c)[len(ctx) + 1 - (order - 1):] if order > 1 else ""
+        out.append(word[:LENGTH + 1])
+    return out
