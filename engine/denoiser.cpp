@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include "scorch/error.h"
+#include "scorch/lincomb.h"
 #include "scorch/schedule.h"
 
 namespace scorch {
@@ -27,33 +28,37 @@ std::string to_string(PredictionType type) {
   return "?";
 }
 
+// Each conversion is a linear combination of x and the output, so each of x0 and eps is one
+// fused pass (lincomb) instead of three tensor operations: a sampler step on a large latent
+// spends this outside the network on every call. Where the divisor is 0 (alpha at t = 1 of a
+// flow, sigma at t = 0) the plain formula keeps its inf / nan, which the callers handle.
 Prediction from_model_output(PredictionType type, const at::Tensor& out, const at::Tensor& x, double alpha,
                              double sigma, double d_alpha, double d_sigma) {
   Prediction p;
   switch (type) {
     case PredictionType::Eps:
       p.eps = out;
-      p.x0 = (x - sigma * out) / alpha;
+      p.x0 = alpha != 0.0 ? lincomb({{1.0 / alpha, x}, {-sigma / alpha, out}}) : (x - sigma * out) / alpha;
       break;
     case PredictionType::X0:
       p.x0 = out;
-      p.eps = (x - alpha * out) / sigma;
+      p.eps = sigma != 0.0 ? lincomb({{1.0 / sigma, x}, {-alpha / sigma, out}}) : (x - alpha * out) / sigma;
       break;
     case PredictionType::V: {
       const double r = alpha * alpha + sigma * sigma;
-      p.x0 = (alpha * x - sigma * out) / r;
-      p.eps = (sigma * x + alpha * out) / r;
+      p.x0 = lincomb({{alpha / r, x}, {-sigma / r, out}});
+      p.eps = lincomb({{sigma / r, x}, {alpha / r, out}});
       break;
     }
     case PredictionType::Score:
       p.eps = -sigma * out;
-      p.x0 = (x + (sigma * sigma) * out) / alpha;
+      p.x0 = alpha != 0.0 ? lincomb({{1.0 / alpha, x}, {sigma * sigma / alpha, out}}) : (x + (sigma * sigma) * out) / alpha;
       break;
     case PredictionType::Velocity: {
       const double d = alpha * d_sigma - sigma * d_alpha;
       if (!(d != 0.0)) bad_input("model.prediction: velocity needs the schedule's d alpha/dt and d sigma/dt");
-      p.x0 = (d_sigma * x - sigma * out) / d;
-      p.eps = (alpha * out - d_alpha * x) / d;
+      p.x0 = lincomb({{d_sigma / d, x}, {-sigma / d, out}});
+      p.eps = lincomb({{-d_alpha / d, x}, {alpha / d, out}});
       break;
     }
   }
