@@ -66,6 +66,25 @@ median() { sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
     echo "| $ex | $s | $n | $(awk "BEGIN {printf \"%.1f\", $s - $n}") | $(awk "BEGIN {printf \"%.2f%%\", 100 * ($s - $n) / $s}") | $d | $(awk "BEGIN {printf \"%.0f\", $r / 1024}") |"
   done
   echo
+  echo "Per step: the same runs at 2 and at 28 steps (median of $REPS each); the marginal overhead per"
+  echo "step, (overhead(28) - overhead(2)) / 26, against the network's marginal time per step. The"
+  echo "difference leaves out what a run pays once (its seeded start noise, the first calls)."
+  echo
+  echo "| network | overhead per step (ms) | network per step (ms) | overhead / network |"
+  echo "|---|---|---|---|"
+  for ex in sd15 sdxl flux; do
+    for n in 2 28; do
+      : > "$OUT/rows$n"
+      i=0
+      while [ "$i" -lt "$REPS" ]; do
+        STEPS_SAVED=$STEPS; STEPS=$n; run "$ex" >> "$OUT/rows$n"; echo >> "$OUT/rows$n"; STEPS=$STEPS_SAVED; i=$((i + 1))
+      done
+    done
+    o2=$(awk 'NF {print $1 - $2}' "$OUT/rows2" | median); o28=$(awk 'NF {print $1 - $2}' "$OUT/rows28" | median)
+    n2=$(awk 'NF {print $2}' "$OUT/rows2" | median); n28=$(awk 'NF {print $2}' "$OUT/rows28" | median)
+    echo "| $ex | $(awk "BEGIN {printf \"%.3f\", ($o28 - $o2) / 26}") | $(awk "BEGIN {printf \"%.2f\", ($n28 - $n2) / 26}") | $(awk "BEGIN {printf \"%.2f%%\", 100 * ($o28 - $o2) / ($n28 - $n2)}") |"
+  done
+  echo
   echo "SDXL's decoder whole against tiled (tile 64, overlap 12) at 1024 and 2048 px (latents 4x128x128 and"
   echo "4x256x256; 2 sampling steps of a network that costs nothing, x / 2, so that the process's peak RSS"
   echo "is the decoder's; median of $REPS): decoding time and peak RSS."
