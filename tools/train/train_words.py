@@ -46,13 +46,19 @@ def main():
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--out", default="models/words_mdm.pt")
+    ap.add_argument("--masking", choices=["lambda", "count"], default="lambda",
+                    help="lambda: RADD's lambda-DCE (mask ratio lambda ~ U(0, 1), weight 1 / lambda); count: "
+                         "exactly k ~ U{1..L} masked positions per word, weight L / k (the same ELBO for "
+                         "short sequences, without the rows of no mask and weight 1 / lambda)")
+    ap.add_argument("--width", type=int, default=128)
+    ap.add_argument("--layers", type=int, default=4)
     args = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(2)
     train, held = words_data.split()
     data = torch.tensor([words_data.encode(w) for w in train])
     print(f"{len(train)} training words, {len(held)} held out", flush=True)
-    model = WordModel()
+    model = WordModel(d=args.width, layers=args.layers, heads=4, ff=3 * args.width)
     print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     start, it, smooth = time.time(), 0, None
@@ -66,9 +72,16 @@ def main():
         for g in opt.param_groups:
             g["lr"] = lr
         x0 = data[torch.randint(len(data), (args.batch,))]
-        # stratified masking ratios in (0, 1]
-        lam = ((torch.arange(args.batch) + torch.rand(1)) / args.batch).clamp_min(1e-3)
-        masked = torch.rand(args.batch, L) < lam[:, None]
+        if args.masking == "lambda":
+            # stratified masking ratios in (0, 1]
+            lam = ((torch.arange(args.batch) + torch.rand(1)) / args.batch).clamp_min(1e-3)
+            masked = torch.rand(args.batch, L) < lam[:, None]
+        else:
+            # exactly k masked positions, k stratified over 1..L: the k smallest of L uniforms
+            k = (torch.arange(args.batch) * L // args.batch + 1)[torch.randperm(args.batch)]
+            ranks = torch.rand(args.batch, L).argsort(1).argsort(1)
+            masked = ranks < k[:, None]
+            lam = k.float() / L
         xt = torch.where(masked, torch.full_like(x0, words_data.MASK), x0)
         logp = model(xt, lam)
         nll = -logp.gather(-1, x0[..., None]).squeeze(-1)
