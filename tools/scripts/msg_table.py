@@ -16,7 +16,6 @@ Usage: /usr/bin/python3 tools/scripts/msg_table.py [--n 500] [--ref 0] [--build 
 """
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from update_doc_section import update_benchmarks  # noqa: E402
-from quality_table import ROOT, evaluate  # noqa: E402
+from quality_table import ROOT, evaluate, run_generate  # noqa: E402
 
 WEIGHTS = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0]
 
@@ -68,17 +67,11 @@ def main():
         def generate(name, config, extra=(), n=args.n, png=None):
             """Runs scorch generate; returns (npy, labels, seconds, NFE)."""
             npy, labels = os.path.join(tmp, name + ".npy"), os.path.join(tmp, name + ".labels.npy")
-            cmd = [scorch, "generate", "--config", config, "--set", f"batch={n}", "--set",
-                   f"sampler.steps={args.steps}", "--set", f"output.npy={npy}", "--set", f"output.labels={labels}",
-                   "--set", f"output.png={png or ''}"]
-            for s in extra:
-                cmd += ["--set", s]
-            t0 = time.time()
-            res = subprocess.run(cmd, capture_output=True, text=True)
-            if res.returncode != 0:
-                sys.exit(f"failed: {' '.join(cmd)}\n{res.stderr}")
-            nfe = [l for l in res.stderr.splitlines() if " NFE," in l][-1].split(" NFE")[0].split()[-1]
-            return npy, labels, time.time() - t0, nfe
+            stderr, seconds = run_generate(scorch, config, [f"batch={n}", f"sampler.steps={args.steps}",
+                                                            f"output.npy={npy}", f"output.labels={labels}",
+                                                            f"output.png={png or ''}"] + list(extra))
+            nfe = [l for l in stderr.splitlines() if " NFE," in l][-1].split(" NFE")[0].split()[-1]
+            return npy, labels, seconds, nfe
 
         for w in WEIGHTS:
             cfg = os.path.join(tmp, f"msg{w}.yaml")

@@ -61,6 +61,19 @@ def run(cmd):
     return res.stdout
 
 
+def run_generate(scorch, config, sets):
+    """`scorch generate --config CONFIG --set S ...`; exits with its message on failure,
+    else returns (stderr, seconds): the tables read the run's notes from stderr."""
+    cmd = [scorch, "generate", "--config", config]
+    for s in sets:
+        cmd += ["--set", s]
+    t0 = time.time()
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        sys.exit(f"failed ({res.returncode}): {' '.join(cmd)}\n{res.stderr}")
+    return res.stderr, time.time() - t0
+
+
 def generate(scorch, out_dir, name, n, sets, config="configs/default.yaml"):
     npy, labels = os.path.join(out_dir, name + ".npy"), os.path.join(out_dir, name + ".labels.npy")
     cmd = [scorch, "generate", "-q", "--config", config, "--set", f"batch={n}", "--set", "output.png=",

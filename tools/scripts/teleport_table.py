@@ -20,14 +20,12 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from update_doc_section import update_benchmarks  # noqa: E402
-from quality_table import ROOT, evaluate, load_cache, run, save_cache  # noqa: E402
+from quality_table import ROOT, evaluate, load_cache, run, run_generate, save_cache  # noqa: E402
 
 PLAIN_NFE = list(range(4, 21))
 INNER = list(range(3, 16))
@@ -62,18 +60,12 @@ def make_row(scorch, tmp, key, n, files):
     else:
         sets = [s.format(**files) for s in VARIANTS[family][1]] + [f"sampler.steps={steps}",
                                                                    "sampler.inner.name=dpmpp_2m"]
-    cmd = [scorch, "generate", "--config", "configs/default.yaml", "--set", f"batch={n}", "--set", "output.png=",
-           "--set", f"output.npy={tmp}/row.npy", "--set", f"output.labels={tmp}/row.labels.npy"]
-    for s in sets:
-        cmd += ["--set", s]
-    t0 = time.time()
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        sys.exit(f"failed ({res.returncode}): {' '.join(cmd)}\n{res.stderr}")
-    seconds = time.time() - t0
+    stderr, seconds = run_generate(scorch, "configs/default.yaml",
+                                   [f"batch={n}", "output.png=", f"output.npy={tmp}/row.npy",
+                                    f"output.labels={tmp}/row.labels.npy"] + sets)
     r = evaluate(scorch, f"{tmp}/row.npy", f"{tmp}/row.labels.npy")
     return {"n": n, "fd": r["fd"], "accuracy": r["accuracy"], "precision": r["precision"], "recall": r["recall"],
-            "seconds": round(seconds, 1), "auto": auto_note(res.stderr), "sets": sets}
+            "seconds": round(seconds, 1), "auto": auto_note(stderr), "sets": sets}
 
 
 def probe_share(row, n):

@@ -23,6 +23,7 @@ import words_data  # noqa: E402
 
 sys.path.insert(0, os.path.join(ROOT, "tools", "scripts"))
 from update_doc_section import update_benchmarks  # noqa: E402
+from quality_table import run_generate  # noqa: E402
 
 SAMPLERS = ["euler", "tweedie", "cached", "first_hitting", "maskgit", "remdm", "lsd"]
 STEPS = [4, 8, 16, 32, 64]
@@ -75,16 +76,8 @@ def main():
                                    check=True, capture_output=True)
                 sets.append(f"sampler.coefficients={coef}")
             npy = "/tmp/words_table.npy"
-            cmd = [scorch, "generate", "--config", "configs/words.yaml", "--set", f"batch={args.n}",
-                   "--set", f"output.npy={npy}"]
-            for s in sets:
-                cmd += ["--set", s]
-            t0 = time.time()
-            res = subprocess.run(cmd, capture_output=True, text=True)
-            if res.returncode != 0:
-                sys.exit(f"failed: {' '.join(cmd)}\n{res.stderr}")
-            sec = time.time() - t0
-            calls = float(res.stderr.split(" model calls per sequence")[0].split()[-1])
+            stderr, sec = run_generate(scorch, "configs/words.yaml", [f"batch={args.n}", f"output.npy={npy}"] + sets)
+            calls = float(stderr.split(" model calls per sequence")[0].split()[-1])
             words = [words_data.decode(t) for t in np.load(npy)]
             valid = [w for w in words if w is not None and w in every]
             new = [w for w in valid if w not in train]
