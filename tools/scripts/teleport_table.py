@@ -134,7 +134,7 @@ def render(cache, n):
     auto = [(k, r) for k, r in sorted(cache.items(), key=lambda kv: (kv[0].split('/')[0], int(kv[0].split('/')[1])))
             if r.get("auto") and r["n"] == n]
     if auto:
-        lines += ["", "The skip points `auto` chose (its own line, printed with `-v`):", ""]
+        lines += ["", "The skip points `auto` chose (the line it prints on stderr, unless `-q`):", ""]
         lines.append("| row | skip point and estimated errors |")
         lines.append("|---|---|")
         for k, r in auto:
