@@ -726,10 +726,11 @@ TokenModelSpec read_token_model(const YAML::Node& node, YAML::Node* resolved) {
   return out;
 }
 
+bool has_value(const YAML::Node& node) { return node && !node.IsNull() && !(node.IsScalar() && node.Scalar().empty()); }
+
 Labels read_token_cond(const YAML::Node& cond, const YAML::Node& model, const TokenModelSpec& spec, int64_t batch) {
   const bool conditional = spec.spec.num_classes > 0;
-  const bool given = cond && !cond.IsNull() && !(cond.IsScalar() && cond.Scalar().empty());
-  if (!given) {
+  if (!has_value(cond)) {
     Labels out;
     if (conditional) out.labels = at::full({batch}, spec.null_label, at::TensorOptions().dtype(at::kLong));
     return out;

@@ -110,6 +110,10 @@ std::unique_ptr<DiscreteSchedule> read_discrete_schedule(const YAML::Node& node,
 const Schema& continuous_top_schema();
 const Schema& token_top_schema();
 const Schema& token_output_schema();
+// Whether a config key holds a value: present, not null and not an empty string (`--set key=`
+// clears a key).
+bool has_value(const YAML::Node& node);
+
 // Token models' cond (as read_cond: a label, a list, null_label; none: the null label for a
 // conditional network) and guidance.scale (1 without a guidance section).
 Labels read_token_cond(const YAML::Node& cond, const YAML::Node& model, const TokenModelSpec& spec, int64_t batch);

@@ -53,7 +53,7 @@ std::vector<int64_t> read_template(const std::string& tpl, const std::string& ke
 // int64, -1 where free; undefined when neither is given.
 at::Tensor read_fixed(const Options& top, const TokenModelSpec& model, int64_t batch) {
   const YAML::Node tpl = top.node("template"), pairs = top.node("fixed");
-  const bool has_tpl = tpl && !tpl.IsNull() && !(tpl.IsScalar() && tpl.Scalar().empty());
+  const bool has_tpl = has_value(tpl);
   const bool has_pairs = pairs && pairs.IsSequence() && pairs.size() > 0;
   if (pairs && !pairs.IsNull() && !pairs.IsSequence())
     bad_input("fixed: expected a list of [position, token id] pairs");
@@ -139,7 +139,6 @@ std::unique_ptr<TokenPipeline> TokenPipeline::from_config(const YAML::Node& conf
   // conditional network without cond runs unconditionally (the null label).
   const bool conditional = model.spec.num_classes > 0;
   const YAML::Node cond = top.node("cond");
-  const bool has_cond = cond && !cond.IsNull() && !(cond.IsScalar() && cond.Scalar().empty());
   m.labels = read_token_cond(cond, config["model"], model, m.batch).labels;
   m.null_label = model.null_label;
   m.guidance = read_token_guidance(config["guidance"]);
@@ -179,10 +178,9 @@ std::unique_ptr<TokenPipeline> TokenPipeline::from_config(const YAML::Node& conf
   seeds.SetStyle(YAML::EmitterStyle::Flow);
   m.resolved["seed"] = seeds;
   m.resolved["batch"] = m.batch;
-  if (has_cond) m.resolved["cond"] = cond;
+  if (has_value(cond)) m.resolved["cond"] = cond;
   if (m.guidance != 1.0) m.resolved["guidance"]["scale"] = m.guidance;
-  if (top.node("template") && !top.node("template").IsNull() && !(top.node("template").IsScalar() && top.node("template").Scalar().empty()))
-    m.resolved["template"] = top.node("template");
+  if (has_value(top.node("template"))) m.resolved["template"] = top.node("template");
   if (top.node("fixed") && top.node("fixed").IsSequence() && top.node("fixed").size() > 0) m.resolved["fixed"] = top.node("fixed");
   m.resolved["model"] = model_resolved;
   m.resolved["schedule"] = schedule_resolved;
@@ -264,14 +262,8 @@ void TokenPipeline::set_fixed(const at::Tensor& tokens) {
     m.fixed = at::Tensor();
     return;
   }
-  const TokenSpec& spec = m.model->spec();
-  if (tokens.dim() != 2 || tokens.size(0) != m.batch || tokens.size(1) != spec.length)
-    bad_input("fixed tokens: expected [batch, L] = [" + std::to_string(m.batch) + ", " + std::to_string(spec.length) +
-              "]");
-  const at::Tensor t = tokens.to(at::kLong).clone();
-  if (((t < -1) | (t >= spec.vocab)).any().item<bool>())
-    bad_input("fixed tokens: expected -1 (free) or a token 0.." + std::to_string(spec.vocab - 1));
-  m.fixed = t;
+  check_fixed_tokens(tokens, m.model->spec(), m.batch);
+  m.fixed = tokens.to(at::kLong).clone();
 }
 
 const std::string& TokenPipeline::sampler_name() const { return impl_->sampler->name; }

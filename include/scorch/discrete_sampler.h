@@ -100,6 +100,10 @@ Options read_discrete_options(const DiscreteSamplerEntry& sampler, const YAML::N
 // teacher of distill_lsd).
 double euler_unmask_probability(const DiscreteSchedule& schedule, double t, double s);
 
+// Fixed tokens for infill: [batch, L] int64, -1 where free, else a token 0..V-1 (batch < 0:
+// any); a bad-input Error naming what is wrong otherwise.
+void check_fixed_tokens(const at::Tensor& tokens, const TokenSpec& spec, int64_t batch = -1);
+
 // x_1: all mask tokens (absorbing) or uniform random tokens (uniform), [batch, L].
 at::Tensor discrete_prior(DiscreteContext& ctx, int64_t batch);
 

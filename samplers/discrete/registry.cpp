@@ -93,14 +93,19 @@ void DiscreteContext::set_fixed(const at::Tensor& tokens) {
     fixed_mask_ = fixed_tokens_ = at::Tensor();
     return;
   }
-  if (tokens.dim() != 2 || tokens.size(1) != s.length)
-    bad_input("fixed tokens: expected [batch, " + std::to_string(s.length) + "], got " + std::to_string(tokens.dim()) +
-              " dimensions");
+  check_fixed_tokens(tokens, s);
   const at::Tensor t = tokens.to(at::kLong);
-  if (((t < -1) | (t >= s.vocab)).any().item<bool>())
-    bad_input("fixed tokens: a token outside 0.." + std::to_string(s.vocab - 1));
   fixed_mask_ = t >= 0;
   fixed_tokens_ = t.clamp_min(0);
+}
+
+void check_fixed_tokens(const at::Tensor& tokens, const TokenSpec& spec, int64_t batch) {
+  if (tokens.dim() != 2 || (batch >= 0 && tokens.size(0) != batch) || tokens.size(1) != spec.length)
+    bad_input("fixed tokens: expected [batch, L] = [" + (batch >= 0 ? std::to_string(batch) : std::string("batch")) +
+              ", " + std::to_string(spec.length) + "]");
+  const at::Tensor t = tokens.to(at::kLong);
+  if (((t < -1) | (t >= spec.vocab)).any().item<bool>())
+    bad_input("fixed tokens: expected -1 (free) or a token 0.." + std::to_string(spec.vocab - 1));
 }
 
 at::Tensor DiscreteContext::fixed(const at::Tensor& rows) const {
