@@ -9,6 +9,7 @@
 
 #include "scorch/error.h"
 #include "scorch/io.h"
+#include "scorch/model_inputs.h"
 
 namespace scorch {
 
@@ -119,20 +120,27 @@ namespace {
 
 class TorchScriptTokens final : public TokenDenoiser {
  public:
-  TorchScriptTokens(torch::jit::Module m, TokenSpec spec, std::string path)
-      : module_(std::move(m)), spec_(spec), path_(std::move(path)) {}
-  // An unconditioned call of a conditional network is its null label's.
+  TorchScriptTokens(torch::jit::Module m, TokenSpec spec, std::string path, std::shared_ptr<const ModelInputs> inputs)
+      : module_(std::move(m)), spec_(spec), path_(std::move(path)), inputs_(std::move(inputs)) {}
+  // An unconditioned call of a conditional network is its null label's; of a network with
+  // declared inputs, sample 0's inputs (the load-time dry run).
   at::Tensor log_probs(const at::Tensor& tokens, const at::Tensor& t) override {
+    if (inputs_) return log_probs_given(tokens, t, at::zeros({tokens.size(0)}, at::kLong));
     return log_probs_given(tokens, t,
                            spec_.num_classes > 0 ? at::full({tokens.size(0)}, spec_.num_classes, at::kLong) : at::Tensor());
   }
   at::Tensor log_probs_given(const at::Tensor& tokens, const at::Tensor& t, const at::Tensor& labels) override {
     c10::InferenceMode guard;
-    if (labels.defined() && spec_.num_classes == 0)
+    if (labels.defined() && spec_.num_classes == 0 && !inputs_)
       bad_input("cond: this token model takes no class labels (model.num_classes is 0)");
     at::Tensor out;
     try {
-      if (spec_.num_classes > 0)
+      if (inputs_) {
+        // labels are row indices here (model_inputs.h): i selects sample i's inputs, -(i + 1) its negative ones
+        std::vector<c10::IValue> args = {tokens, t.to(at::kFloat)};
+        for (auto& a : inputs_->arguments(labels, at::kCPU)) args.push_back(std::move(a));
+        out = module_.forward(args).toTensor();
+      } else if (spec_.num_classes > 0)
         out = module_.forward({tokens, t.to(at::kFloat), labels.to(at::kLong)}).toTensor();
       else
         out = module_.forward({tokens, t.to(at::kFloat)}).toTensor();
@@ -154,11 +162,13 @@ class TorchScriptTokens final : public TokenDenoiser {
   torch::jit::Module module_;
   TokenSpec spec_;
   std::string path_;
+  std::shared_ptr<const ModelInputs> inputs_;
 };
 
 }  // namespace
 
-std::unique_ptr<TokenDenoiser> load_token_denoiser(const std::string& path, const TokenSpec& spec) {
+std::unique_ptr<TokenDenoiser> load_token_denoiser(const std::string& path, const TokenSpec& spec,
+                                                   std::shared_ptr<const ModelInputs> inputs) {
   const std::string what = "model.path '" + path + "'";
   check_input_file(path, what);
   if (spec.vocab < 2) bad_input("model.vocab: expected at least 2 tokens");
@@ -173,14 +183,31 @@ std::unique_ptr<TokenDenoiser> load_token_denoiser(const std::string& path, cons
     bad_input(what + ": not a loadable TorchScript file (" + msg.substr(0, msg.find('\n')) + ")");
   }
   const auto method = module.find_method("forward");
-  const size_t args = spec.num_classes > 0 ? 4 : 3;  // self, tokens, t (, labels)
-  if (!method || method->function().getSchema().arguments().size() != args)
+  if (inputs && !inputs->empty()) {
+    if (spec.num_classes > 0)
+      bad_input("model.num_classes: a network with declared inputs (model.inputs) takes its labels as an input with "
+                "source: label");
+    // self, tokens, t, then the declared inputs by the module's names, in its order
+    const auto& decl = inputs->inputs();
+    std::string names = "tokens, t";
+    for (const auto& in : decl) names += ", " + in.name;
+    if (!method || method->function().getSchema().arguments().size() != 3 + decl.size())
+      bad_input(what + ": expected forward(" + names + ") -> log-probabilities [B, L, V] (model.inputs)");
+    const auto& schema_args = method->function().getSchema().arguments();
+    for (size_t k = 0; k < decl.size(); ++k)
+      if (schema_args[3 + k].name() != decl[k].name)
+        bad_input(what + ": argument " + std::to_string(k + 3) + " of forward is '" + schema_args[3 + k].name() +
+                  "', but model.inputs[" + std::to_string(k) + "] is '" + decl[k].name +
+                  "' (declare the inputs by the module's names, in its order)");
+  } else if (const size_t args = spec.num_classes > 0 ? 4 : 3;  // self, tokens, t (, labels)
+             !method || method->function().getSchema().arguments().size() != args) {
     bad_input(spec.num_classes > 0
                   ? what + ": expected forward(tokens, t, labels) -> log-probabilities [B, L, V] (model.num_classes is set)"
                   : what + ": expected forward(tokens, t) -> log-probabilities [B, L, V] (a class-conditional network "
                            "needs model.num_classes)");
+  }
   module.eval();
-  auto model = std::make_unique<TorchScriptTokens>(module, spec, path);
+  auto model = std::make_unique<TorchScriptTokens>(module, spec, path, inputs && !inputs->empty() ? inputs : nullptr);
   // Dry runs: an all-zero sequence (a vocabulary token) checks the length and the output's
   // shape; then, for masked diffusion, an all-mask one checks that the network takes
   // mask_id, so a mask token it has no embedding for is named as such, not as a length.

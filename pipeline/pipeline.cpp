@@ -79,20 +79,6 @@ std::map<std::string, std::string> ems_identity(const YAML::Node& resolved, cons
           {"scorch.guidance", flow(resolved["guidance"])}};
 }
 
-// prompt / negative_prompt: one string for the batch or a list of `batch` strings.
-std::vector<std::string> read_prompts(const YAML::Node& node, const std::string& key, int64_t batch) {
-  if (node.IsScalar()) return std::vector<std::string>(size_t(key == "prompt" ? batch : 1), node.Scalar());
-  if (!node.IsSequence()) bad_input(key + ": expected a string or a list of strings");
-  if (int64_t(node.size()) != batch)
-    bad_input(key + ": " + std::to_string(node.size()) + " prompts for batch " + std::to_string(batch) +
-              "; give one prompt or one per sample");
-  std::vector<std::string> out;
-  for (const auto& p : node) {
-    if (!p.IsScalar()) bad_input(key + ": expected a list of strings");
-    out.push_back(p.Scalar());
-  }
-  return out;
-}
 
 // An inpainting mask on the image grid [*image] as a mask on the latent grid [*latent]: the
 // mean of each latent cell's pixels (area pooling), one channel broadcast over the latents'.
@@ -234,36 +220,7 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
   }
 
   // Prompts: the text encoder's outputs become the inputs declared with source: prompt.
-  {
-    std::unique_ptr<TextEncoder> text = read_text_encoder(config["text_encoder"], top.device);
-    std::vector<const ModelInput*> prompt_inputs;
-    if (m.inputs)
-      for (const auto& in : m.inputs->inputs())
-        if (in.prompt) prompt_inputs.push_back(&in);
-    const bool prompted = config["prompt"] && !config["prompt"].IsNull();
-    if (prompted && !text) bad_input("prompt: needs a text_encoder section");
-    if (text && prompt_inputs.empty())
-      bad_input("text_encoder: no model input takes its output (declare one with source: prompt in model.inputs)");
-    if (!prompt_inputs.empty() && !text) bad_input("model.inputs: source prompt needs a text_encoder section");
-    if (text) {
-      if (!prompted) bad_input("prompt: missing; the model is prompted (text_encoder)");
-      m.prompts = read_prompts(config["prompt"], "prompt", m.batch);
-      const std::vector<std::string> negatives = read_prompts(o.node("negative_prompt"), "negative_prompt", m.batch);
-      std::vector<std::string> all = m.prompts;
-      all.insert(all.end(), negatives.begin(), negatives.end());
-      const std::vector<at::Tensor> out = text->encode(all, &m.load_notes);
-      if (out.size() < prompt_inputs.size())
-        bad_input("text_encoder: gives " + std::to_string(out.size()) + " outputs for " +
-                  std::to_string(prompt_inputs.size()) + " inputs with source: prompt");
-      for (size_t k = 0; k < prompt_inputs.size(); ++k) {
-        const std::string name = prompt_inputs[k]->name;
-        const std::string what = "text_encoder output " + std::to_string(k);
-        m.inputs->set(name, out[k].narrow(0, 0, m.batch), false, m.batch, what);
-        m.inputs->set(name, negatives.size() == 1 ? out[k].narrow(0, m.batch, 1) : out[k].narrow(0, m.batch, m.batch),
-                      true, m.batch, what + " (negative_prompt)");
-      }
-    }
-  }
+  m.prompts = apply_prompts(config, m.inputs.get(), m.batch, top.device, &m.load_notes);
 
   // Latent models: the decoder gives the image shape every image input and output uses.
   m.codec = read_latent_codec(config["decoder"], config["encoder"], m.shape, m.options);

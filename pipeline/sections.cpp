@@ -212,6 +212,8 @@ const Schema& output_schema() {
   return s;
 }
 
+}  // namespace
+
 const Schema& token_model_schema() {
   static const Schema s = {
       {"type", OptionType::String, "", "tokens", {"tokens"}},
@@ -224,9 +226,13 @@ const Schema& token_model_schema() {
       {"pad", OptionType::String, "", "printing: cut each sample at this character", {}},
       {"num_classes", OptionType::Int, "0", "class-conditional networks: forward(tokens, t, labels), labels 0..num_classes - 1", {}, 0, 16777216},
       {"null_label", OptionType::Int, "-1", "class-conditional networks: the unconditional label (default num_classes)", {}, -1, 16777216},
+      {"inputs", OptionType::Yaml, "[]",
+       "the network's extra inputs after (tokens, t), in its order, as for continuous models (model.inputs; a prompt's tensors: source prompt)", {}},
   };
   return s;
 }
+
+namespace {
 
 const Schema& token_guidance_schema() {
   static const Schema s = {
@@ -272,6 +278,9 @@ const Schema& token_top_schema() {
       {"template", OptionType::Yaml, "", "infill: fixed characters and '_' for free positions (\"ele_____\"; shorter than L: the rest is pad), one for every sequence or a list of batch templates", {}},
       {"fixed", OptionType::Yaml, "[]", "infill: [[position, token id], ...] fixed in every sequence", {}},
       {"cond", OptionType::Yaml, "", "class-conditional networks: a label, a list (one per sequence) or null_label", {}},
+      {"prompt", OptionType::Yaml, "", "prompt-conditional networks: one prompt for the batch or one per sequence, through text_encoder", {}},
+      {"negative_prompt", OptionType::Yaml, "\"\"", "prompt-conditional networks: the prompt of guidance's unconditional rows (one, or one per sequence)", {}},
+      {"text_encoder", OptionType::Section, "", "prompts to the network's conditioning tensors (text_encoder.*)", {}},
       {"guidance", OptionType::Section, "", "token models: guidance.scale (classifier-free, on the logits)", {}},
       {"model", OptionType::Section, "", "the token denoiser (model.*, type: tokens)", {}},
       {"schedule", OptionType::Section, "", "the discrete schedule (schedule.*)", {}},
@@ -583,6 +592,59 @@ LoadedModel read_model(const YAML::Node& node, const std::string& path, const st
   return out;
 }
 
+namespace {
+
+// prompt / negative_prompt: one string for the batch or a list of `batch` strings.
+std::vector<std::string> read_prompts(const YAML::Node& node, const std::string& key, int64_t batch) {
+  if (node.IsScalar()) return std::vector<std::string>(size_t(key == "prompt" ? batch : 1), node.Scalar());
+  if (!node.IsSequence()) bad_input(key + ": expected a string or a list of strings");
+  if (int64_t(node.size()) != batch)
+    bad_input(key + ": " + std::to_string(node.size()) + " prompts for batch " + std::to_string(batch) +
+              "; give one prompt or one per sample");
+  std::vector<std::string> out;
+  for (const auto& p : node) {
+    if (!p.IsScalar()) bad_input(key + ": expected a list of strings");
+    out.push_back(p.Scalar());
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> apply_prompts(const YAML::Node& config, ModelInputs* inputs, int64_t batch, at::Device device,
+                                       std::vector<std::string>* notes) {
+  std::unique_ptr<TextEncoder> text = read_text_encoder(config["text_encoder"], device);
+  std::vector<const ModelInput*> prompt_inputs;
+  if (inputs)
+    for (const auto& in : inputs->inputs())
+      if (in.prompt) prompt_inputs.push_back(&in);
+  const bool prompted = config["prompt"] && !config["prompt"].IsNull();
+  if (prompted && !text) bad_input("prompt: needs a text_encoder section");
+  if (text && prompt_inputs.empty())
+    bad_input("text_encoder: no model input takes its output (declare one with source: prompt in model.inputs)");
+  if (!prompt_inputs.empty() && !text) bad_input("model.inputs: source prompt needs a text_encoder section");
+  if (!text) return {};
+  if (!prompted) bad_input("prompt: missing; the model is prompted (text_encoder)");
+  std::vector<std::string> prompts = read_prompts(config["prompt"], "prompt", batch);
+  const YAML::Node neg = config["negative_prompt"];
+  const std::vector<std::string> negatives =
+      neg && !neg.IsNull() ? read_prompts(neg, "negative_prompt", batch) : std::vector<std::string>{""};
+  std::vector<std::string> all = prompts;
+  all.insert(all.end(), negatives.begin(), negatives.end());
+  const std::vector<at::Tensor> out = text->encode(all, notes);
+  if (out.size() < prompt_inputs.size())
+    bad_input("text_encoder: gives " + std::to_string(out.size()) + " outputs for " +
+              std::to_string(prompt_inputs.size()) + " inputs with source: prompt");
+  for (size_t k = 0; k < prompt_inputs.size(); ++k) {
+    const std::string name = prompt_inputs[k]->name;
+    const std::string what = "text_encoder output " + std::to_string(k);
+    inputs->set(name, out[k].narrow(0, 0, batch), false, batch, what);
+    inputs->set(name, negatives.size() == 1 ? out[k].narrow(0, batch, 1) : out[k].narrow(0, batch, batch), true, batch,
+                what + " (negative_prompt)");
+  }
+  return prompts;
+}
+
 std::unique_ptr<TextEncoder> read_text_encoder(const YAML::Node& node, at::Device device) {
   if (!node || node.IsNull()) return nullptr;
   const Options o = Options::read(node, text_encoder_schema(), "text_encoder");
@@ -723,6 +785,10 @@ TokenModelSpec read_token_model(const YAML::Node& node, YAML::Node* resolved) {
   if (out.pad.size() > 1) bad_input("model.pad: expected one character");
   if (mo.str("path").empty()) bad_input("model.path: missing");
   out.path = find_input_file(mo.str("path"));
+  out.inputs = read_model_inputs(mo.node("inputs"), "model.inputs", at::kFloat);
+  if (out.inputs && spec.num_classes > 0)
+    bad_input("model.num_classes: a network with declared inputs (model.inputs) takes its labels as an input with "
+              "source: label");
   return out;
 }
 

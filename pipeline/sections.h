@@ -95,6 +95,12 @@ OutputSpec read_outputs(const YAML::Node& node);
 
 // text_encoder.*: the module and its tokenizer; null when the section is absent.
 std::unique_ptr<TextEncoder> read_text_encoder(const YAML::Node& node, at::Device device);
+// prompt / negative_prompt (one string for the batch or one per sample) through the
+// text_encoder section into the inputs declared with source: prompt (conditional and negative
+// rows); the prompts, one per sample, or none when the model is not prompted. Continuous and
+// token pipelines alike.
+std::vector<std::string> apply_prompts(const YAML::Node& config, ModelInputs* inputs, int64_t batch, at::Device device,
+                                       std::vector<std::string>* notes);
 // decoder.* and encoder.* (encoder needs decoder); null when decoder is absent.
 std::unique_ptr<LatentCodec> read_latent_codec(const YAML::Node& decoder, const YAML::Node& encoder,
                                                const std::vector<int64_t>& latent_shape, at::TensorOptions options);
@@ -104,11 +110,13 @@ struct TokenModelSpec {
   TokenSpec spec;
   std::string path, vocab_chars, pad;
   int64_t null_label = 0;  // class-conditional networks' unconditional label
+  std::shared_ptr<ModelInputs> inputs;  // model.inputs (prompt tensors, labels, files); null: none
 };
 TokenModelSpec read_token_model(const YAML::Node& node, YAML::Node* resolved = nullptr);
 std::unique_ptr<DiscreteSchedule> read_discrete_schedule(const YAML::Node& node, YAML::Node* resolved = nullptr);
 const Schema& continuous_top_schema();
 const Schema& token_top_schema();
+const Schema& token_model_schema();
 const Schema& token_output_schema();
 // Whether a config key holds a value: present, not null and not an empty string (`--set key=`
 // clears a key).

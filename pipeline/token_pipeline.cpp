@@ -107,8 +107,11 @@ struct TokenPipeline::Impl {
   std::vector<uint64_t> seeds;  // sequence i's seed
   int64_t batch = 1;
   at::Tensor fixed;  // [batch, L], -1 where free (infill); undefined: none
-  at::Tensor labels;  // [batch] class labels (conditional networks); undefined: none
+  at::Tensor labels;  // [batch] class labels, or row indices with declared inputs; undefined: none
   int64_t null_label = 0;
+  std::shared_ptr<ModelInputs> inputs;  // model.inputs (prompt tensors, ...); null: none
+  std::vector<std::string> prompts;     // one per sequence (prompted networks)
+  std::vector<std::string> notes;       // warnings from loading (a truncated prompt)
   double guidance = 1.0;
   std::string npy, text;
   YAML::Node resolved;  // the config as run (provenance): every key, per-sequence seeds
@@ -139,11 +142,35 @@ std::unique_ptr<TokenPipeline> TokenPipeline::from_config(const YAML::Node& conf
   // conditional network without cond runs unconditionally (the null label).
   const bool conditional = model.spec.num_classes > 0;
   const YAML::Node cond = top.node("cond");
-  m.labels = read_token_cond(cond, config["model"], model, m.batch).labels;
-  m.null_label = model.null_label;
   m.guidance = read_token_guidance(config["guidance"]);
-  if (m.guidance != 1.0 && !conditional)
-    bad_input("guidance.scale: classifier-free guidance needs a class-conditional token network (model.num_classes)");
+  m.inputs = model.inputs;
+  if (m.inputs) {
+    // Declared inputs (prompts, tensors, a label input): the network's rows are selected by
+    // sequence index, the negative rows by -(i + 1) (model_inputs.h), as for continuous models.
+    const ModelInput* label_input = m.inputs->label_input();
+    if (!label_input && has_value(cond))
+      bad_input("cond: the model's declared inputs (model.inputs) take no class label (no input with source: label)");
+    if (label_input) {
+      const Options mo = Options::read(config["model"], token_model_schema(), "model");
+      m.inputs->set(label_input->name, read_cond(cond, mo, true, m.batch).labels, false, m.batch, "cond");
+      if (mo.integer("null_label") >= 0)
+        m.inputs->set(label_input->name, at::scalar_tensor(mo.integer("null_label"), at::kLong), true, m.batch,
+                      "model.null_label");
+    }
+    m.prompts = apply_prompts(config, m.inputs.get(), m.batch, at::kCPU, &m.notes);
+    m.inputs->check_ready(m.batch);
+    if (m.guidance != 1.0 && !m.inputs->has_negative())
+      bad_input("guidance.scale: classifier-free guidance needs negative inputs that differ from the conditional ones "
+                "(a negative_prompt, or negative values in model.inputs)");
+    m.labels = at::arange(m.batch, at::TensorOptions().dtype(at::kLong));
+  } else {
+    m.prompts = apply_prompts(config, nullptr, m.batch, at::kCPU, &m.notes);  // names a prompt without inputs
+    m.labels = read_token_cond(cond, config["model"], model, m.batch).labels;
+    m.null_label = model.null_label;
+    if (m.guidance != 1.0 && !conditional)
+      bad_input("guidance.scale: classifier-free guidance needs a class-conditional token network (model.num_classes) "
+                "or a prompted one (model.inputs)");
+  }
   YAML::Node schedule_resolved;
   m.schedule = read_discrete_schedule(config["schedule"], &schedule_resolved);
 
@@ -171,7 +198,7 @@ std::unique_ptr<TokenPipeline> TokenPipeline::from_config(const YAML::Node& conf
     check_writable(provenance_json_path(m.npy), "output.npy (its .json)");
   }
   if (!m.text.empty()) check_writable(m.text, "output.text");
-  m.model = load_token_denoiser(model.path, model.spec);
+  m.model = load_token_denoiser(model.path, model.spec, m.inputs);
   m.resolved = YAML::Node(YAML::NodeType::Map);
   YAML::Node seeds(YAML::NodeType::Sequence);
   for (uint64_t s : m.seeds) seeds.push_back(s);
@@ -179,6 +206,11 @@ std::unique_ptr<TokenPipeline> TokenPipeline::from_config(const YAML::Node& conf
   m.resolved["seed"] = seeds;
   m.resolved["batch"] = m.batch;
   if (has_value(cond)) m.resolved["cond"] = cond;
+  if (!m.prompts.empty()) {
+    m.resolved["prompt"] = config["prompt"];
+    if (config["negative_prompt"]) m.resolved["negative_prompt"] = config["negative_prompt"];
+    m.resolved["text_encoder"] = config["text_encoder"];
+  }
   if (m.guidance != 1.0) m.resolved["guidance"]["scale"] = m.guidance;
   if (has_value(top.node("template"))) m.resolved["template"] = top.node("template");
   if (top.node("fixed") && top.node("fixed").IsSequence() && top.node("fixed").size() > 0) m.resolved["fixed"] = top.node("fixed");
@@ -197,7 +229,7 @@ TokenResult TokenPipeline::generate() const {
   const auto start = std::chrono::steady_clock::now();
   DiscreteContext ctx(*m.model, *m.schedule, Rng::per_sample(m.seeds), m.sampler_options);
   if (m.fixed.defined()) ctx.set_fixed(m.fixed);
-  if (m.labels.defined()) ctx.set_labels(m.labels, m.null_label, m.guidance);
+  if (m.labels.defined()) ctx.set_labels(m.labels, m.null_label, m.guidance, /*indexed=*/m.inputs != nullptr);
   TokenResult r;
   r.tokens = m.sampler->run(ctx, discrete_prior(ctx, m.batch), m.sampler_options);
   r.calls = ctx.calls();
@@ -265,6 +297,8 @@ void TokenPipeline::set_fixed(const at::Tensor& tokens) {
   check_fixed_tokens(tokens, m.model->spec(), m.batch);
   m.fixed = tokens.to(at::kLong).clone();
 }
+
+const std::vector<std::string>& TokenPipeline::notes() const { return impl_->notes; }
 
 const std::string& TokenPipeline::sampler_name() const { return impl_->sampler->name; }
 int TokenPipeline::steps() const { return int(impl_->sampler_options.integer("steps")); }

@@ -354,6 +354,48 @@ TEST(CApi, TokenModelsWithClassesAndFixedTokens) {
   scorch_pipeline_free(g);
 }
 
+// A prompt-conditional token network from the C API: the prompts (one per sequence) and the
+// negative prompt come with the config; sequence 1's tokens equal those of a run that prompts
+// every sequence with its prompt, and a bad prompt list is a status with the key named.
+TEST(CApi, TokenModelsWithPrompts) {
+  const std::string fx = SCORCH_FIXTURES;
+  const std::string yaml = "model: {type: tokens, path: " + fx + "/prompt_tokens.pt, vocab: abcde, length: 4, mask_id: 5,"
+                           " inputs: [{name: context, source: prompt, shape: [5, 8]}]}\n"
+                           "text_encoder: {path: " + fx + "/tiny_text.pt, length: 5, chars: abcdefghijklmnopqrstuvwxyz-}\n"
+                           "sampler: {name: tweedie, steps: 4}\nbatch: 3\nguidance: {scale: 2}\nnegative_prompt: a\n";
+  auto tokens_of = [&](std::vector<const char*> sets) {
+    scorch_pipeline_params params = scorch_pipeline_params_init();
+    params.config_yaml = yaml.c_str();
+    params.overrides = sets.data();
+    params.n_overrides = int(sets.size());
+    scorch_pipeline* p = create_from(params);
+    std::vector<int64_t> out;
+    if (!p) return out;
+    scorch_result* r = nullptr;
+    if (scorch_generate(p, &r) == SCORCH_OK) {
+      const int64_t* tok = scorch_result_tokens(r);
+      out.assign(tok, tok + 12);
+      scorch_result_free(r);
+    }
+    scorch_pipeline_free(p);
+    return out;
+  };
+  const std::vector<int64_t> per = tokens_of({"prompt=[bag, boot, a]"}), all = tokens_of({"prompt=boot"});
+  ASSERT_EQ(per.size(), 12u);
+  ASSERT_EQ(all.size(), 12u);
+  EXPECT_TRUE(std::equal(per.begin() + 4, per.begin() + 8, all.begin() + 4));
+  scorch_pipeline_params params = scorch_pipeline_params_init();
+  params.config_yaml = yaml.c_str();
+  std::vector<const char*> bad = {"prompt=[bag, boot]"};
+  params.overrides = bad.data();
+  params.n_overrides = 1;
+  scorch_pipeline* p = nullptr;
+  EXPECT_EQ(scorch_pipeline_create(&params, &p), SCORCH_BAD_INPUT);
+  EXPECT_EQ(p, nullptr);
+  EXPECT_NE(std::string(scorch_last_error(nullptr)).find("prompt: 2 prompts for batch 3"), std::string::npos)
+      << scorch_last_error(nullptr);
+}
+
 TEST(CApi, InitImageFromMemoryMatchesTheConfigKeys) {
   std::vector<float> image(28 * 28);
   for (size_t i = 0; i < image.size(); ++i) image[i] = std::sin(0.05f * float(i));

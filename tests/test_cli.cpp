@@ -472,6 +472,46 @@ TEST_F(Cli, GenerateTokensWithClasses) {
   expect_bad(plain + " --set model.num_classes=2", "expected forward(tokens, t, labels)");
 }
 
+// A prompt-conditional token network: the prompt goes through a text encoder into the declared
+// context input; per-sequence prompts, guidance against a negative prompt, and bad input.
+TEST_F(Cli, GenerateTokensWithPrompts) {
+  const std::string fx = std::string(SCORCH_FIXTURES);
+  const std::string base = "generate --config configs/words.yaml --set model.path=" + fx + "/prompt_tokens.pt"
+                           " --set model.vocab=abcde --set model.length=4 --set model.mask_id=5 --set sampler.steps=4"
+                           " --set 'model.inputs=[{name: context, source: prompt, shape: [5, 8]}]' --set text_encoder.path=" +
+                           fx + "/tiny_text.pt --set text_encoder.length=5 --set text_encoder.chars=abcdefghijklmnopqrstuvwxyz-";
+  const Result a = run(base + " --set batch=20 --set prompt=boot --set output.npy=a.npy");
+  ASSERT_EQ(a.status, 0) << a.err;
+  const Result b = run(base + " --set batch=20 --set prompt=bag --set output.npy=b.npy");
+  ASSERT_EQ(b.status, 0) << b.err;
+  const at::Tensor ta = scorch::read_npy((dir_ / "a.npy").string()), tb = scorch::read_npy((dir_ / "b.npy").string());
+  EXPECT_FALSE(at::equal(ta, tb));  // the prompt reaches the network
+  // one prompt per sequence: sequence 1 prompted "boot" is sequence 1 of the all-"boot" run
+  const Result per = run(base + " --set batch=3 --set 'prompt=[bag, boot, a]' --set output.npy=p.npy");
+  ASSERT_EQ(per.status, 0) << per.err;
+  EXPECT_TRUE(at::equal(scorch::read_npy((dir_ / "p.npy").string())[1], ta[1]));
+  const Result g = run(base + " --set batch=20 --set prompt=boot --set negative_prompt=bag --set guidance.scale=3 "
+                       "--set output.npy=g.npy");
+  ASSERT_EQ(g.status, 0) << g.err;
+  EXPECT_FALSE(at::equal(scorch::read_npy((dir_ / "g.npy").string()), ta));
+  const Result longer = run(base + " --set batch=2 --set prompt=bootsandbags");
+  EXPECT_EQ(longer.status, 0) << longer.err;
+  EXPECT_NE(longer.err.find("note: "), std::string::npos) << longer.err;  // truncated to the encoder's 5 tokens, said once
+  expect_bad(base + " --set batch=3 --set 'prompt=[bag, boot]'", "prompt: 2 prompts for batch 3");
+  expect_bad(base + " --set prompt=boot! ", "prompt");
+  expect_bad(base, "prompt: missing");
+  expect_bad(base + " --set prompt=boot --set text_encoder=", "prompt: needs a text_encoder section");
+  expect_bad(base + " --set prompt=boot --set model.inputs=", "text_encoder: no model input takes its output");
+  expect_bad(base + " --set prompt=boot --set 'model.inputs=[{name: text, source: prompt, shape: [5, 8]}]'",
+             "argument 3 of forward is 'context'");
+  expect_bad(base + " --set prompt=boot --set 'model.inputs=[{name: context, source: prompt, shape: [4, 8]}]'",
+             "context");
+  expect_bad(base + " --set prompt=boot --set model.num_classes=2", "model.num_classes: a network with declared inputs");
+  expect_bad(base + " --set batch=3 --set prompt=boot --set guidance.scale=2 --set 'negative_prompt=[a, b]'",
+             "negative_prompt: 2 prompts for batch 3");
+  expect_bad(base + " --set prompt=boot --set cond=1", "cond: the model's declared inputs");
+}
+
 // distill-lsd on a model whose answer is known: with uniform p every q_c and every teacher
 // distribution are uniform, so the reverse KL is 0 for any c and the coefficients stay at 1;
 // the lsd sampler reads the file, and a file for another step count is refused.
@@ -578,6 +618,65 @@ TEST_F(Cli, DistillLsdRecoversKnownSharpening) {
     EXPECT_GT(c[0], 1.1);  // the known answer is a real sharpening, not the trivial c = 1
   }
   expect_bad("distill-lsd --config tok.yaml --steps 4 --teacher-steps 128 --target later --out e.yaml", "--target");
+}
+
+// --target joint on the same fixture. The teacher reveals the positions of one student step one
+// after another, and the fixture's beta grows by 1/L with each revealed token, so its joint law
+// on the step's set S (s tokens, m masked at t_a) is a product of softmax(beta_k z) with
+// beta_k = beta_0 + k / L. The student's q_c = softmax(c beta_0 z) for every position, and the
+// reverse KL sum_k KL(q_c || softmax(beta_k z)) has derivative in c
+//   beta_0 Var_{c beta_0}(z) sum_{k < s} (c beta_0 - beta_k).
+// Its expectation over m ~ Bin(L, t_a) and s ~ Bin(m, (t_a - t_b) / t_a) (s = m in the last
+// step, which unmasks everything) is zero at the known c.
+TEST_F(Cli, DistillLsdJointMatchesTheClosedFormMinimiser) {
+  const std::string fx = std::string(SCORCH_FIXTURES) + "/tempered_tokens.pt";
+  {
+    std::ofstream f((dir_ / "tok.yaml").string());
+    f << "model: {type: tokens, path: " << fx << ", vocab: abcde, length: 64}\n"
+      << "schedule: {type: loglinear, eps: 0.001}\n";
+  }
+  const int n = 4, K = 128, L = 64;
+  const double t_end = 1e-5;
+  auto grid = [&](int k) { return 1.0 + (t_end - 1.0) * k / K; };
+  const std::vector<double> z = {-1.5, -0.75, 0.0, 0.75, 1.5};
+  auto var = [&](double a) {
+    double w = 0, m1 = 0, m2 = 0;
+    for (double zv : z) w += std::exp(a * zv), m1 += zv * std::exp(a * zv), m2 += zv * zv * std::exp(a * zv);
+    return m2 / w - (m1 / w) * (m1 / w);
+  };
+  auto binom = [](int N, int k, double p) {
+    if (p <= 0.0) return k == 0 ? 1.0 : 0.0;
+    if (p >= 1.0) return k == N ? 1.0 : 0.0;
+    return std::exp(std::lgamma(N + 1.0) - std::lgamma(k + 1.0) - std::lgamma(N - k + 1.0) + k * std::log(p) +
+                    (N - k) * std::log1p(-p));
+  };
+  const Result r = run("distill-lsd --config tok.yaml --steps 4 --teacher-steps 128 --batch 1000 --iters 400 "
+                       "--target joint --out j.yaml");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const std::vector<double> c = yaml_list(dir_ / "j.yaml", "coefficients");
+  ASSERT_EQ(c.size(), size_t(n));
+  for (int i = 0; i < n; ++i) {
+    const double ta = grid(i * K / n), tb = grid((i + 1) * K / n);
+    auto dloss = [&](double cc) {
+      double sum = 0.0;
+      for (int m = 1; m <= L; ++m) {
+        const double pm = binom(L, m, ta), b0 = 1.0 + double(L - m) / L;
+        if (pm < 1e-15) continue;
+        for (int s = 2; s <= m; ++s) {
+          const double ps = i + 1 == n ? (s == m ? 1.0 : 0.0) : binom(m, s, (ta - tb) / ta);
+          sum += pm * ps * b0 * var(cc * b0) * (s * (cc - 1.0) * b0 - s * (s - 1.0) / (2.0 * L));
+        }
+      }
+      return sum;
+    };
+    double lo = 0.5, hi = 3.0;  // dloss < 0 below the minimiser, > 0 above
+    for (int it = 0; it < 60; ++it) (dloss(0.5 * (lo + hi)) > 0.0 ? hi : lo) = 0.5 * (lo + hi);
+    EXPECT_NEAR(c[size_t(i)], 0.5 * (lo + hi), 0.006) << "step " << i + 1;
+    EXPECT_GT(c[size_t(i)], 1.05) << "step " << i + 1;  // a real sharpening, not the trivial c = 1
+  }
+  // The reverse KL per position falls with the fit; a one-position step (s = 1) would give c = 1.
+  const std::vector<double> before = yaml_list(dir_ / "j.yaml", "loss_before"), after = yaml_list(dir_ / "j.yaml", "loss_after");
+  for (int i = 0; i < n; ++i) EXPECT_LT(after[size_t(i)], 0.5 * before[size_t(i)]);
 }
 
 // scorch fit empirical | gmm | gaussian, then sampling from each written model.

@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <torch/script.h>
 
 #include <cmath>
 #include <cstdio>
@@ -12,6 +13,7 @@
 #include "scorch/config.h"
 #include "scorch/token_pipeline.h"
 #include "scorch/error.h"
+#include "scorch/model_inputs.h"
 #include "support/markov_oracle.h"
 #include "support/sampler_harness.h"
 
@@ -313,6 +315,52 @@ TEST(Discrete, TokenGuidanceEqualsTheFormulaOnTheLogits) {
   auto oracle = chain(3);
   EXPECT_THROW(oracle.log_probs_given(at::zeros({1, 3}, at::kLong), at::ones({1}, kF64), at::zeros({1}, at::kLong)),
                Error);
+}
+
+// Prompt-conditional token networks: the context tensors are declared inputs (model_inputs.h),
+// the context's rows chosen by sequence index, the negative context's by -(i + 1); guidance on
+// the logits combines the two in one batched call. The reference calls the TorchScript module
+// itself with each context (the fixture is float64 inside, nonlinear in the context).
+TEST(Discrete, PromptGuidanceEqualsTheFormulaOnTheLogits) {
+  const std::string path = std::string(SCORCH_FIXTURES) + "/prompt_tokens.pt";
+  ModelInput in;
+  in.name = "context";
+  in.shape = {5, 8};
+  in.dtype = at::kFloat;
+  auto inputs = std::make_shared<ModelInputs>(std::vector<ModelInput>{in});
+  at::Generator gen = at::detail::createCPUGenerator(3);
+  const at::Tensor cond = at::randn({4, 5, 8}, gen, at::kFloat), neg = at::randn({1, 5, 8}, gen, at::kFloat);
+  inputs->set("context", cond, false, 4, "test");
+  inputs->set("context", neg, true, 4, "test");
+  TokenSpec spec;
+  spec.vocab = 5;
+  spec.length = 4;
+  spec.mask_id = 5;
+  const auto model = load_token_denoiser(path, spec, inputs);
+  torch::jit::Module raw = torch::jit::load(path);
+  const at::Tensor x = at::tensor({0, 5, 2, 5, 5, 5, 5, 5, 1, 3, 5, 2, 4, 4, 4, 0}, at::kLong).view({4, 4});
+  const at::Tensor t = at::full({4}, 0.5, kF64);
+  const at::Tensor lc = raw.forward({x, t.to(at::kFloat), cond}).toTensor().to(at::kDouble);
+  const at::Tensor lu = raw.forward({x, t.to(at::kFloat), neg.expand({4, 5, 8})}).toTensor().to(at::kDouble);
+  const auto sched = make_discrete_schedule("loglinear");
+  const Options o = read_discrete_options(discrete_samplers().find("euler"), testing::sampler_section({}), "sampler");
+  for (double w : {1.0, 3.0, -0.5}) {
+    DiscreteContext ctx(*model, *sched, 1, o);
+    ctx.set_batch(4);
+    ctx.set_labels(at::arange(4, at::kLong), -1, w, /*indexed=*/true);
+    const at::Tensor p = ctx.probs(x, t);
+    EXPECT_DOUBLE_EQ(ctx.calls(), 1.0);
+    const at::Tensor expect = at::softmax(lu + w * (lc - lu), -1);
+    EXPECT_LT((p - expect).abs().max().item<double>(), 1e-12) << w;
+    const at::Tensor rows = at::tensor({3, 1}, at::kLong);  // a subset of the sequences keeps each one's context
+    EXPECT_LT((ctx.probs(x, t, rows) - expect.index_select(0, rows)).abs().max().item<double>(), 1e-12) << w;
+  }
+  EXPECT_GT((lc - lu).abs().max().item<double>(), 0.1);  // the two contexts give different predictions
+  // forward's arguments are checked by name and number against the declaration
+  ModelInput other = in;
+  other.name = "text";
+  EXPECT_THROW(load_token_denoiser(path, spec, std::make_shared<ModelInputs>(std::vector<ModelInput>{other})), Error);
+  EXPECT_THROW(load_token_denoiser(path, spec, std::make_shared<ModelInputs>(std::vector<ModelInput>{in, other})), Error);
 }
 
 // Duo's greedy tail: with `final: argmax` a uniform-state run's last step is the argmax of the

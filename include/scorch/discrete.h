@@ -55,9 +55,14 @@ class TokenDenoiser {
   virtual const TokenSpec& spec() const = 0;
 };
 
+class ModelInputs;
+
 // TorchScript forward(tokens [B, L] int64, t [B] float) -> [B, L, V] (the contract in
-// docs/file_formats.md); validated on load with a dry run.
-std::unique_ptr<TokenDenoiser> load_token_denoiser(const std::string& path, const TokenSpec& spec);
+// docs/file_formats.md); validated on load with a dry run. With declared inputs (prompt
+// tensors, model_inputs.h) forward(tokens, t, <inputs>), and log_probs_given's labels are the
+// row indices of model_inputs.h.
+std::unique_ptr<TokenDenoiser> load_token_denoiser(const std::string& path, const TokenSpec& spec,
+                                                   std::shared_ptr<const ModelInputs> inputs = nullptr);
 
 // Exact categorical sampling in float64 by the inverse CDF: one float64 uniform per draw
 // against the float64 cumulative sum. probs: [..., K] non-negative weights (need not be

@@ -49,7 +49,9 @@ class DiscreteContext {
   //   log p~ = log p(x0 | x_t, null) + scale (log p(x0 | x_t, c) - log p(x0 | x_t, null)),
   // renormalised (scale 1: the conditional model; the two predictions are one batched call,
   // counted as one call per sequence). labels [B] int64 (the null label for an unconditional row).
-  void set_labels(const at::Tensor& labels, int64_t null_label, double scale);
+  // indexed: the network has declared inputs (prompts, tensors; model_inputs.h), labels are
+  // the rows' sample indices i and the null of row i is its negative row -(i + 1).
+  void set_labels(const at::Tensor& labels, int64_t null_label, double scale, bool indexed = false);
 
   // Fixed positions (infill: a template, or position-token pairs): tokens [B, L] int64 with
   // -1 where the position is free. A fixed position starts clean in the prior, the model
@@ -75,6 +77,7 @@ class DiscreteContext {
   at::Tensor fixed_mask_, fixed_tokens_;
   at::Tensor labels_;
   int64_t null_label_ = -1;
+  bool indexed_ = false;
   double scale_ = 1.0;
 };
 

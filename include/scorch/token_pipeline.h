@@ -30,7 +30,10 @@ struct TokenResult {
 // reverse KL, mean KL(q_c || p*_i). target "final": p*_i is the distribution the teacher drew
 // that position's token from, whenever it unmasked it (mode-seeking: c stays above 1 as the
 // student's steps shrink); target "step": the same for positions unmasked before t_{i+1},
-// the teacher's distribution at t_{i+1} for the others (c -> 1 as the steps shrink). Then d_i
+// the teacher's distribution at t_{i+1} for the others (c -> 1 as the steps shrink); target
+// "joint": the reverse KL of the student's independent draws on the positions the teacher
+// unmasks within the student step to the teacher's joint law of those tokens (the model along
+// the teacher's order), per position (c -> 1 as the steps shrink). Then d_i
 // maximises the likelihood of the teacher's unmasking events under the student's kernel
 //   P(unmask to v) = d_i (t_i - t_{i+1}) sigma(t_i) s_v^c_i,  s_v = p_v / (e^sigma_bar - 1).
 // Only c and d are trained (LibTorch autograd, Adam); the model runs once per teacher step.
@@ -40,7 +43,7 @@ struct LsdDistillOptions {
   int64_t batch = 512;
   int iters = 300;
   bool learn_step_sizes = false;
-  std::string target = "final";  // final | step
+  std::string target = "final";  // final | step | joint
   uint64_t seed = 0;
 };
 struct LsdDistillResult {
@@ -63,6 +66,8 @@ class TokenPipeline {
   // none. Replaces the config's template / fixed; checked against the model.
   void set_fixed(const at::Tensor& tokens);
   const std::string& sampler_name() const;
+  // Warnings from loading (a prompt cut to the text encoder's context), one line each.
+  const std::vector<std::string>& notes() const;
   int steps() const;
   // The loaded model and schedule (distill_lsd runs its teacher on them).
   TokenDenoiser& model() const;

@@ -48,7 +48,8 @@ at::Tensor DiscreteContext::probs(const at::Tensor& x, const at::Tensor& t, cons
       const int64_t b = xs.size(0);
       const at::Tensor both =
           at::log_softmax(model_.log_probs_given(at::cat({xs, xs}), at::cat({ts, ts}),
-                                                 at::cat({ls, at::full({b}, null_label_, ls.options())})).to(at::kDouble),
+                                                 at::cat({ls, indexed_ ? -(ls + 1) : at::full({b}, null_label_, ls.options())}))
+                              .to(at::kDouble),
                           -1);
       const at::Tensor lc = both.narrow(0, 0, b), lu = both.narrow(0, b, b);
       logp = at::log_softmax(lu + scale_ * (lc - lu), -1);
@@ -78,13 +79,14 @@ at::Tensor DiscreteContext::probs(const at::Tensor& x, const at::Tensor& t, cons
   return p;
 }
 
-void DiscreteContext::set_labels(const at::Tensor& labels, int64_t null_label, double scale) {
+void DiscreteContext::set_labels(const at::Tensor& labels, int64_t null_label, double scale, bool indexed) {
   if (labels.defined() && (labels.dim() != 1 || labels.scalar_type() != at::kLong))
     bad_input("cond: expected one int64 label per sequence");
   if (!std::isfinite(scale)) bad_input("guidance.scale: expected a finite number");
   labels_ = labels;
   null_label_ = null_label;
   scale_ = scale;
+  indexed_ = indexed;
 }
 
 void DiscreteContext::set_fixed(const at::Tensor& tokens) {

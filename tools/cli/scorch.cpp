@@ -101,6 +101,7 @@ CollectTorchWarnings& torch_warnings() {
 // A token model: samples go to stdout as text, one per line.
 int run_generate_tokens(const YAML::Node& config, bool quiet) {
   const auto pipeline = scorch::TokenPipeline::from_config(config);
+  for (const auto& note : pipeline->notes()) std::fprintf(stderr, "note: %s\n", note.c_str());
   const scorch::TokenResult r = pipeline->generate();
   const auto written = pipeline->write_outputs(r);
   for (const auto& line : pipeline->decode(r.tokens)) std::printf("%s\n", line.c_str());
@@ -611,7 +612,7 @@ int main(int argc, char** argv) {
   lsd->add_flag("--learn-step-sizes", lo.learn_step_sizes, "LSD+: also learn a per-step scale of the step size");
   lsd->add_option("--target", lo.target,
                   "final: match the distribution the teacher draws each token from; step: the teacher's at the end "
-                  "of the student's step")->capture_default_str();
+                  "of the student's step; joint: the teacher's joint law of the tokens it unmasks in the student's step")->capture_default_str();
   lsd->add_option("--seed", lo.seed, "seed of the teacher")->capture_default_str()->check(int_range(0, INT64_MAX));
   lsd->add_option("--out", lsd_out, "YAML for sampler.coefficients")->required();
   FitArgs fa;

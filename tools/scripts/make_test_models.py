@@ -107,6 +107,24 @@ class ClassTokens(torch.nn.Module):
         return torch.log_softmax(logits, -1)
 
 
+class PromptTokens(torch.nn.Module):
+    """Prompt-conditional token denoiser forward(tokens [B, 4], t [B], context [B, 5, 8]) ->
+    log-probabilities [B, 4, 5] (mask id 5), with tiny_text's context: logits = W . context
+    plus a term in the unmasked tokens, float64 weights, so that guidance's combination of two
+    contexts is not the network's output at any one context."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("w", torch.randn(40, 20, dtype=torch.float64))
+
+    def forward(self, tokens, t, context):
+        if context.dim() != 3 or context.size(1) != 5 or context.size(2) != 8:
+            raise RuntimeError("context must be [B, 5, 8]")
+        logits = (context.reshape(context.size(0), 40).to(torch.float64) @ self.w).view(-1, 4, 5)
+        known = (tokens != 5).to(torch.float64).sum(1).view(-1, 1, 1)
+        return torch.log_softmax(logits + 0.5 * torch.tanh(logits) * known, -1)
+
+
 class TemperedTokens(torch.nn.Module):
     """Token denoiser over 5 tokens (mask id 5), any length: every masked position gets
     softmax(beta z), z = (-1.5, -0.75, 0, 0.75, 1.5), beta = 1 + (fraction of unmasked positions).
@@ -285,7 +303,7 @@ def main():
                          ("wrong_arity", WrongArity()), ("wrong_shape", WrongShape()),
                          ("nan_output", NanOutput()), ("late_nan", LateNan()),
                          ("time_dtype_probe", TimeDtypeProbe()), ("float32_layers", Float32Layers()),
-                         ("vector_classifier", VectorClassifier()), ("warns", Warns())]:
+                         ("vector_classifier", VectorClassifier()), ("warns", Warns()), ("prompt_tokens", PromptTokens())]:
         if only and name not in only:
             continue
         torch.jit.save(torch.jit.script(module.eval()), os.path.join(out, name + ".pt"))

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Regenerates the word-model table of docs/benchmarks.md: for each discrete sampler at
-4, 8, 16, 32 and 64 steps, 1000 words from `configs/words.yaml`'s model (seed 0): the
+4, 8, 16, 32 and 64 steps, --n words from `configs/words.yaml`'s model (seed 0): the
 fraction that are dictionary words (valid), the fraction of valid words that are not in
 the training list (held-out words the model was never shown), distinct words, and model
 calls per word. `lsd` uses coefficients distilled by `scorch distill-lsd` for each step
@@ -25,8 +25,23 @@ sys.path.insert(0, os.path.join(ROOT, "tools", "scripts"))
 from update_doc_section import update_benchmarks  # noqa: E402
 from quality_table import run_generate  # noqa: E402
 
-SAMPLERS = ["euler", "tweedie", "cached", "first_hitting", "maskgit", "remdm", "lsd"]
+# (row label, sampler, extra config settings, distill-lsd target or None)
+VARIANTS = [("euler", "euler", [], None), ("tweedie", "tweedie", [], None), ("cached", "cached", [], None),
+            ("first_hitting", "first_hitting", [], None), ("maskgit", "maskgit", [], None),
+            ("remdm", "remdm", [], None), ("lsd (final)", "lsd", [], "final"), ("lsd (joint)", "lsd", [], "joint"),
+            ("euler, temperature 0.7", "euler", ["sampler.temperature=0.7"], None),
+            ("euler, temperature 0.5", "euler", ["sampler.temperature=0.5"], None)]
 STEPS = [4, 8, 16, 32, 64]
+
+
+def coefficients_file(steps, target):
+    return f"configs/lsd/words_lsd{steps}.yaml" if target == "final" else f"configs/lsd/words_lsd_{target}{steps}.yaml"
+
+
+def cell(valid, total):
+    """valid fraction with its binomial standard error"""
+    p = valid / total
+    return f"{p:.3f} ± {(p * (1 - p) / total) ** 0.5:.3f}"
 
 
 def main():
@@ -50,7 +65,8 @@ def main():
         "New: valid words that are not in the training list (the 10% held out). Calls: model calls per word "
         "(`cached` re-runs the model only for words that changed; `first_hitting` makes one call per letter or "
         "pad, 12, whatever the steps). `lsd`: coefficients from `scorch distill-lsd --steps N --teacher-steps 256 "
-        "--batch 512 --learn-step-sizes --target final` (configs/lsd/).",
+        "--batch 512 --learn-step-sizes --target final` (configs/lsd/words_lsdN.yaml) or `--target joint` "
+        "(configs/lsd/words_lsd_jointN.yaml). Valid: the fraction ± its binomial standard error.",
         "",
         "| sampler | steps | valid | new among valid | distinct | calls per word | seconds |",
         "|---|---|---|---|---|---|---|",
@@ -62,18 +78,18 @@ def main():
         words = words_data.ngram_sample(sorted(train), order, args.n)
         valid = [w for w in words if w in every]
         new = [w for w in valid if w not in train]
-        lines.append(f"| {order}-gram (counted, no network) | - | {len(valid) / len(words):.3f} | "
+        lines.append(f"| {order}-gram (counted, no network) | - | {cell(len(valid), len(words))} | "
                      f"{len(new) / max(1, len(valid)):.3f} | {len(set(words))} | - | {time.time() - t0:.1f} |")
         print(lines[-1], flush=True)
-    for sampler in SAMPLERS:
+    for label, sampler, extra, target in VARIANTS:
         for steps in STEPS if sampler != "first_hitting" else [12]:
-            sets = [f"sampler.name={sampler}", f"sampler.steps={steps}"]
-            if sampler == "lsd":
-                coef = f"configs/lsd/words_lsd{steps}.yaml"
+            sets = [f"sampler.name={sampler}", f"sampler.steps={steps}"] + extra
+            if target:
+                coef = coefficients_file(steps, target)
                 if not args.no_distill:
                     subprocess.run([scorch, "distill-lsd", "--config", "configs/words.yaml", "--steps", str(steps),
-                                    "--teacher-steps", "256", "--batch", "512", "--learn-step-sizes", "--out", coef],
-                                   check=True, capture_output=True)
+                                    "--teacher-steps", "256", "--batch", "512", "--learn-step-sizes", "--target", target,
+                                    "--out", coef], check=True, capture_output=True)
                 sets.append(f"sampler.coefficients={coef}")
             npy = "/tmp/words_table.npy"
             stderr, sec = run_generate(scorch, "configs/words.yaml", [f"batch={args.n}", f"output.npy={npy}"] + sets)
@@ -82,7 +98,7 @@ def main():
             valid = [w for w in words if w is not None and w in every]
             new = [w for w in valid if w not in train]
             distinct = len(set(w for w in words if w))
-            lines.append(f"| {sampler} | {steps if sampler != 'first_hitting' else '-'} | {len(valid) / len(words):.3f} | "
+            lines.append(f"| {label} | {steps if sampler != 'first_hitting' else '-'} | {cell(len(valid), len(words))} | "
                          f"{len(new) / max(1, len(valid)):.3f} | {distinct} | {calls:.1f} | {sec:.1f} |")
             print(lines[-1], flush=True)
     update_benchmarks("words", lines)

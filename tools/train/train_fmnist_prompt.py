@@ -163,12 +163,18 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prefix", default="models/fmnist_prompt")
+    ap.add_argument("--width", type=int, default=64, help="channels of the latent flow's blocks")
+    ap.add_argument("--reuse-autoencoder", action="store_true",
+                    help="load PREFIX_encoder.pt / PREFIX_decoder.pt instead of training them (stage 2 only)")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     x_all, y_all = fmnist_data.load("train")
 
-    enc, dec = train_autoencoder(args, x_all)
+    if args.reuse_autoencoder:
+        enc, dec = torch.jit.load(args.prefix + "_encoder.pt"), torch.jit.load(args.prefix + "_decoder.pt")
+    else:
+        enc, dec = train_autoencoder(args, x_all)
     with torch.no_grad():
         lat = torch.cat([enc(x_all[i:i + 1000]) for i in range(0, x_all.shape[0], 1000)])
         x_test, _ = fmnist_data.load("test")
@@ -176,15 +182,16 @@ def main():
     shift, scale = lat.mean().item(), 1.0 / lat.std().item()
     print(f"latents: shift_factor {shift:.6f} scale_factor {scale:.6f}; "
           f"test reconstruction mse {F.mse_loss(rec, x_test).item():.5f}", flush=True)
-    torch.jit.save(torch.jit.script(enc), args.prefix + "_encoder.pt")
-    torch.jit.save(torch.jit.script(dec), args.prefix + "_decoder.pt")
+    if not args.reuse_autoencoder:
+        torch.jit.save(torch.jit.script(enc), args.prefix + "_encoder.pt")
+        torch.jit.save(torch.jit.script(dec), args.prefix + "_decoder.pt")
     z_all = (lat - shift) * scale
 
     # Stage 2: text encoder and latent flow, jointly.
     tokens = {c: torch.tensor([prompts.tokenize(p) for p in prompts.TRAIN[c]]) for c in range(10)}
     empty = torch.tensor(prompts.tokenize(""))
-    text, flow = TextEncoder(), LatentFlow()
-    ema_text, ema_flow = TextEncoder(), LatentFlow()
+    text, flow = TextEncoder(), LatentFlow(ch=args.width)
+    ema_text, ema_flow = TextEncoder(), LatentFlow(ch=args.width)
     ema_text.load_state_dict(text.state_dict())
     ema_flow.load_state_dict(flow.state_dict())
     params = list(text.parameters()) + list(flow.parameters())
