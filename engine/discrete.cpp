@@ -111,6 +111,14 @@ at::Tensor sample_categorical(const at::Tensor& probs, at::Generator& gen, int64
   return at::searchsorted(c, u, false, true).clamp_max_(probs.size(0) - 1);
 }
 
+at::Tensor TokenDenoiser::prefix_cache(const at::Tensor&) {
+  bad_input("the token network has no prefix cache (prefix_cache, forward_block)");
+}
+
+at::Tensor TokenDenoiser::log_probs_block(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t) {
+  bad_input("the token network has no prefix cache (prefix_cache, forward_block)");
+}
+
 at::Tensor TokenDenoiser::log_probs_given(const at::Tensor& tokens, const at::Tensor& t, const at::Tensor& labels) {
   if (labels.defined()) bad_input("cond: this token model takes no class labels (model.num_classes is 0)");
   return log_probs(tokens, t);
@@ -158,8 +166,41 @@ class TorchScriptTokens final : public TokenDenoiser {
   }
   const TokenSpec& spec() const override { return spec_; }
 
+  // A module with prefix_cache and forward_block methods and an int block_size attribute.
+  int64_t cache_block_size() const override { return block_size_; }
+  void detect_cache() {
+    if (!module_.find_method("prefix_cache") || !module_.find_method("forward_block") || !module_.hasattr("block_size"))
+      return;
+    const c10::IValue b = module_.attr("block_size");
+    if (!b.isInt() || b.toInt() < 1) bad_input("model '" + path_ + "': block_size must be a positive int");
+    block_size_ = b.toInt();
+  }
+  at::Tensor prefix_cache(const at::Tensor& prefix) override {
+    c10::InferenceMode guard;
+    return call("prefix_cache", {prefix}, "prefix_cache(prefix [" + std::to_string(prefix.size(0)) + ", " +
+                                               std::to_string(prefix.size(1)) + "])");
+  }
+  at::Tensor log_probs_block(const at::Tensor& block, const at::Tensor& t, const at::Tensor& cache, int64_t start) override {
+    c10::InferenceMode guard;
+    const at::Tensor out = call("forward_block", {block, t.to(at::kFloat), cache, start}, "forward_block");
+    if (out.dim() != 3 || out.size(0) != block.size(0) || out.size(1) != block.size(1) || out.size(2) != spec_.vocab)
+      bad_input("model '" + path_ + "': forward_block returned " + shape_string(out.sizes()) + "; expected [" +
+                std::to_string(block.size(0)) + ", " + std::to_string(block.size(1)) + ", " + std::to_string(spec_.vocab) + "]");
+    return out;
+  }
+
  private:
+  at::Tensor call(const char* method, std::vector<c10::IValue> args, const std::string& what) {
+    try {
+      return module_.get_method(method)(std::move(args)).toTensor();
+    } catch (const std::exception& e) {
+      std::string msg = e.what();
+      bad_input("model '" + path_ + "': " + what + " failed: " + msg.substr(0, msg.find('\n')));
+    }
+  }
+
   torch::jit::Module module_;
+  int64_t block_size_ = 0;
   TokenSpec spec_;
   std::string path_;
   std::shared_ptr<const ModelInputs> inputs_;
@@ -208,6 +249,7 @@ std::unique_ptr<TokenDenoiser> load_token_denoiser(const std::string& path, cons
   }
   module.eval();
   auto model = std::make_unique<TorchScriptTokens>(module, spec, path, inputs && !inputs->empty() ? inputs : nullptr);
+  model->detect_cache();
   // Dry runs: an all-zero sequence (a vocabulary token) checks the length and the output's
   // shape; then, for masked diffusion, an all-mask one checks that the network takes
   // mask_id, so a mask token it has no embedding for is named as such, not as a length.

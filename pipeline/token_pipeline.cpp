@@ -233,6 +233,7 @@ TokenResult TokenPipeline::generate() const {
   TokenResult r;
   r.tokens = m.sampler->run(ctx, discrete_prior(ctx, m.batch), m.sampler_options);
   r.calls = ctx.calls();
+  r.positions = ctx.token_evaluations();
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return r;
 }

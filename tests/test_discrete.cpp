@@ -363,6 +363,61 @@ TEST(Discrete, PromptGuidanceEqualsTheFormulaOnTheLogits) {
   EXPECT_THROW(load_token_denoiser(path, spec, std::make_shared<ModelInputs>(std::vector<ModelInput>{in, other})), Error);
 }
 
+// Prefix-cached semi-autoregressive blocks on a block-causal fixture network (one attention
+// layer, attention blocks of 4, float64): the cached run draws the same tokens as
+// whole-sequence calls and the network evaluates fewer positions. L = 16, 16 steps:
+// whole-sequence calls evaluate 16 x 16 = 256 positions per sequence; sampler blocks of 4
+// evaluate 16 x 4 block positions plus the prefixes 0 + 4 + 8 + 12, 88; sampler blocks of 8
+// (two attention blocks each, causal between them) 16 x 8 + 0 + 8, 136.
+TEST(Discrete, PrefixCacheEqualsWholeSequenceCalls) {
+  TokenSpec spec;
+  spec.vocab = 5;
+  spec.length = 16;
+  spec.mask_id = 5;
+  const auto model = load_token_denoiser(std::string(SCORCH_FIXTURES) + "/block_causal_tokens.pt", spec);
+  ASSERT_EQ(model->cache_block_size(), 4);
+  const auto sched = make_discrete_schedule("loglinear");
+  auto sample = [&](const std::string& name, int blocks, bool cache, double* evals) {
+    const DiscreteSamplerEntry& info = discrete_samplers().find(name);
+    const Options o = read_discrete_options(
+        info, testing::sampler_section({{"steps", "16"}, {"blocks", std::to_string(blocks)}, {"kv_cache", cache ? "true" : "false"}}),
+        "sampler");
+    DiscreteContext ctx(*model, *sched, 5, o);
+    ctx.set_batch(64);
+    const at::Tensor x = info.run(ctx, discrete_prior(ctx, 64), o);
+    *evals = ctx.token_evaluations();
+    return x;
+  };
+  for (const std::string name : {"euler", "tweedie", "maskgit"}) {
+    SCOPED_TRACE(name);
+    for (const auto& [blocks, positions] : std::vector<std::pair<int, double>>{{4, 88.0}, {2, 136.0}, {3, 256.0}}) {
+      SCOPED_TRACE(blocks);  // 3: blocks of 5 do not fall on the attention blocks, so whole-sequence calls
+      double cached = 0, whole = 0;
+      const at::Tensor a = sample(name, blocks, true, &cached), b = sample(name, blocks, false, &whole);
+      EXPECT_TRUE(at::equal(a, b));
+      EXPECT_FALSE((a == 5).any().item<bool>());
+      EXPECT_DOUBLE_EQ(whole, 256.0);
+      EXPECT_DOUBLE_EQ(cached, positions);
+    }
+  }
+  // the block's predictions from the cache equal the whole-sequence call's there
+  const Options o = read_discrete_options(discrete_samplers().find("euler"), testing::sampler_section({}), "sampler");
+  DiscreteContext ctx(*model, *sched, 5, o);
+  const at::Tensor x = at::tensor({0, 1, 2, 3, 4, 0, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 3, 3, 2, 2, 1, 5, 1, 5, 5, 5, 5, 5, 5, 5, 5, 5},
+                                  at::kLong).view({2, 16});
+  const at::Tensor t = at::full({2}, 0.5, kF64);
+  const at::Tensor whole = ctx.probs(x, t);
+  ASSERT_TRUE(ctx.begin_block(x, 4, 12));  // two attention blocks at once
+  const at::Tensor block = ctx.probs(x, t);
+  EXPECT_LT((block.narrow(1, 4, 8) - whole.narrow(1, 4, 8)).abs().max().item<double>(), 1e-12);
+  EXPECT_TRUE(at::equal(block.narrow(1, 0, 4).argmax(-1), x.narrow(1, 0, 4)));  // the prefix: one-hot on its tokens
+  ctx.end_blocks();
+  // a network without a cache runs whole-sequence calls
+  auto oracle = chain(6);
+  DiscreteContext plain(oracle, *sched, 5, o);
+  EXPECT_FALSE(plain.begin_block(discrete_prior(plain, 2), 0, 3));
+}
+
 // Duo's greedy tail: with `final: argmax` a uniform-state run's last step is the argmax of the
 // model's clean-token prediction. With one step that prediction is the oracle's at the prior
 // x_1 (drawn first from the same seed), so the result is known exactly.

@@ -53,6 +53,15 @@ class TokenDenoiser {
   // The same given class labels [B] int64 (conditional models; undefined: log_probs).
   virtual at::Tensor log_probs_given(const at::Tensor& tokens, const at::Tensor& t, const at::Tensor& labels);
   virtual const TokenSpec& spec() const = 0;
+
+  // Prefix caching (block-causal networks, BD3-LM style: a position sees its own block and
+  // the blocks before it, so a finished prefix's keys and values never change). The block
+  // size of the network's attention, 0 when it has no cache; prefix_cache(prefix [B, P])
+  // -> an opaque cache with the batch first; log_probs_block(block [B, Lb], t, cache,
+  // start) -> [B, Lb, V] for positions start..start+Lb-1, equal to log_probs' there.
+  virtual int64_t cache_block_size() const { return 0; }
+  virtual at::Tensor prefix_cache(const at::Tensor& prefix);
+  virtual at::Tensor log_probs_block(const at::Tensor& block, const at::Tensor& t, const at::Tensor& cache, int64_t start);
 };
 
 class ModelInputs;

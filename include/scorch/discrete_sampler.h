@@ -44,6 +44,19 @@ class DiscreteContext {
   void set_batch(int64_t b) { batch_ = b; }
   // The final step's choice (`final: argmax` or `sample`).
   bool final_argmax() const { return final_argmax_; }
+  // Token positions the network evaluated per sequence so far: a whole-sequence call counts
+  // L, a cached block call its block's length, a prefix encoding its prefix's.
+  double token_evaluations() const { return token_evals_ / double(batch_); }
+
+  // Semi-autoregressive blocks with a prefix cache (sampler option kv_cache; block-causal
+  // networks, TokenDenoiser::cache_block_size). blockwise() calls begin_block for positions
+  // [lo, hi). When the network caches, the option is on, nothing conditions the call (no
+  // labels) and the block's ends fall on the network's attention blocks, the finished
+  // prefix x[:, :lo] is encoded once and probs() runs the network on the block alone; the
+  // prefix's positions are one-hot on their tokens and the later ones uniform (still
+  // masked, outside the block: no sampler draws them). Returns whether the cache is used.
+  bool begin_block(const at::Tensor& x, int64_t lo, int64_t hi);
+  void end_blocks() { cache_ = at::Tensor(); }
 
   // Class conditioning with token-level classifier-free guidance on the logits:
   //   log p~ = log p(x0 | x_t, null) + scale (log p(x0 | x_t, c) - log p(x0 | x_t, null)),
@@ -73,7 +86,11 @@ class DiscreteContext {
   int64_t top_k_;
   double t_end_;
   bool final_argmax_;
+  bool kv_cache_;
   int64_t row_calls_ = 0, batch_ = 1;
+  double token_evals_ = 0.0;
+  at::Tensor cache_;  // the prefix cache of the current block (undefined: whole-sequence calls)
+  int64_t block_lo_ = 0, block_hi_ = 0;
   at::Tensor fixed_mask_, fixed_tokens_;
   at::Tensor labels_;
   int64_t null_label_ = -1;

@@ -18,6 +18,7 @@ class DiscreteSchedule;
 struct TokenResult {
   at::Tensor tokens;       // [batch, L] int64
   double calls = 0.0;      // model calls per sequence
+  double positions = 0.0;  // token positions the network evaluated per sequence (fewer than calls x L with a prefix cache)
   double seconds = 0.0;
 };
 

@@ -32,8 +32,11 @@ inline at::Tensor unmask_step(DiscreteContext& ctx, const at::Tensor& x, const a
 }
 
 // Runs `per_block` steps per block; step(ctx, x, t, s, allowed, last) does one step.
+// prefix_cache: the step reads the model only through ctx.probs at its current x and draws
+// only inside `allowed`, so a block-causal network may run on the block alone from a cache
+// of the finished prefix (DiscreteContext::begin_block).
 template <typename Step>
-at::Tensor blockwise(DiscreteContext& ctx, at::Tensor x, const Options& o, Step step) {
+at::Tensor blockwise(DiscreteContext& ctx, at::Tensor x, const Options& o, Step step, bool prefix_cache = false) {
   const int64_t blocks = o.integer("blocks"), length = ctx.spec().length;
   const int steps = int(o.integer("steps"));
   if (blocks < 1 || blocks > length) bad_input("sampler.blocks: expected 1 to L = " + std::to_string(length));
@@ -42,10 +45,12 @@ at::Tensor blockwise(DiscreteContext& ctx, at::Tensor x, const Options& o, Step 
     const int n = int(steps / blocks + (b < steps % blocks ? 1 : 0));
     const std::vector<double> t = ctx.grid(n);
     const at::Tensor allowed = block_mask(length, b, blocks);
+    if (prefix_cache && blocks > 1) ctx.begin_block(x, b * length / blocks, (b + 1) * length / blocks);
     // clamped after every step: a step that may change any position (remasking, uniform
     // states) never shows the model a fixed position changed
     for (int k = 0; k < n; ++k) x = ctx.clamp(step(x, t[size_t(k)], t[size_t(k) + 1], allowed, k + 1 == n));
   }
+  ctx.end_blocks();
   return x;
 }
 

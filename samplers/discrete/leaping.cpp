@@ -57,7 +57,7 @@ at::Tensor leaping(DiscreteContext& ctx, at::Tensor x, const Options& o, bool tw
                              : euler_unmask_probability(ns, t, s);
     const at::Tensor p = ctx.probs(xk, times(t, xk.size(0)));
     return unmask_step(ctx, xk, p, allowed, times(r, xk.size(0)), last);
-  });
+  }, /*prefix_cache=*/true);
 }
 
 at::Tensor sample_euler(DiscreteContext& ctx, at::Tensor x, const Options& o) { return leaping(ctx, x, o, false); }

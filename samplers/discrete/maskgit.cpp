@@ -38,7 +38,7 @@ at::Tensor sample_maskgit(DiscreteContext& ctx, at::Tensor x, const Options& o) 
     if (k <= 0) return next;
     const at::Tensor low = std::get<1>(conf.topk(k, 1, /*largest=*/false));
     return next.scatter(1, low, mask);
-  });
+  }, /*prefix_cache=*/true);
 }
 
 }  // namespace

@@ -20,7 +20,8 @@ DiscreteContext::DiscreteContext(TokenDenoiser& model, const DiscreteSchedule& s
       top_p_(o.number("top_p")),
       top_k_(o.integer("top_k")),
       t_end_(o.number("t_end")),
-      final_argmax_(o.str("final") == "argmax") {
+      final_argmax_(o.str("final") == "argmax"),
+      kv_cache_(o.flag("kv_cache")) {
   if (!(temperature_ > 0.0)) bad_input("sampler.temperature: expected a number > 0");
   if (!(top_p_ > 0.0 && top_p_ <= 1.0)) bad_input("sampler.top_p: expected a number in (0, 1]");
   if (top_k_ < 0) bad_input("sampler.top_k: expected an integer >= 0 (0: off)");
@@ -33,14 +34,39 @@ std::vector<double> DiscreteContext::grid(int steps) const {
   return t;
 }
 
+bool DiscreteContext::begin_block(const at::Tensor& x, int64_t lo, int64_t hi) {
+  cache_ = at::Tensor();
+  const int64_t bs = model_.cache_block_size(), length = spec().length;
+  if (!kv_cache_ || bs == 0 || labels_.defined() || lo % bs != 0 || (hi % bs != 0 && hi != length)) return false;
+  cache_ = model_.prefix_cache(x.narrow(1, 0, lo));
+  if (cache_.dim() < 1 || cache_.size(0) != x.size(0))
+    bad_input("token model: prefix_cache must return a tensor with the batch first");
+  token_evals_ += double(x.size(0) * lo);
+  block_lo_ = lo;
+  block_hi_ = hi;
+  return true;
+}
+
 at::Tensor DiscreteContext::probs(const at::Tensor& x, const at::Tensor& t, const at::Tensor& rows) {
   const at::Tensor xs = rows.defined() ? x.index_select(0, rows) : x;
   const at::Tensor ts = rows.defined() ? t.index_select(0, rows) : t;
   row_calls_ += xs.size(0);
   at::Tensor logp;
-  if (!labels_.defined()) {
+  if (cache_.defined()) {
+    // the block from the prefix cache; the prefix one-hot, the later positions uniform
+    const int64_t n = block_hi_ - block_lo_, V = spec().vocab;
+    token_evals_ += double(xs.size(0) * n);
+    const at::Tensor block = model_.log_probs_block(xs.narrow(1, block_lo_, n), ts,
+                                                    rows.defined() ? cache_.index_select(0, rows) : cache_, block_lo_);
+    logp = at::full({xs.size(0), xs.size(1), V}, -std::log(double(V)), at::kDouble);
+    logp.narrow(1, block_lo_, n).copy_(block.to(at::kDouble));
+    const at::Tensor prefix = xs.narrow(1, 0, block_lo_).clamp_max(V - 1);
+    logp.narrow(1, 0, block_lo_).copy_(at::log(at::one_hot(prefix, V).to(at::kDouble)));
+  } else if (!labels_.defined()) {
+    token_evals_ += double(xs.numel());
     logp = model_.log_probs(xs, ts).to(at::kDouble);
   } else {
+    token_evals_ += double(xs.numel());
     const at::Tensor ls = rows.defined() ? labels_.index_select(0, rows) : labels_;
     if (scale_ == 1.0) {
       logp = model_.log_probs_given(xs, ts, ls).to(at::kDouble);
@@ -145,6 +171,8 @@ const Schema& discrete_common_options() {
       {"final", OptionType::String, "sample", "the last step draws (sample) or takes the most likely token (argmax)",
        {"sample", "argmax"}},
       {"blocks", OptionType::Int, "1", "semi-autoregressive: unmask the sequence in this many blocks, left to right", {}, 1, 16777216},
+      {"kv_cache", OptionType::Bool, "true",
+       "blocks > 1 on a block-causal network with a prefix cache (prefix_cache, forward_block): encode each finished prefix once and run the network on the current block alone", {}},
   };
   return specs;
 }

@@ -108,6 +108,8 @@ int run_generate_tokens(const YAML::Node& config, bool quiet) {
   if (!quiet) {
     std::fprintf(stderr, "%s: %d steps, %.1f model calls per sequence, sampling %.1f ms", pipeline->sampler_name().c_str(),
                  pipeline->steps(), r.calls, 1e3 * r.seconds);
+    if (r.positions < r.calls * double(r.tokens.size(1)) - 1e-9)  // a prefix cache ran the network on blocks
+      std::fprintf(stderr, ", %.1f positions evaluated per sequence (prefix cache)", r.positions);
     for (const auto& f : written) std::fprintf(stderr, ", wrote %s", f.c_str());
     std::fputc('\n', stderr);
   }

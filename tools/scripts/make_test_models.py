@@ -125,6 +125,56 @@ class PromptTokens(torch.nn.Module):
         return torch.log_softmax(logits + 0.5 * torch.tanh(logits) * known, -1)
 
 
+class BlockCausalTokens(torch.nn.Module):
+    """A block-causal token denoiser with a prefix cache (BD3-LM style), float64: 5 tokens
+    (mask id 5), any length up to 16, blocks of 4 positions; one attention layer in which a
+    position sees its own block and the blocks before it. forward(tokens, t) is the whole
+    sequence; prefix_cache(prefix) gives the prefix's keys and values [B, 2, P, 16], and
+    forward_block(block, t, cache, start) the predictions of one block from them, equal to
+    forward's on that block to round-off."""
+
+    block_size: int
+
+    def __init__(self):
+        super().__init__()
+        self.block_size = 4
+        self.register_buffer("emb", torch.randn(6, 16, dtype=torch.float64))
+        self.register_buffer("pos", torch.randn(16, 16, dtype=torch.float64))
+        self.register_buffer("wq", torch.randn(16, 16, dtype=torch.float64) / 4)
+        self.register_buffer("wk", torch.randn(16, 16, dtype=torch.float64) / 4)
+        self.register_buffer("wv", torch.randn(16, 16, dtype=torch.float64) / 4)
+        self.register_buffer("out", torch.randn(16, 5, dtype=torch.float64))
+
+    def hidden(self, tokens, start: int):
+        return self.emb[tokens] + self.pos[start:start + tokens.size(1)].unsqueeze(0)
+
+    def attend(self, h, k, v, allowed):
+        a = (h @ self.wq) @ k.transpose(1, 2) / 4.0
+        w = torch.softmax(a.masked_fill(~allowed, float("-inf")), -1)
+        return torch.log_softmax((h + w @ v) @ self.out, -1)
+
+    def allowed(self, start: int, queries: int, keys: int):
+        """query i (position start + i) sees key j if j's block is not after i's"""
+        q = (torch.arange(queries) + start) // self.block_size
+        return (q.view(-1, 1) >= (torch.arange(keys) // self.block_size).view(1, -1)).unsqueeze(0)
+
+    def forward(self, tokens, t):
+        h = self.hidden(tokens, 0)
+        return self.attend(h, h @ self.wk, h @ self.wv, self.allowed(0, tokens.size(1), tokens.size(1)))
+
+    @torch.jit.export
+    def prefix_cache(self, prefix):
+        h = self.hidden(prefix, 0)
+        return torch.stack([h @ self.wk, h @ self.wv], 1)
+
+    @torch.jit.export
+    def forward_block(self, block, t, cache, start: int):
+        h = self.hidden(block, start)
+        k = torch.cat([cache[:, 0], h @ self.wk], 1)
+        v = torch.cat([cache[:, 1], h @ self.wv], 1)
+        return self.attend(h, k, v, self.allowed(start, block.size(1), k.size(1)))
+
+
 class TemperedTokens(torch.nn.Module):
     """Token denoiser over 5 tokens (mask id 5), any length: every masked position gets
     softmax(beta z), z = (-1.5, -0.75, 0, 0.75, 1.5), beta = 1 + (fraction of unmasked positions).
@@ -303,7 +353,8 @@ def main():
                          ("wrong_arity", WrongArity()), ("wrong_shape", WrongShape()),
                          ("nan_output", NanOutput()), ("late_nan", LateNan()),
                          ("time_dtype_probe", TimeDtypeProbe()), ("float32_layers", Float32Layers()),
-                         ("vector_classifier", VectorClassifier()), ("warns", Warns()), ("prompt_tokens", PromptTokens())]:
+                         ("vector_classifier", VectorClassifier()), ("warns", Warns()), ("prompt_tokens", PromptTokens()),
+                         ("block_causal_tokens", BlockCausalTokens())]:
         if only and name not in only:
             continue
         torch.jit.save(torch.jit.script(module.eval()), os.path.join(out, name + ".pt"))
