@@ -17,9 +17,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
+from update_doc_section import update_benchmarks  # noqa: E402
 
 V = 64  # vocabulary; the mask token is V
 
@@ -125,15 +129,20 @@ def main():
                 "--set", f"model.vocab={V}", "--set", f"model.length={args.length}", "--set", f"model.mask_id={V}",
                 "--set", "model.pad=", "--set", f"batch={args.batch}", "--set", "sampler.name=tweedie",
                 "--set", f"sampler.steps={args.steps}"]
-        print(f"Produced by `/usr/bin/python3 tools/bench/bench_prefix_cache.py --length {args.length} --block "
-              f"{args.block} --width {args.width} --layers {args.layers} --batch {args.batch} --steps {args.steps} "
-              f"--repeat {args.repeat}` on {os.cpu_count()} cores: a random block-causal transformer (L = "
-              f"{args.length}, attention blocks of {args.block}, width {args.width}, {args.layers} layers, V = {V}), "
-              f"tweedie, {args.steps} steps, batch {args.batch}; sampling time as scorch reports it, median of "
-              f"{args.repeat} alternating runs per cell.\n")
-        print("| sampler blocks | kv_cache false (ms) | kv_cache true (ms) | true / false | positions per sequence "
-              "(false, true) | same tokens |")
-        print("|---|---|---|---|---|---|")
+        lines = ["## Prefix cache", "",
+                 f"Produced by `/usr/bin/python3 tools/bench/bench_prefix_cache.py --length {args.length} --block "
+                 f"{args.block} --width {args.width} --layers {args.layers} --batch {args.batch} --steps {args.steps} "
+                 f"--repeat {args.repeat}` on {os.cpu_count()} cores, {time.strftime('%Y-%m-%d', time.gmtime())}: a "
+                 f"random block-causal transformer (L = {args.length}, attention blocks of {args.block}, width "
+                 f"{args.width}, {args.layers} layers, V = {V}; written by the script, not shipped), tweedie, "
+                 f"{args.steps} steps, batch {args.batch}, float32; sampling time as scorch reports it, median of "
+                 f"{args.repeat} alternating runs per cell. Same tokens: both runs drew identical tokens (float32 "
+                 "round-off of the two call shapes may flip a rare draw).", "",
+                 "| sampler blocks | kv_cache false (ms) | kv_cache true (ms) | true / false | positions per sequence "
+                 "(false, true) | same tokens |",
+                 "|---|---|---|---|---|---|"]
+        for line in lines:
+            print(line)
         for blocks in [args.length // args.block // 4, args.length // args.block // 2, args.length // args.block]:
             if blocks < 2 or args.steps < blocks:
                 continue
@@ -154,8 +163,10 @@ def main():
                     tokens[cache] = np.load(out)
             f, t = statistics.median(times[False]), statistics.median(times[True])
             same = "yes" if np.array_equal(tokens[False], tokens[True]) else "no"
-            print(f"| {blocks} | {f:.0f} | {t:.0f} | {t / f:.2f} | {positions[False]:.0f}, {positions[True]:.0f} | "
-                  f"{same} |", flush=True)
+            lines.append(f"| {blocks} | {f:.0f} | {t:.0f} | {t / f:.2f} | {positions[False]:.0f}, "
+                         f"{positions[True]:.0f} | {same} |")
+            print(lines[-1], flush=True)
+    update_benchmarks("prefix_cache", lines)
 
 
 if __name__ == "__main__":

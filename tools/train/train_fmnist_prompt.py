@@ -90,12 +90,16 @@ class CrossAttention(nn.Module):
     def __init__(self, ch, ctx_dim):
         super().__init__()
         self.norm = nn.GroupNorm(8, ch)
-        self.attn = nn.MultiheadAttention(ch, 4, kdim=ctx_dim, vdim=ctx_dim, batch_first=True)
+        # Torch 1.13's scripted MultiheadAttention fails when kdim differs from the width (its
+        # packed in_proj_weight is None then), so a wider network projects the context first.
+        self.ctx = nn.Identity() if ctx_dim == ch else nn.Linear(ctx_dim, ch)
+        self.attn = nn.MultiheadAttention(ch, 4, kdim=ch, vdim=ch, batch_first=True)
 
     def forward(self, h, context):
         b, c, hh, ww = h.shape
         q = self.norm(h).flatten(2).transpose(1, 2)
-        out, _ = self.attn(q, context.to(q.dtype), context.to(q.dtype), need_weights=False)
+        ctx = self.ctx(context.to(q.dtype))
+        out, _ = self.attn(q, ctx, ctx, need_weights=False)
         return h + out.transpose(1, 2).reshape(b, c, hh, ww)
 
 
