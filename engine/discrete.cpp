@@ -214,6 +214,9 @@ std::unique_ptr<TokenDenoiser> load_token_denoiser(const std::string& path, cons
   check_input_file(path, what);
   if (spec.vocab < 2) bad_input("model.vocab: expected at least 2 tokens");
   if (spec.length < 1) bad_input("model.length: expected a positive sequence length");
+  if (inputs && !inputs->empty() && spec.num_classes > 0)
+    bad_input("model.num_classes: a network with declared inputs (model.inputs) takes its labels as an input with "
+              "source: label");
   if (spec.transition == Transition::Absorbing && spec.mask_id < spec.vocab)
     bad_input("model.mask_id: the mask token must be outside the vocabulary 0.." + std::to_string(spec.vocab - 1));
   torch::jit::Module module;
@@ -225,9 +228,6 @@ std::unique_ptr<TokenDenoiser> load_token_denoiser(const std::string& path, cons
   }
   const auto method = module.find_method("forward");
   if (inputs && !inputs->empty()) {
-    if (spec.num_classes > 0)
-      bad_input("model.num_classes: a network with declared inputs (model.inputs) takes its labels as an input with "
-                "source: label");
     // self, tokens, t, then the declared inputs by the module's names, in its order
     const auto& decl = inputs->inputs();
     std::string names = "tokens, t";

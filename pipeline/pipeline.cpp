@@ -90,9 +90,6 @@ at::Tensor latent_grid_mask(const at::Tensor& mask, const std::vector<int64_t>& 
   return m.reshape({1, latent[latent.size() - 2], latent.back()});
 }
 
-const char* const kNeedsNegative =
-    "guidance.scale: classifier-free guidance needs unconditional inputs: give model.inputs[].negative_file (or "
-    "negative_value, a negative host value, or a label input with model.null_label)";
 
 // A guidance term's reference sample x*: its DDIM trajectory from t_end up to t_start
 // (deterministic, so x*_t is a function of the reference), returned with t decreasing.
@@ -197,17 +194,8 @@ std::unique_ptr<Pipeline> Pipeline::from_config(const YAML::Node& config) {
   if (m.inputs) {
     // Declared inputs: `cond` gives the labels of a label input; the network's rows are
     // selected by sample index (model_inputs.h).
-    const ModelInput* label_input = m.inputs->label_input();
-    if (!label_input && config["cond"] && !config["cond"].IsNull())
-      bad_input("cond: the model's declared inputs (model.inputs) take no class label (no input with source: label)");
-    if (label_input) {
-      labels = read_cond(config["cond"], mo, true, m.batch);
-      m.labels = labels.labels;
-      m.inputs->set(label_input->name, labels.labels, false, m.batch, "cond");
-      if (mo.integer("null_label") >= 0)
-        m.inputs->set(label_input->name, at::scalar_tensor(mo.integer("null_label"), at::kLong), true, m.batch,
-                      "model.null_label");
-    }
+    labels = apply_cond_to_inputs(*m.inputs, config["cond"], mo, m.batch);
+    if (labels.labels.defined()) m.labels = labels.labels;
     m.inputs->check_ready(m.batch, /*allow_unset=*/true);
     m.cond = at::arange(m.batch, at::TensorOptions().dtype(at::kLong)).to(top.device);
     m.null_label = -1;

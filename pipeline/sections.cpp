@@ -611,6 +611,23 @@ std::vector<std::string> read_prompts(const YAML::Node& node, const std::string&
 
 }  // namespace
 
+const char* const kNeedsNegative =
+    "guidance.scale: classifier-free guidance needs unconditional inputs: give a negative_prompt, "
+    "model.inputs[].negative_file (or negative_value, a negative host value, or a label input with model.null_label)";
+
+Labels apply_cond_to_inputs(ModelInputs& inputs, const YAML::Node& cond, const Options& model, int64_t batch) {
+  const ModelInput* label_input = inputs.label_input();
+  if (!label_input && has_value(cond))
+    bad_input("cond: the model's declared inputs (model.inputs) take no class label (no input with source: label)");
+  if (!label_input) return {};
+  Labels labels = read_cond(cond, model, true, batch);
+  inputs.set(label_input->name, labels.labels, false, batch, "cond");
+  if (model.integer("null_label") >= 0)
+    inputs.set(label_input->name, at::scalar_tensor(model.integer("null_label"), at::kLong), true, batch,
+               "model.null_label");
+  return labels;
+}
+
 std::vector<std::string> apply_prompts(const YAML::Node& config, ModelInputs* inputs, int64_t batch, at::Device device,
                                        std::vector<std::string>* notes) {
   std::unique_ptr<TextEncoder> text = read_text_encoder(config["text_encoder"], device);
@@ -786,9 +803,6 @@ TokenModelSpec read_token_model(const YAML::Node& node, YAML::Node* resolved) {
   if (mo.str("path").empty()) bad_input("model.path: missing");
   out.path = find_input_file(mo.str("path"));
   out.inputs = read_model_inputs(mo.node("inputs"), "model.inputs", at::kFloat);
-  if (out.inputs && spec.num_classes > 0)
-    bad_input("model.num_classes: a network with declared inputs (model.inputs) takes its labels as an input with "
-              "source: label");
   return out;
 }
 

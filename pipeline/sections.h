@@ -86,6 +86,13 @@ struct Labels {
   int64_t rows_per_class = 0;  // cond: rows
 };
 Labels read_cond(const YAML::Node& cond, const Options& model, bool conditional, int64_t batch);
+// Declared inputs (model.inputs): `cond` fills the input with source: label (its negative rows
+// model.null_label when set), read as read_cond; an error when cond is given and no input
+// takes it. Returns the labels (undefined without a label input). Continuous and token
+// pipelines alike.
+Labels apply_cond_to_inputs(ModelInputs& inputs, const YAML::Node& cond, const Options& model, int64_t batch);
+// The error for classifier-free guidance on declared inputs without negative rows.
+extern const char* const kNeedsNegative;
 
 struct OutputSpec {
   std::string png, npy, trajectory, labels, latents;

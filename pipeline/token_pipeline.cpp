@@ -147,21 +147,10 @@ std::unique_ptr<TokenPipeline> TokenPipeline::from_config(const YAML::Node& conf
   if (m.inputs) {
     // Declared inputs (prompts, tensors, a label input): the network's rows are selected by
     // sequence index, the negative rows by -(i + 1) (model_inputs.h), as for continuous models.
-    const ModelInput* label_input = m.inputs->label_input();
-    if (!label_input && has_value(cond))
-      bad_input("cond: the model's declared inputs (model.inputs) take no class label (no input with source: label)");
-    if (label_input) {
-      const Options mo = Options::read(config["model"], token_model_schema(), "model");
-      m.inputs->set(label_input->name, read_cond(cond, mo, true, m.batch).labels, false, m.batch, "cond");
-      if (mo.integer("null_label") >= 0)
-        m.inputs->set(label_input->name, at::scalar_tensor(mo.integer("null_label"), at::kLong), true, m.batch,
-                      "model.null_label");
-    }
+    apply_cond_to_inputs(*m.inputs, cond, Options::read(config["model"], token_model_schema(), "model"), m.batch);
     m.prompts = apply_prompts(config, m.inputs.get(), m.batch, at::kCPU, &m.notes);
     m.inputs->check_ready(m.batch);
-    if (m.guidance != 1.0 && !m.inputs->has_negative())
-      bad_input("guidance.scale: classifier-free guidance needs negative inputs that differ from the conditional ones "
-                "(a negative_prompt, or negative values in model.inputs)");
+    if (m.guidance != 1.0 && !m.inputs->has_negative()) bad_input(kNeedsNegative);
     m.labels = at::arange(m.batch, at::TensorOptions().dtype(at::kLong));
   } else {
     m.prompts = apply_prompts(config, nullptr, m.batch, at::kCPU, &m.notes);  // names a prompt without inputs
