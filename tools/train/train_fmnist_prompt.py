@@ -103,8 +103,28 @@ class CrossAttention(nn.Module):
         return h + out.transpose(1, 2).reshape(b, c, hh, ww)
 
 
+class SelfAttention(nn.Module):
+    """Attention across the 49 latent positions: the convolutions mix neighbours only, while
+    at high noise the velocity depends on the whole image. The output projection starts at
+    zero, so adding these layers to a trained network leaves its function unchanged
+    (--init-from) and training grows them from there."""
+
+    def __init__(self, ch):
+        super().__init__()
+        self.norm = nn.GroupNorm(8, ch)
+        self.attn = nn.MultiheadAttention(ch, 4, batch_first=True)
+        nn.init.zeros_(self.attn.out_proj.weight)
+        nn.init.zeros_(self.attn.out_proj.bias)
+
+    def forward(self, h):
+        b, c, hh, ww = h.shape
+        q = self.norm(h).flatten(2).transpose(1, 2)
+        out, _ = self.attn(q, q, q, need_weights=False)
+        return h + out.transpose(1, 2).reshape(b, c, hh, ww)
+
+
 class LatentFlow(nn.Module):
-    def __init__(self, ch=64, emb=128, ctx_dim=64):
+    def __init__(self, ch=64, emb=128, ctx_dim=64, self_attention=False):
         super().__init__()
         self.emb_dim = emb
         self.time_mlp = nn.Sequential(nn.Linear(emb, emb), nn.SiLU(), nn.Linear(emb, emb))
@@ -113,6 +133,8 @@ class LatentFlow(nn.Module):
         self.b1, self.b2 = ResBlock(ch, ch, emb), ResBlock(ch, ch, emb)
         self.b3, self.b4 = ResBlock(ch, ch, emb), ResBlock(ch, ch, emb)
         self.a1, self.a2 = CrossAttention(ch, ctx_dim), CrossAttention(ch, ctx_dim)
+        self.s1 = SelfAttention(ch) if self_attention else nn.Identity()
+        self.s2 = SelfAttention(ch) if self_attention else nn.Identity()
         self.out_norm = nn.GroupNorm(8, ch)
         self.out = nn.Conv2d(ch, LATENT, 3, padding=1)
 
@@ -121,9 +143,9 @@ class LatentFlow(nn.Module):
             raise RuntimeError("context must be [B, 32, 64]")
         e = self.time_mlp(timestep_embedding(t, self.emb_dim).to(x.dtype)) + self.pool(context.mean(1).to(x.dtype))
         h = self.inp(x)
-        h = self.a1(self.b1(h, e), context)
+        h = self.s1(self.a1(self.b1(h, e), context))
         h = self.b2(h, e)
-        h = self.a2(self.b3(h, e), context)
+        h = self.s2(self.a2(self.b3(h, e), context))
         h = self.b4(h, e)
         return self.out(F.silu(self.out_norm(h)))
 
@@ -133,6 +155,11 @@ def ema_update(ema, model, it):
         decay = min(0.999, (1 + it) / (10 + it))
         for pe, pm in zip(ema.parameters(), model.parameters()):
             pe.mul_(decay).add_(pm, alpha=1 - decay)
+
+
+def export_stage2(ema_text, ema_flow, prefix):
+    torch.jit.save(torch.jit.script(ema_text.eval()), prefix + "_text_encoder.pt")
+    torch.jit.save(torch.jit.script(ema_flow.eval()), prefix + "_flow.pt")
 
 
 def train_autoencoder(args, x_all):
@@ -170,6 +197,14 @@ def main():
     ap.add_argument("--width", type=int, default=64, help="channels of the latent flow's blocks")
     ap.add_argument("--reuse-autoencoder", action="store_true",
                     help="load PREFIX_encoder.pt / PREFIX_decoder.pt instead of training them (stage 2 only)")
+    ap.add_argument("--self-attention", action="store_true",
+                    help="a self-attention layer after each cross-attention layer of the latent flow")
+    ap.add_argument("--init-from", metavar="PREFIX2",
+                    help="start stage 2 from the exported PREFIX2_text_encoder.pt / PREFIX2_flow.pt weights "
+                         "(same width) instead of a fresh initialisation: a continuation run")
+    ap.add_argument("--export-every", type=int, default=0, metavar="N",
+                    help="also export the EMA text encoder and flow every N iterations (each export a "
+                         "usable model, so a long run can be stopped and evaluated at any chunk)")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -194,8 +229,17 @@ def main():
     # Stage 2: text encoder and latent flow, jointly.
     tokens = {c: torch.tensor([prompts.tokenize(p) for p in prompts.TRAIN[c]]) for c in range(10)}
     empty = torch.tensor(prompts.tokenize(""))
-    text, flow = TextEncoder(), LatentFlow(ch=args.width)
-    ema_text, ema_flow = TextEncoder(), LatentFlow(ch=args.width)
+    text, flow = TextEncoder(), LatentFlow(ch=args.width, self_attention=args.self_attention)
+    ema_text, ema_flow = TextEncoder(), LatentFlow(ch=args.width, self_attention=args.self_attention)
+    if args.init_from:
+        text.load_state_dict(torch.jit.load(args.init_from + "_text_encoder.pt").state_dict())
+        # strict=False: the layers the loaded network lacks (new self-attention) keep their
+        # initialisation, which leaves the network's function unchanged; anything else missing
+        # or unexpected is a mismatch.
+        missing, unexpected = flow.load_state_dict(torch.jit.load(args.init_from + "_flow.pt").state_dict(), strict=False)
+        if unexpected or any(not k.startswith(("s1.", "s2.")) for k in missing):
+            sys.exit(f"--init-from {args.init_from}: not the same network (missing {missing}, unexpected {unexpected})")
+        print(f"stage 2 continues from {args.init_from}_text_encoder.pt / _flow.pt", flush=True)
     ema_text.load_state_dict(text.state_dict())
     ema_flow.load_state_dict(flow.state_dict())
     params = list(text.parameters()) + list(flow.parameters())
@@ -225,8 +269,10 @@ def main():
         running = 0.98 * running + 0.02 * loss.item() if it > 1 else loss.item()
         if it % 100 == 0 or it == args.iters:
             print(f"iter {it} loss {running:.4f} elapsed {time.time() - start:.0f}s", flush=True)
-    torch.jit.save(torch.jit.script(ema_text.eval()), args.prefix + "_text_encoder.pt")
-    torch.jit.save(torch.jit.script(ema_flow.eval()), args.prefix + "_flow.pt")
+        if args.export_every and it % args.export_every == 0 and it < args.iters:
+            export_stage2(ema_text, ema_flow, args.prefix)
+            print(f"exported the EMA weights of iteration {it}", flush=True)
+    export_stage2(ema_text, ema_flow, args.prefix)
     for part in ("encoder", "decoder", "text_encoder", "flow"):
         path = f"{args.prefix}_{part}.pt"
         print(f"wrote {path} ({os.path.getsize(path)} bytes)", flush=True)

@@ -8,7 +8,10 @@ with the masking ratio lambda ~ U(0, 1) per word (stratified over the batch).
 Exported as TorchScript forward(tokens [B, 12] int64, t [B]) -> log-probabilities [B, 12, 27]
 (the vocabulary a-z and '.', the mask id 27 excluded; t is ignored).
 
-Usage: /usr/bin/python3 tools/train/train_words.py [--minutes 30] [--out models/words_mdm.pt]
+A run can be continued in chunks (--init-from the previous chunk's export, --seed per chunk);
+give --iters rather than --minutes for a chunk that another machine can repeat exactly.
+
+Usage: /usr/bin/python3 tools/train/train_words.py [--minutes 30 | --iters N] [--out models/words_mdm.pt]
 """
 import argparse
 import math
@@ -40,9 +43,29 @@ class WordModel(torch.nn.Module):
         return torch.log_softmax(self.head(self.norm(h)), dim=-1)
 
 
+def elbo_per_char(model, words):
+    """The masked-diffusion bound on -log p(word) / L, averaged over `words` [N, L], with the
+    expectation over the number k of masked positions computed exactly (k = 1..L, each k
+    masking the first k positions of one fixed random order per word):
+    -log p(x) <= sum_k (1 / k) sum_{i masked at k} -log p(x_i | unmasked), the count form of the
+    lambda-DCE objective. Fixed seed, so successive calls measure the same masks."""
+    g = torch.Generator().manual_seed(1234)
+    order = torch.rand(len(words), L, generator=g).argsort(1).argsort(1)
+    total = torch.zeros(len(words), dtype=torch.float64)
+    with torch.no_grad():
+        for k in range(1, L + 1):
+            masked = order < k
+            xt = torch.where(masked, torch.full_like(words, words_data.MASK), words)
+            nll = -model(xt, torch.full((len(words),), k / L)).gather(-1, words[..., None]).squeeze(-1)
+            total += (nll * masked).sum(1).double() / k
+    return (total.mean() / L).item()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--iters", type=int, default=0,
+                    help="train exactly this many iterations (the cosine cycle over them) instead of --minutes")
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--out", default="models/words_mdm.pt")
@@ -52,22 +75,38 @@ def main():
                          "short sequences, without the rows of no mask and weight 1 / lambda)")
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--init-from", metavar="PT",
+                    help="continue from an exported model of the same width and depth (a chunk of a "
+                         "resumable run: a new warm-up and cosine cycle over --minutes or --iters, fresh optimiser state)")
+    ap.add_argument("--seed", type=int, default=0, help="batch and mask draws; give each chunk its own")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--eval-every", type=int, default=500, metavar="N",
+                    help="print the validation bound (held-out and training words) every N iterations")
     args = ap.parse_args()
-    torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
     train, held = words_data.split()
     data = torch.tensor([words_data.encode(w) for w in train])
     print(f"{len(train)} training words, {len(held)} held out", flush=True)
     model = WordModel(d=args.width, layers=args.layers, heads=4, ff=3 * args.width)
+    if args.init_from:
+        model.load_state_dict(torch.jit.load(args.init_from).state_dict())
+        print(f"continuing from {args.init_from}", flush=True)
     print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters", flush=True)
+    val_held = torch.tensor([words_data.encode(w) for w in held[::len(held) // 1000][:1000]])
+    val_train = torch.tensor([words_data.encode(w) for w in train[::len(train) // 1000][:1000]])
+    report = lambda it: print(f"iter {it}  validation bound (nats per character): held-out "
+                              f"{elbo_per_char(model, val_held):.4f}  training {elbo_per_char(model, val_train):.4f}",
+                              flush=True)
+    report(0)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     start, it, smooth = time.time(), 0, None
     budget = args.minutes * 60
     while True:
         elapsed = time.time() - start
-        if elapsed > budget:
+        if (it >= args.iters) if args.iters else (elapsed > budget):
             break
-        frac = elapsed / budget
+        frac = it / args.iters if args.iters else elapsed / budget
         lr = args.lr * min(1.0, (it + 1) / 200) * 0.5 * (1 + math.cos(math.pi * frac))
         for g in opt.param_groups:
             g["lr"] = lr
@@ -94,10 +133,17 @@ def main():
         it += 1
         if it % 200 == 0:
             print(f"iter {it}  loss {smooth:.4f}  lr {lr:.2e}  {time.time() - start:.0f} s", flush=True)
-    print(f"done: {it} iterations in {time.time() - start:.0f} s, smoothed loss {smooth:.4f}", flush=True)
+        if args.eval_every and it % args.eval_every == 0:
+            report(it)
+    print(f"done: {it} iterations in {time.time() - start:.0f} s, smoothed loss {smooth if smooth is not None else float('nan'):.4f}", flush=True)
+    report(it)
     model.eval()
+    # The weights first, as a plain state dict: torch.jit.script reads this file's source again,
+    # and an edit to it during a long run would otherwise lose the run at the last step.
+    torch.save(model.state_dict(), args.out + ".state_dict")
     scripted = torch.jit.script(model)
     scripted.save(args.out)
+    os.remove(args.out + ".state_dict")
     print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)", flush=True)
 
 
