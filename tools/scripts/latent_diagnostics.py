@@ -45,7 +45,13 @@ def main():
     with open(os.path.join(ROOT, "configs", "fmnist_prompt.yaml")) as f:
         config = yaml.safe_load(f)
     shift, scale = config["decoder"]["shift_factor"], config["decoder"]["scale_factor"]
-    load = lambda part: torch.jit.load(os.path.join(ROOT, f"{args.prefix}_{part}.pt"))
+    def load(part):
+        path = os.path.join(ROOT, f"{args.prefix}_{part}.pt")
+        if not os.path.isfile(path):
+            print(f"latent_diagnostics.py: --prefix {args.prefix}: no file {path}", file=sys.stderr)
+            sys.exit(2)
+        return torch.jit.load(path)
+
     enc, dec, text, flow = load("encoder"), load("decoder"), load("text_encoder"), load("flow")
     x, y = fmnist_data.load("test")
     x, y = x[:args.n], y[:args.n]

@@ -232,13 +232,26 @@ def main():
     text, flow = TextEncoder(), LatentFlow(ch=args.width, self_attention=args.self_attention)
     ema_text, ema_flow = TextEncoder(), LatentFlow(ch=args.width, self_attention=args.self_attention)
     if args.init_from:
+        for part in ("_text_encoder.pt", "_flow.pt"):
+            if not os.path.isfile(args.init_from + part):
+                print(f"train_fmnist_prompt.py: --init-from {args.init_from}: no file {args.init_from + part}",
+                      file=sys.stderr)
+                sys.exit(2)
         text.load_state_dict(torch.jit.load(args.init_from + "_text_encoder.pt").state_dict())
         # strict=False: the layers the loaded network lacks (new self-attention) keep their
         # initialisation, which leaves the network's function unchanged; anything else missing
         # or unexpected is a mismatch.
-        missing, unexpected = flow.load_state_dict(torch.jit.load(args.init_from + "_flow.pt").state_dict(), strict=False)
+        loaded = torch.jit.load(args.init_from + "_flow.pt")
+        missing, unexpected = flow.load_state_dict(loaded.state_dict(), strict=False)
         if unexpected or any(not k.startswith(("s1.", "s2.")) for k in missing):
-            sys.exit(f"--init-from {args.init_from}: not the same network (missing {missing}, unexpected {unexpected})")
+            print(f"train_fmnist_prompt.py: --init-from {args.init_from}: not the same network "
+                  f"(missing {missing}, unexpected {unexpected})", file=sys.stderr)
+            sys.exit(2)
+        with torch.no_grad():  # the added layers must not change the loaded network's function
+            x, t, c = torch.randn(4, LATENT, 7, 7), torch.rand(4) * 1000, torch.randn(4, prompts.LENGTH, 64)
+            if not torch.equal(flow(x, t, c), loaded(x, t, c)):
+                print(f"train_fmnist_prompt.py: --init-from {args.init_from}: the continued network differs", file=sys.stderr)
+                sys.exit(2)
         print(f"stage 2 continues from {args.init_from}_text_encoder.pt / _flow.pt", flush=True)
     ema_text.load_state_dict(text.state_dict())
     ema_flow.load_state_dict(flow.state_dict())

@@ -89,8 +89,19 @@ def main():
     data = torch.tensor([words_data.encode(w) for w in train])
     print(f"{len(train)} training words, {len(held)} held out", flush=True)
     model = WordModel(d=args.width, layers=args.layers, heads=4, ff=3 * args.width)
+    if args.iters < 0 or args.eval_every < 0:
+        print("train_words.py: --iters and --eval-every must be >= 0", file=sys.stderr)
+        sys.exit(2)
+    if args.init_from and not os.path.isfile(args.init_from):
+        print(f"train_words.py: --init-from {args.init_from}: no such file", file=sys.stderr)
+        sys.exit(2)
     if args.init_from:
-        model.load_state_dict(torch.jit.load(args.init_from).state_dict())
+        try:
+            model.load_state_dict(torch.jit.load(args.init_from).state_dict())
+        except (RuntimeError, ValueError) as e:
+            print(f"train_words.py: --init-from {args.init_from}: not a word model of width {args.width} and "
+                  f"{args.layers} layers ({str(e).splitlines()[0]})", file=sys.stderr)
+            sys.exit(2)
         print(f"continuing from {args.init_from}", flush=True)
     print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters", flush=True)
     val_held = torch.tensor([words_data.encode(w) for w in held[::len(held) // 1000][:1000]])
@@ -136,10 +147,12 @@ def main():
         if args.eval_every and it % args.eval_every == 0:
             report(it)
     print(f"done: {it} iterations in {time.time() - start:.0f} s, smoothed loss {smooth if smooth is not None else float('nan'):.4f}", flush=True)
-    report(it)
+    if not args.eval_every or it % args.eval_every != 0:
+        report(it)
     model.eval()
-    # The weights first, as a plain state dict: torch.jit.script reads this file's source again,
-    # and an edit to it during a long run would otherwise lose the run at the last step.
+    # The weights first, as a plain state dict (OUT.state_dict, removed once the export is
+    # written): torch.jit.script reads this file's source again, and an edit to it during a
+    # long run would otherwise lose the run at the last step.
     torch.save(model.state_dict(), args.out + ".state_dict")
     scripted = torch.jit.script(model)
     scripted.save(args.out)
