@@ -247,9 +247,12 @@ def main():
             print(f"train_fmnist_prompt.py: --init-from {args.init_from}: not the same network "
                   f"(missing {missing}, unexpected {unexpected})", file=sys.stderr)
             sys.exit(2)
-        with torch.no_grad():  # the added layers must not change the loaded network's function
+        # The added layers must not change the loaded network's function. Eager and TorchScript
+        # runs of the same weights differ by float32 rounding (about 1e-6 on outputs of size 6),
+        # so the check allows 1e-5; a changed function differs by the output's own size.
+        with torch.no_grad():
             x, t, c = torch.randn(4, LATENT, 7, 7), torch.rand(4) * 1000, torch.randn(4, prompts.LENGTH, 64)
-            if not torch.equal(flow(x, t, c), loaded(x, t, c)):
+            if not torch.allclose(flow(x, t, c), loaded(x, t, c), rtol=1e-5, atol=1e-5):
                 print(f"train_fmnist_prompt.py: --init-from {args.init_from}: the continued network differs", file=sys.stderr)
                 sys.exit(2)
         print(f"stage 2 continues from {args.init_from}_text_encoder.pt / _flow.pt", flush=True)
