@@ -146,7 +146,8 @@ TEST(LatentCodec, ScaleShiftAndDryRunChecks) {
 
 // The shipped autoencoder of the text-to-image model (models/fmnist_prompt_*.pt): encoder
 // then decoder on the first 1000 Fashion-MNIST test images, in [-1, 1]; the training script
-// reports 0.0109 on all 10k (tools/train/train_fmnist_prompt.py, models/README.md).
+// reports 0.00725 on all 10k for the shipped decoder (trained for the fixed encoder with
+// --decoder-only; the joint autoencoder's own decoder had 0.0109), so 0.01 bounds it.
 TEST(ShippedAutoencoder, RoundTripError) {
   const std::string file = fashion_mnist_file("t10k-images-idx3-ubyte.gz");
   if (!fs::exists(file)) GTEST_SKIP() << "no Fashion-MNIST at " << file << " (Debian's dataset-fashion-mnist)";
@@ -163,7 +164,7 @@ TEST(ShippedAutoencoder, RoundTripError) {
   EXPECT_LT(std::abs(z.mean().item<double>()), 0.1);
   EXPECT_LT(std::abs(z.std().item<double>() - 1.0), 0.1);
   const double mse = (codec.decode(z) - x).pow(2).mean().item<double>();
-  EXPECT_LT(mse, 0.02);
+  EXPECT_LT(mse, 0.01);
   EXPECT_GT(mse, 1e-4);  // a 196-number code of a 784-pixel image is lossy
   std::printf("shipped autoencoder: round-trip MSE %.5f on 1000 test images\n", mse);
 }

@@ -16,8 +16,14 @@ files, the parts of a latent text-to-image pipeline (an SD3 / Flux in miniature)
    Rectified flow as in train_fmnist_flow.py: x_t = (1 - t) x0 + t z, velocity z - x0,
    logit-normal t, the network gets 1000 t.
 
+With --decoder-only the script trains just a new, possibly wider decoder for the fixed
+encoder (stage 1 without its encoder half): the latents do not change, so the shipped flow and
+the config's shift and scale stay valid.
+
 Usage: /usr/bin/python3 tools/train/train_fmnist_prompt.py [--ae-iters N] [--iters N]
        [--prefix models/fmnist_prompt]
+       /usr/bin/python3 tools/train/train_fmnist_prompt.py --decoder-only --decoder-width 64
+       [--decoder-iters N] [--prefix models/fmnist_prompt]
 """
 import argparse
 import math
@@ -185,6 +191,32 @@ def train_autoencoder(args, x_all):
     return enc.eval(), dec.eval()
 
 
+def train_decoder(args, enc, x_all):
+    """A new decoder for a fixed encoder (as Stable Diffusion's ft-MSE VAE decoder was made):
+    the latent space, its shift and scale, and every flow trained on it stay valid, so the
+    decoder can be wider and trained longer than the joint autoencoder stage allowed."""
+    dec = Decoder(ch=args.decoder_width)
+    opt = torch.optim.AdamW(dec.parameters(), lr=args.lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.decoder_iters, pct_start=0.05)
+    print(f"decoder (encoder fixed): {sum(p.numel() for p in dec.parameters())} params, "
+          f"{args.decoder_iters} iters", flush=True)
+    with torch.no_grad():
+        lat = torch.cat([enc(x_all[i:i + 1000]) for i in range(0, x_all.shape[0], 1000)])
+    start, running = time.time(), 0.0
+    for it in range(1, args.decoder_iters + 1):
+        idx = torch.randint(0, x_all.shape[0], (args.batch,))
+        rec = F.mse_loss(dec(lat[idx]), x_all[idx])
+        opt.zero_grad(set_to_none=True)
+        rec.backward()
+        torch.nn.utils.clip_grad_norm_(dec.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        running = 0.98 * running + 0.02 * rec.item() if it > 1 else rec.item()
+        if it % 100 == 0 or it == args.decoder_iters:
+            print(f"decoder iter {it} mse {running:.5f} elapsed {time.time() - start:.0f}s", flush=True)
+    return dec.eval()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ae-iters", type=int, default=3000)
@@ -197,6 +229,11 @@ def main():
     ap.add_argument("--width", type=int, default=64, help="channels of the latent flow's blocks")
     ap.add_argument("--reuse-autoencoder", action="store_true",
                     help="load PREFIX_encoder.pt / PREFIX_decoder.pt instead of training them (stage 2 only)")
+    ap.add_argument("--decoder-only", action="store_true",
+                    help="train only a new decoder for the fixed PREFIX_encoder.pt and write PREFIX_decoder.pt "
+                         "(no stage 2)")
+    ap.add_argument("--decoder-iters", type=int, default=6000)
+    ap.add_argument("--decoder-width", type=int, default=32, help="channels of the decoder (twice that at 7x7 and 14x14)")
     ap.add_argument("--self-attention", action="store_true",
                     help="a self-attention layer after each cross-attention layer of the latent flow")
     ap.add_argument("--init-from", metavar="PREFIX2",
@@ -210,6 +247,23 @@ def main():
     torch.set_num_threads(args.threads)
     x_all, y_all = fmnist_data.load("train")
 
+    for name in ("iters", "ae_iters", "decoder_iters", "batch", "width", "decoder_width", "threads"):
+        if getattr(args, name) <= 0:
+            print(f"train_fmnist_prompt.py: --{name.replace('_', '-')} must be positive", file=sys.stderr)
+            sys.exit(2)
+    if (args.reuse_autoencoder or args.decoder_only) and not os.path.isfile(args.prefix + "_encoder.pt"):
+        print(f"train_fmnist_prompt.py: --prefix {args.prefix}: no file {args.prefix}_encoder.pt", file=sys.stderr)
+        sys.exit(2)
+    if args.decoder_only:
+        enc = torch.jit.load(args.prefix + "_encoder.pt")
+        dec = train_decoder(args, enc, x_all)
+        x_test, _ = fmnist_data.load("test")
+        with torch.no_grad():
+            rec = torch.cat([dec(enc(x_test[i:i + 1000])) for i in range(0, x_test.shape[0], 1000)])
+        print(f"test reconstruction mse {F.mse_loss(rec, x_test).item():.5f}", flush=True)
+        torch.jit.save(torch.jit.script(dec), args.prefix + "_decoder.pt")
+        print(f"wrote {args.prefix}_decoder.pt ({os.path.getsize(args.prefix + '_decoder.pt')} bytes)", flush=True)
+        return
     if args.reuse_autoencoder:
         enc, dec = torch.jit.load(args.prefix + "_encoder.pt"), torch.jit.load(args.prefix + "_decoder.pt")
     else:
