@@ -245,8 +245,6 @@ def main():
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    x_all, y_all = fmnist_data.load("train")
-
     for name in ("iters", "ae_iters", "decoder_iters", "batch", "width", "decoder_width", "threads"):
         if getattr(args, name) <= 0:
             print(f"train_fmnist_prompt.py: --{name.replace('_', '-')} must be positive", file=sys.stderr)
@@ -254,6 +252,12 @@ def main():
     if (args.reuse_autoencoder or args.decoder_only) and not os.path.isfile(args.prefix + "_encoder.pt"):
         print(f"train_fmnist_prompt.py: --prefix {args.prefix}: no file {args.prefix}_encoder.pt", file=sys.stderr)
         sys.exit(2)
+    if args.decoder_only and (args.init_from or args.reuse_autoencoder):
+        print("train_fmnist_prompt.py: --decoder-only trains no flow: it takes neither --init-from nor "
+              "--reuse-autoencoder", file=sys.stderr)
+        sys.exit(2)
+    x_all, y_all = fmnist_data.load("train")
+
     if args.decoder_only:
         enc = torch.jit.load(args.prefix + "_encoder.pt")
         dec = train_decoder(args, enc, x_all)
