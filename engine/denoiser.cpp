@@ -90,9 +90,9 @@ at::Tensor Denoiser::log_density(const at::Tensor&, double, const at::Tensor&) {
 
 at::Tensor batch_invariant(const at::Tensor& x, const at::Tensor& cond,
                            const std::function<at::Tensor(const at::Tensor& x, const at::Tensor& cond)>& f) {
-  const int64_t b = x.size(0), rows = 16;
-  if (b >= rows) return f(x, cond);
-  // Pad with copies of the first row: every evaluation then has at least 16 rows.
+  const int64_t b = x.size(0), block = 16, rows = (b + block - 1) / block * block;
+  if (b == rows) return f(x, cond);
+  // Pad with copies of the first row up to the next multiple of 16 rows.
   std::vector<int64_t> idx(size_t(rows), 0);
   for (int64_t i = 0; i < b; ++i) idx[size_t(i)] = i;
   const at::Tensor index = at::tensor(idx, at::TensorOptions().dtype(at::kLong).device(x.device()));

@@ -136,12 +136,19 @@ class Teleport final : public Sampler {
                          const at::Tensor& x, double t_from, double t_to) {
     const Schedule& ns = ctx.schedule();
     const double a0 = ns.alpha(t_from), s0 = ns.sigma(t_from), a1 = ns.alpha(t_to), s1 = ns.sigma(t_to);
+    // Padded to 16 rows like the analytic denoisers (batch_invariant): sample i's jump must
+    // not depend on how many samples share its batch or its class.
+    const auto flow = [&](const GaussianModel& g, const at::Tensor& xs) {
+      return batch_invariant(xs, {}, [&](const at::Tensor& xb, const at::Tensor&) {
+        return gaussian_flow(g, xb, a0, s0, a1, s1);
+      });
+    };
     const at::Tensor& cond = ctx.cond();
     const bool labelled = !classes.empty() && cond.defined() && !ctx.indexed_cond() && cond.dim() == 1 &&
                           cond.size(0) == x.size(0) && !at::isFloatingType(cond.scalar_type());
-    if (!labelled) return gaussian_flow(all, x, a0, s0, a1, s1);
+    if (!labelled) return flow(all, x);
     const at::Tensor labels = cond.to(at::kLong).cpu();
-    at::Tensor out = gaussian_flow(all, x, a0, s0, a1, s1);
+    at::Tensor out = flow(all, x);
     for (size_t c = 0; c < classes.size(); ++c) {
       const at::Tensor rows = (labels == int64_t(c)).nonzero().squeeze(1).to(x.device());
       if (rows.numel() == 0) continue;
@@ -149,7 +156,7 @@ class Teleport final : public Sampler {
       if (g.dim() != x[0].numel())
         bad_input("sampler.gaussian: class " + std::to_string(c) + "'s Gaussian has D = " + std::to_string(g.dim()) +
                   ", the samples " + std::to_string(x[0].numel()));
-      out.index_copy_(0, rows, gaussian_flow(g, x.index_select(0, rows), a0, s0, a1, s1));
+      out.index_copy_(0, rows, flow(g, x.index_select(0, rows)));
     }
     return out;
   }

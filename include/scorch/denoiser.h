@@ -47,12 +47,14 @@ Prediction from_model_output(PredictionType type, const at::Tensor& out, const a
 at::Tensor to_model_output(PredictionType type, const Prediction& p, double alpha, double sigma, double d_alpha = 0.0,
                            double d_sigma = 0.0);
 
-// BLAS picks its kernels by the number of rows, and they round differently: OpenBLAS uses
-// matrix-vector and small-matrix kernels below a few rows (measured here: up to 5 rows
-// differ from larger batches, 8 and more agree). Analytic models therefore evaluate a batch
-// of fewer than 16 samples padded to 16 rows (copies of the first), so that sample i's
-// numbers do not depend on the batch size (per-sample reproducibility, bit for bit on this
-// CPU build): f(x, cond) on [rows, ...].
+// BLAS picks its kernels and splits rows between threads by the number of rows, and they
+// round differently. Measured with Debian's OpenBLAS on an AVX-512 Xeon: a product with a
+// row count that is not a multiple of 8 gives some rows other bits than a larger batch does;
+// with a multiple of 8 rows every row's result is the same whatever the batch and the row's
+// position, on 1 or 2 threads. Analytic models therefore evaluate a batch padded to the
+// next multiple of 16 rows (copies of the first), so that sample i's numbers do not depend
+// on the batch size (per-sample reproducibility, bit for bit on this CPU build):
+// f(x, cond) on [rows, ...].
 at::Tensor batch_invariant(const at::Tensor& x, const at::Tensor& cond,
                            const std::function<at::Tensor(const at::Tensor& x, const at::Tensor& cond)>& f);
 
