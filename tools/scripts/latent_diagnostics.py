@@ -30,11 +30,6 @@ import fmnist_data  # noqa: E402
 import prompts  # noqa: E402
 
 
-def batched(fn, x, size=1000):
-    with torch.no_grad():
-        return torch.cat([fn(x[i:i + size]) for i in range(0, x.shape[0], size)])
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prefix", default="models/fmnist_prompt")
@@ -55,13 +50,13 @@ def main():
     enc, dec, text, flow = load("encoder"), load("decoder"), load("text_encoder"), load("flow")
     x, y = fmnist_data.load("test")
     x, y = x[:args.n], y[:args.n]
-    z = (batched(enc, x) - shift) * scale
+    z = (fmnist_data.batched(enc, x) - shift) * scale
     scorch = os.path.join(ROOT, args.build, "bin", "scorch")
 
     def fd(latents):
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "s.npy")
-            np.save(path, batched(dec, latents / scale + shift).numpy())
+            np.save(path, fmnist_data.batched(dec, latents / scale + shift).numpy())
             out = subprocess.run([scorch, "eval", "--json", "--samples", path], check=True, capture_output=True,
                                  text=True, cwd=ROOT).stdout
             return json.loads(out)["fd"]
@@ -69,7 +64,7 @@ def main():
     for s in [0.0, 0.05, 0.1, 0.2, 0.3]:
         print(f"decoder: latent noise {s}: FD {fd(z + s * torch.randn_like(z)):.2f}", flush=True)
     tokens = torch.tensor([prompts.tokenize(prompts.CLASS_PROMPTS[int(c)]) for c in y])
-    context = batched(text, tokens)
+    context = fmnist_data.batched(text, tokens)
     for t0 in [0.3, 0.6, 0.85, 1.0]:
         xt = (1 - t0) * z + t0 * torch.randn_like(z)
         ts = torch.linspace(t0, 0.0, 21)

@@ -27,3 +27,10 @@ def load(split="train"):
     y = _read(f"{ROOT}/{prefix}-labels-idx1-ubyte.gz", 2049)
     x = torch.from_numpy(x.astype(np.float32) / 127.5 - 1.0).unsqueeze(1)
     return x, torch.from_numpy(y.astype(np.int64))
+
+
+def batched(fn, x, size=1000):
+    """fn over x in chunks of `size` rows without gradients (a network over the whole set at
+    once would hold every activation in memory)."""
+    with torch.no_grad():
+        return torch.cat([fn(x[i:i + size]) for i in range(0, x.shape[0], size)])

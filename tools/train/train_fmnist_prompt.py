@@ -200,8 +200,7 @@ def train_decoder(args, enc, x_all):
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.decoder_iters, pct_start=0.05)
     print(f"decoder (encoder fixed): {sum(p.numel() for p in dec.parameters())} params, "
           f"{args.decoder_iters} iters", flush=True)
-    with torch.no_grad():
-        lat = torch.cat([enc(x_all[i:i + 1000]) for i in range(0, x_all.shape[0], 1000)])
+    lat = fmnist_data.batched(enc, x_all)
     start, running = time.time(), 0.0
     for it in range(1, args.decoder_iters + 1):
         idx = torch.randint(0, x_all.shape[0], (args.batch,))
@@ -262,8 +261,7 @@ def main():
         enc = torch.jit.load(args.prefix + "_encoder.pt")
         dec = train_decoder(args, enc, x_all)
         x_test, _ = fmnist_data.load("test")
-        with torch.no_grad():
-            rec = torch.cat([dec(enc(x_test[i:i + 1000])) for i in range(0, x_test.shape[0], 1000)])
+        rec = fmnist_data.batched(lambda x: dec(enc(x)), x_test)
         print(f"test reconstruction mse {F.mse_loss(rec, x_test).item():.5f}", flush=True)
         torch.jit.save(torch.jit.script(dec), args.prefix + "_decoder.pt")
         print(f"wrote {args.prefix}_decoder.pt ({os.path.getsize(args.prefix + '_decoder.pt')} bytes)", flush=True)
@@ -272,10 +270,9 @@ def main():
         enc, dec = torch.jit.load(args.prefix + "_encoder.pt"), torch.jit.load(args.prefix + "_decoder.pt")
     else:
         enc, dec = train_autoencoder(args, x_all)
-    with torch.no_grad():
-        lat = torch.cat([enc(x_all[i:i + 1000]) for i in range(0, x_all.shape[0], 1000)])
-        x_test, _ = fmnist_data.load("test")
-        rec = torch.cat([dec(enc(x_test[i:i + 1000])) for i in range(0, x_test.shape[0], 1000)])
+    lat = fmnist_data.batched(enc, x_all)
+    x_test, _ = fmnist_data.load("test")
+    rec = fmnist_data.batched(lambda x: dec(enc(x)), x_test)
     shift, scale = lat.mean().item(), 1.0 / lat.std().item()
     print(f"latents: shift_factor {shift:.6f} scale_factor {scale:.6f}; "
           f"test reconstruction mse {F.mse_loss(rec, x_test).item():.5f}", flush=True)
