@@ -10,6 +10,10 @@ Exported as TorchScript forward(tokens [B, 12] int64, t [B]) -> log-probabilitie
 
 A run can be continued in chunks (--init-from the previous chunk's export, --seed per chunk);
 give --iters rather than --minutes for a chunk that another machine can repeat exactly.
+A chunk longer than one sitting keeps its whole training state in --checkpoint (weights,
+optimiser moments, iteration, random state) every --save-every iterations; the same command
+started again resumes there and ends as the uninterrupted chunk would (bit for bit on one
+thread).
 
 Usage: /usr/bin/python3 tools/train/train_words.py [--minutes 30 | --iters N] [--out models/words_mdm.pt]
 """
@@ -82,6 +86,10 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--eval-every", type=int, default=500, metavar="N",
                     help="print the validation bound (held-out and training words) every N iterations")
+    ap.add_argument("--checkpoint", metavar="PATH",
+                    help="keep the training state here every --save-every iterations; if PATH exists, resume "
+                         "from it (needs --iters and the options it was written with)")
+    ap.add_argument("--save-every", type=int, default=250, metavar="N")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -89,8 +97,11 @@ def main():
     data = torch.tensor([words_data.encode(w) for w in train])
     print(f"{len(train)} training words, {len(held)} held out", flush=True)
     model = WordModel(d=args.width, layers=args.layers, heads=4, ff=3 * args.width)
-    if args.iters < 0 or args.eval_every < 0:
-        print("train_words.py: --iters and --eval-every must be >= 0", file=sys.stderr)
+    if args.iters < 0 or args.eval_every < 0 or args.save_every <= 0:
+        print("train_words.py: --iters and --eval-every must be >= 0, --save-every > 0", file=sys.stderr)
+        sys.exit(2)
+    if args.checkpoint and not args.iters:
+        print("train_words.py: --checkpoint needs --iters (a time budget cannot be resumed exactly)", file=sys.stderr)
         sys.exit(2)
     if args.init_from and not os.path.isfile(args.init_from):
         print(f"train_words.py: --init-from {args.init_from}: no such file", file=sys.stderr)
@@ -109,9 +120,29 @@ def main():
     report = lambda it: print(f"iter {it}  validation bound (nats per character): held-out "
                               f"{elbo_per_char(model, val_held):.4f}  training {elbo_per_char(model, val_train):.4f}",
                               flush=True)
-    report(0)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     start, it, smooth = time.time(), 0, None
+    # What must match for a resumed chunk to be the chunk it continues.
+    identity = {k: getattr(args, k) for k in ("iters", "batch", "lr", "masking", "width", "layers", "seed",
+                                               "init_from")}
+    if args.checkpoint and os.path.isfile(args.checkpoint):
+        try:
+            state = torch.load(args.checkpoint)
+        except Exception as e:  # a truncated or foreign file: whatever torch.load raises
+            print(f"train_words.py: --checkpoint {args.checkpoint}: not readable ({e})", file=sys.stderr)
+            sys.exit(2)
+        if not isinstance(state, dict) or state.get("identity") != identity:
+            print(f"train_words.py: --checkpoint {args.checkpoint}: written by another run "
+                  f"({state.get('identity') if isinstance(state, dict) else 'not a checkpoint'}); "
+                  f"remove it or give that run's options", file=sys.stderr)
+            sys.exit(2)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        it, smooth = state["it"], state["smooth"]
+        torch.set_rng_state(state["rng"])
+        print(f"resuming from {args.checkpoint} at iteration {it}", flush=True)
+    else:
+        report(0)
     budget = args.minutes * 60
     while True:
         elapsed = time.time() - start
@@ -146,6 +177,11 @@ def main():
             print(f"iter {it}  loss {smooth:.4f}  lr {lr:.2e}  {time.time() - start:.0f} s", flush=True)
         if args.eval_every and it % args.eval_every == 0:
             report(it)
+        if args.checkpoint and it % args.save_every == 0 and it < args.iters:
+            # Written to a side file and renamed: a run killed while saving keeps the last state.
+            torch.save({"identity": identity, "model": model.state_dict(), "opt": opt.state_dict(), "it": it,
+                        "smooth": smooth, "rng": torch.get_rng_state()}, args.checkpoint + ".tmp")
+            os.replace(args.checkpoint + ".tmp", args.checkpoint)
     print(f"done: {it} iterations in {time.time() - start:.0f} s, smoothed loss {smooth if smooth is not None else float('nan'):.4f}", flush=True)
     if not args.eval_every or it % args.eval_every != 0:
         report(it)
@@ -158,6 +194,8 @@ def main():
     scripted.save(args.out)
     os.remove(args.out + ".state_dict")
     print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)", flush=True)
+    if args.checkpoint and os.path.isfile(args.checkpoint):
+        os.remove(args.checkpoint)
 
 
 if __name__ == "__main__":
