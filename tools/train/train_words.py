@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """Trains the character-level masked-diffusion word model (models/words_mdm.pt).
 
-A small time-independent transformer (RADD, Ou et al. 2024: absorbing diffusion needs no
-time input) predicts the clean character at every position from the partially masked
-word; loss: the lambda-DCE objective of RADD, -sum over masked positions of log p(x0) / lambda,
+A time-independent transformer (RADD, Ou et al. 2024: absorbing diffusion needs no
+time input; width 256, 4 layers by default, matrix products in bfloat16 with float32
+residuals, norms and softmax) predicts the clean character at every position from the
+partially masked word; loss: the lambda-DCE objective of RADD, -sum over masked positions of log p(x0) / lambda,
 with the masking ratio lambda ~ U(0, 1) per word (stratified over the batch).
 Exported as TorchScript forward(tokens [B, 12] int64, t [B]) -> log-probabilities [B, 12, 27]
 (the vocabulary a-z and '.', the mask id 27 excluded; t is ignored).
@@ -31,20 +32,64 @@ import words_data  # noqa: E402
 V, L = 27, words_data.LENGTH
 
 
+class Block(torch.nn.Module):
+    """A pre-norm transformer encoder layer (bidirectional attention, GELU feed-forward).
+    Every matrix product runs in the dtype of `ref` (bfloat16 with --precision bfloat16: the
+    AMX/AVX-512 units, about 7x the float32 rate here) with float32 residuals, layer norms
+    and softmax; the exported file stores the matrices in that dtype, so what is sampled is
+    what was trained."""
+
+    def __init__(self, d, heads, ff):
+        super().__init__()
+        self.heads = heads
+        self.ln1 = torch.nn.LayerNorm(d)
+        self.qkv = torch.nn.Linear(d, 3 * d)
+        self.proj = torch.nn.Linear(d, d)
+        self.ln2 = torch.nn.LayerNorm(d)
+        self.fc1 = torch.nn.Linear(d, ff)
+        self.fc2 = torch.nn.Linear(ff, d)
+
+    def forward(self, h, ref):
+        B, n, d = h.shape
+        dh = d // self.heads
+        qkv = lin(self.ln1(h), self.qkv.weight, self.qkv.bias, ref)
+        qkv = qkv.view(B, n, 3, self.heads, dh).permute(2, 0, 3, 1, 4)
+        att = (torch.matmul(qkv[0], qkv[1].transpose(-1, -2)).float() * dh ** -0.5).softmax(-1)
+        o = torch.matmul(att.to(ref.dtype), qkv[2]).transpose(1, 2).reshape(B, n, d)
+        h = h + lin(o, self.proj.weight, self.proj.bias, ref).float()
+        a = torch.nn.functional.gelu(lin(self.ln2(h), self.fc1.weight, self.fc1.bias, ref).float())
+        return h + lin(a, self.fc2.weight, self.fc2.bias, ref).float()
+
+
+def lin(x, weight, bias, ref):
+    return torch.nn.functional.linear(x.to(ref.dtype), weight.to(ref.dtype), bias.to(ref.dtype))
+
+
 class WordModel(torch.nn.Module):
-    def __init__(self, d=128, layers=4, heads=4, ff=384):
+    def __init__(self, d=256, layers=4, heads=4, ff=768, dtype=torch.float32):
         super().__init__()
         self.tok = torch.nn.Embedding(V + 1, d)
         self.pos = torch.nn.Parameter(torch.randn(L, d) * 0.02)
-        layer = torch.nn.TransformerEncoderLayer(d, heads, ff, dropout=0.0, batch_first=True, norm_first=True,
-                                                 activation="gelu")
-        self.body = torch.nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.blocks = torch.nn.ModuleList([Block(d, heads, ff) for _ in range(layers)])
         self.norm = torch.nn.LayerNorm(d)
         self.head = torch.nn.Linear(d, V)
+        # The compute dtype of the matrix products, carried by an empty buffer (TorchScript
+        # keeps a tensor's dtype; the exported file keeps it too).
+        self.register_buffer("ref", torch.zeros(0, dtype=dtype))
 
     def forward(self, tokens, t):
-        h = self.body(self.tok(tokens) + self.pos)
-        return torch.log_softmax(self.head(self.norm(h)), dim=-1)
+        h = self.tok(tokens) + self.pos
+        for block in self.blocks:
+            h = block(h, self.ref)
+        return torch.log_softmax(lin(self.norm(h), self.head.weight, self.head.bias, self.ref).float(), dim=-1)
+
+    def matrices_in_compute_dtype(self):
+        """For the export: the Linear weights stored in the compute dtype (half the file in
+        bfloat16; the products are the ones trained)."""
+        for m in self.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.data = m.weight.data.to(self.ref.dtype)
+                m.bias.data = m.bias.data.to(self.ref.dtype)
 
 
 def elbo_per_char(model, words):
@@ -77,8 +122,11 @@ def main():
                     help="lambda: RADD's lambda-DCE (mask ratio lambda ~ U(0, 1), weight 1 / lambda); count: "
                          "exactly k ~ U{1..L} masked positions per word, weight L / k (the same ELBO for "
                          "short sequences, without the rows of no mask and weight 1 / lambda)")
-    ap.add_argument("--width", type=int, default=128)
+    ap.add_argument("--width", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--precision", choices=["bfloat16", "float32"], default="bfloat16",
+                    help="dtype of the matrix products in training and in the exported file (float32 "
+                         "residuals, norms and softmax either way)")
     ap.add_argument("--init-from", metavar="PT",
                     help="continue from an exported model of the same width and depth (a chunk of a "
                          "resumable run: a new warm-up and cosine cycle over --minutes or --iters, fresh optimiser state)")
@@ -96,7 +144,8 @@ def main():
     train, held = words_data.split()
     data = torch.tensor([words_data.encode(w) for w in train])
     print(f"{len(train)} training words, {len(held)} held out", flush=True)
-    model = WordModel(d=args.width, layers=args.layers, heads=4, ff=3 * args.width)
+    model = WordModel(d=args.width, layers=args.layers, heads=4, ff=3 * args.width,
+                      dtype=getattr(torch, args.precision))
     if args.iters < 0 or args.eval_every < 0 or args.save_every <= 0:
         print("train_words.py: --iters and --eval-every must be >= 0, --save-every > 0", file=sys.stderr)
         sys.exit(2)
@@ -123,7 +172,7 @@ def main():
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     start, it, smooth = time.time(), 0, None
     # What must match for a resumed chunk to be the chunk it continues.
-    identity = {k: getattr(args, k) for k in ("iters", "batch", "lr", "masking", "width", "layers", "seed",
+    identity = {k: getattr(args, k) for k in ("iters", "batch", "lr", "masking", "width", "layers", "precision", "seed",
                                                "init_from")}
     if args.checkpoint and os.path.isfile(args.checkpoint):
         try:
@@ -186,6 +235,7 @@ def main():
     if not args.eval_every or it % args.eval_every != 0:
         report(it)
     model.eval()
+    model.matrices_in_compute_dtype()
     # The weights first, as a plain state dict (OUT.state_dict, removed once the export is
     # written): torch.jit.script reads this file's source again, and an edit to it during a
     # long run would otherwise lose the run at the last step.
