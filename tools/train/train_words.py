@@ -144,6 +144,10 @@ def main():
     train, held = words_data.split()
     data = torch.tensor([words_data.encode(w) for w in train])
     print(f"{len(train)} training words, {len(held)} held out", flush=True)
+    if args.width <= 0 or args.width % 4 or args.layers <= 0:
+        print("train_words.py: --width must be a positive multiple of 4 (the 4 attention heads), --layers > 0",
+              file=sys.stderr)
+        sys.exit(2)
     model = WordModel(d=args.width, layers=args.layers, heads=4, ff=3 * args.width,
                       dtype=getattr(torch, args.precision))
     if args.iters < 0 or args.eval_every < 0 or args.save_every <= 0:
